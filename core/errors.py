@@ -1,0 +1,23 @@
+"""Exceptions that carry a message meant for the user (the CLI prints them without a traceback)."""
+from __future__ import annotations
+
+
+class BlueberryError(Exception):
+    """A problem with the user's input or environment, with a message that says what to do."""
+
+
+class MapsError(BlueberryError):
+    """A MaNGA MAPS file that cannot be used. The message names the file and the problem."""
+
+    def __init__(self, path, problem: str):
+        self.path = str(path)
+        self.problem = problem
+        super().__init__(f"{self.path}: {problem}")
+
+
+class DatasetError(BlueberryError):
+    """A dataset folder that is missing, incomplete or inconsistent."""
+
+
+class RunError(BlueberryError):
+    """A run directory that is missing, incomplete or inconsistent."""
