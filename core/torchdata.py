@@ -1,0 +1,61 @@
+"""torch view of a dataset folder, with dihedral augmentation.
+
+Kept apart from ``core.dataset`` so that reading a dataset (the dashboard does) never
+imports torch.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from core.dataset import SurveyDataset, open_dataset
+
+
+def dihedral(x: torch.Tensor, k: int) -> torch.Tensor:
+    """Element ``k`` (0..7) of the dihedral group of the square, on the last two axes.
+
+    k = 0..3 rotate by k * 90 degrees; k = 4..7 flip left-right, then rotate by (k - 4) * 90.
+    """
+    if k >= 4:
+        x = torch.flip(x, dims=(-1,))
+    return torch.rot90(x, k % 4, dims=(-2, -1))
+
+
+class MapsDataset(torch.utils.data.Dataset):
+    """Galaxies of a dataset folder as ``(flux, mask)`` tensors, each ``(T, 1, S, S)``.
+
+    ``flux`` is float32 with masked cells set to 0 (the loss ignores them through
+    ``mask``, True = bad); with ``with_ivar`` a third tensor holds the inverse variance.
+    With ``augment`` every item is drawn in one of the 8 dihedral orientations, and
+    ``repeats`` (the paper's "3x") makes one epoch visit each galaxy that many times.
+    """
+
+    def __init__(self, data, indices=None, augment: bool = False, repeats: int = 1,
+                 with_ivar: bool = False, seed: int = 0):
+        self.data: SurveyDataset = data if isinstance(data, SurveyDataset) else open_dataset(data)
+        self.indices = np.arange(len(self.data)) if indices is None else np.asarray(indices, dtype=np.int64)
+        self.augment = augment
+        self.repeats = max(1, int(repeats))
+        self.with_ivar = with_ivar
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Change the orientations drawn, reproducibly per epoch (also under DDP)."""
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.indices) * self.repeats
+
+    def __getitem__(self, i: int):
+        row = int(self.indices[i % len(self.indices)])
+        flux = torch.from_numpy(np.nan_to_num(np.asarray(self.data.flux[row]), nan=0.0, posinf=0.0, neginf=0.0))
+        mask = torch.from_numpy(np.asarray(self.data.mask[row]))
+        items = [flux, mask]
+        if self.with_ivar:
+            items.append(torch.from_numpy(np.asarray(self.data.ivar[row], dtype=np.float32)))
+        items = [t.unsqueeze(1) for t in items]  # (T, S, S) -> (T, 1, S, S)
+        if self.augment:
+            k = int(np.random.default_rng((self.seed, self.epoch, i)).integers(8))
+            items = [dihedral(t, k) for t in items]
+        return tuple(t.contiguous() for t in items)
