@@ -50,10 +50,10 @@ class MapsDataset(torch.utils.data.Dataset):
     def __getitem__(self, i: int):
         row = int(self.indices[i % len(self.indices)])
         flux = torch.from_numpy(np.nan_to_num(np.asarray(self.data.flux[row]), nan=0.0, posinf=0.0, neginf=0.0))
-        mask = torch.from_numpy(np.asarray(self.data.mask[row]))
+        mask = torch.from_numpy(np.array(self.data.mask[row]))  # a copy: memmaps are read-only
         items = [flux, mask]
         if self.with_ivar:
-            items.append(torch.from_numpy(np.asarray(self.data.ivar[row], dtype=np.float32)))
+            items.append(torch.from_numpy(np.array(self.data.ivar[row], dtype=np.float32)))
         items = [t.unsqueeze(1) for t in items]  # (T, S, S) -> (T, 1, S, S)
         if self.augment:
             k = int(np.random.default_rng((self.seed, self.epoch, i)).integers(8))
