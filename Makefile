@@ -1,0 +1,44 @@
+# Blueberry. The two commands of the README:
+#   make demo   set up, build the demo run (synthetic survey -> trained model -> scores), serve the app
+#   make test   set up, run the tests (browser tests included when Chromium can be installed)
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# The CPU wheel. On a machine with a GPU: make setup TORCH_SPEC="torch>=2.3"
+TORCH_SPEC ?= torch==2.13.0
+PORT ?= 5006
+RUN ?= runs/demo
+
+.PHONY: setup demo serve test browser-deps clean
+
+setup: $(VENV)/.setup-done
+
+# torch first, pinned: a bare `torch` requirement would pull a multi-GB CUDA build.
+$(VENV)/.setup-done: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install --quiet -e ".[test]"
+	touch $@
+
+demo: setup
+	$(BIN)/python -m train demo
+	$(MAKE) --no-print-directory serve
+
+serve: setup
+	@echo "Blueberry: open http://localhost:$(PORT)/dashboard"
+	$(BIN)/panel serve dashboard --port $(PORT) --warm --args --run $(RUN)
+
+test: setup browser-deps
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Debian's Chromium for the browser tests (never a downloaded browser build). Without it
+# (no root, no apt) the browser tests skip and say why.
+browser-deps:
+	@if [ -x /usr/bin/chromium ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	else echo "note: /usr/bin/chromium is missing and cannot be installed here; browser tests will skip"; fi
+
+clean:
+	rm -rf runs/demo-* runs/demo .pytest_cache

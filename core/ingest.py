@@ -1,0 +1,280 @@
+"""Ingest: MaNGA DAP MAPS files -> a dataset folder (``core.dataset``).
+
+Every file is read, gridded and normalised in a pool of worker processes. Each result is
+cached as one ``.npz`` part under ``DATASET/.parts/`` (named by the file's sha256 and the
+preprocessing options), so a re-run, or a run after a kill, reuses the work already done.
+The arrays are then assembled in input order into memory-mapped ``.npy`` files, and the
+manifest is written last.
+
+BPT columns come from the physical (unnormalised) fluxes at native resolution; the
+per-cell BPT map from the gridded physical fluxes, before normalisation.
+"""
+from __future__ import annotations
+
+import glob
+import hashlib
+import json
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from core import __version__, bpt, maps
+from core.dataset import FORMAT, open_dataset
+from core.errors import DatasetError, MapsError
+from core.io import atomic_path, open_npy_memmap, save_parquet, sha256_file, write_json
+from core.lines import BPT_LINES, DEFAULT_LINES, check_lines, wavelength
+
+MAPS_PATTERNS = ("*MAPS*.fits.gz", "*MAPS*.fits")
+
+
+@dataclass(frozen=True)
+class IngestOptions:
+    lines: tuple[str, ...] = DEFAULT_LINES  # emission lines of the sequence, in wavelength order
+    size: int = 32  # output grid S (32 demo, 64 paper)
+    norm: str = "none"  # normalisation, one of core.maps.NORMALISATIONS
+    bad_bits: tuple[str, ...] = maps.DEFAULT_BAD_BITS  # MANGA_DAPPIXMASK bits that mark a spaxel bad
+    min_good: float = 0.5  # a grid cell is bad when less than this fraction of it is good
+    aperture: float = 1.5  # radius (arcsec) of the central aperture of the per-galaxy BPT class
+    snr: float = 3.0  # per-line signal-to-noise cut of the BPT ratios
+
+    def key(self) -> str:
+        """Short hash of everything that changes a part; parts of other options are not reused."""
+        blob = json.dumps(asdict(self), sort_keys=True) + __version__
+        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+@dataclass
+class IngestReport:
+    dataset: Path
+    n_ingested: int
+    skipped: list = field(default_factory=list)  # [{"path", "reason"}]
+    duplicates: list = field(default_factory=list)  # [{"galaxy_id", "kept", "dropped"}]
+    reused: int = 0  # parts taken from an earlier run
+    seconds: float = 0.0
+
+
+def find_inputs(inputs) -> list[Path]:
+    """Files, folders (searched recursively for MAPS files) and glob patterns -> sorted unique files."""
+    found: list[Path] = []
+    for item in inputs:
+        item = str(item)
+        p = Path(item)
+        if p.is_dir():
+            for pattern in MAPS_PATTERNS:
+                found.extend(p.rglob(pattern))
+        elif p.is_file():
+            found.append(p)
+        else:
+            matches = [Path(m) for m in glob.glob(item, recursive=True)]
+            if not matches:
+                raise DatasetError(f"{item}: no such file, folder or matching files")
+            found.extend(m for m in matches if m.is_file())
+    unique = sorted({f.resolve() for f in found})
+    if not unique:
+        raise DatasetError(f"no MAPS files found in {', '.join(map(str, inputs))} "
+                           f"(folders are searched for {' or '.join(MAPS_PATTERNS)})")
+    return unique
+
+
+def _process(path: Path, opts: IngestOptions, part: Path) -> dict:
+    """Read, grid and normalise one file into the part file ``part``. Runs in a worker."""
+    needed = tuple(sorted(set(opts.lines) | set(BPT_LINES.values()), key=wavelength))
+    try:
+        g = maps.read_maps(path, lines=needed, bad_bits=opts.bad_bits)
+    except MapsError as exc:
+        if "missing" not in exc.problem or set(BPT_LINES.values()) <= set(opts.lines):
+            raise
+        g = maps.read_maps(path, lines=opts.lines, bad_bits=opts.bad_bits)  # no BPT lines in this file
+    row = {"galaxy_id": g.galaxy_id, "mangaid": g.mangaid, "ra": g.ra, "dec": g.dec, "z": g.z,
+           "daptype": g.daptype, "versdap": g.versdap}
+    row.update(bpt.galaxy_bpt(g.flux, g.ivar, g.mask, g.lines, g.center, g.pixscale,
+                              aperture=opts.aperture, snr=opts.snr))
+    grid = maps.to_grid(g, size=opts.size, min_good=opts.min_good)
+    bpt_map = bpt.spaxel_classes(grid.flux, grid.ivar, grid.mask, g.lines, snr=opts.snr)
+    take = [g.lines.index(name) for name in opts.lines]
+    grid = replace(grid, flux=grid.flux[take], ivar=grid.ivar[take], mask=grid.mask[take])
+    empty = [name for name, m in zip(opts.lines, grid.mask) if m.all()]
+    if empty:
+        raise MapsError(path, f"no good spaxels in line(s) {', '.join(empty)} after masking and gridding")
+    grid, scale = maps.normalise(grid, opts.norm, lines=opts.lines, path=path)
+    row["scale"] = float(scale)
+    row["good_frac"] = float((~grid.mask).mean())
+    with atomic_path(part) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, flux=grid.flux.astype(np.float32), mask=grid.mask, ivar=grid.ivar.astype(np.float32),
+                     bpt_map=bpt_map.astype(np.int8), row=json.dumps(row, default=float))
+    return row
+
+
+def _task(args) -> tuple[str, dict | None, str | None]:
+    path, opts, part = args
+    try:
+        return str(path), _process(path, opts, part), None
+    except MapsError as exc:
+        return str(path), None, exc.problem
+    except Exception as exc:  # a bug or an unforeseen file: record it, never lose the other files
+        return str(path), None, f"unexpected {type(exc).__name__}: {exc}"
+
+
+def ingest(inputs, out, opts: IngestOptions = IngestOptions(), workers: int | None = None,
+           progress: bool = True) -> IngestReport:
+    """Ingest MAPS files into the dataset folder ``out``. Raises DatasetError when nothing could be read."""
+    from tqdm.auto import tqdm
+
+    t0 = time.perf_counter()
+    opts = replace(opts, lines=check_lines(opts.lines))
+    if opts.norm not in maps.NORMALISATIONS:
+        raise DatasetError(f"unknown normalisation {opts.norm!r}; choose one of {', '.join(maps.NORMALISATIONS)}")
+    files = find_inputs(inputs)
+    out = Path(out)
+    parts_dir = out / ".parts"
+    parts_dir.mkdir(parents=True, exist_ok=True)
+    key = opts.key()
+
+    hashes = {}
+    for f in tqdm(files, desc="hashing", unit="file", disable=not progress or len(files) < 200):
+        hashes[f] = sha256_file(f)
+    done = _up_to_date(out, files, hashes, opts)
+    if done is not None:
+        return replace(done, seconds=time.perf_counter() - t0)
+    tasks, rows, skipped, reused = [], {}, [], 0
+    for f in files:
+        part = parts_dir / f"{hashes[f]}-{key}.npz"
+        if part.is_file():
+            with np.load(part) as z:
+                rows[f] = json.loads(str(z["row"]))
+            reused += 1
+        else:
+            tasks.append((f, opts, part))
+
+    workers = workers or min(len(tasks), os.cpu_count() or 1) or 1
+    bar = tqdm(total=len(tasks), desc="ingest", unit="file", disable=not progress or not tasks)
+    if workers > 1 and len(tasks) > 1:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            results = pool.map(_task, tasks, chunksize=max(1, min(16, len(tasks) // (4 * workers))))
+            for path, row, problem in results:
+                _collect(Path(path), row, problem, rows, skipped)
+                bar.update()
+    else:
+        for t in tasks:
+            path, row, problem = _task(t)
+            _collect(Path(path), row, problem, rows, skipped)
+            bar.update()
+    bar.close()
+
+    # One row per galaxy: the first file (in sorted path order) wins, the others are reported.
+    kept, duplicates, seen = [], [], {}
+    for f in files:
+        if f not in rows:
+            continue
+        gid = rows[f]["galaxy_id"]
+        if gid in seen:
+            duplicates.append({"galaxy_id": gid, "kept": str(seen[gid]), "dropped": str(f)})
+            continue
+        seen[gid] = f
+        kept.append(f)
+    if not kept:
+        lines = "\n".join(f"  {s['path']}: {s['reason']}" for s in skipped[:20])
+        more = f"\n  ... and {len(skipped) - 20} more" if len(skipped) > 20 else ""
+        raise DatasetError(f"no galaxy could be ingested from {len(files)} file(s):\n{lines}{more}")
+
+    _assemble(out, kept, rows, hashes, key, opts)
+    catalogue = _catalogue(kept, rows, hashes)
+    catalogue = _add_truth(catalogue, kept)
+    save_parquet(out / "catalogue.parquet", catalogue)
+    write_json(out / "manifest.json", {
+        "format": FORMAT,
+        "n_galaxies": len(kept),
+        "lines": list(opts.lines),
+        "size": opts.size,
+        "norm": opts.norm,
+        "bad_bits": list(opts.bad_bits),
+        "options": asdict(opts),
+        "sources": [{"path": str(f), "sha256": hashes[f], "galaxy_id": rows[f]["galaxy_id"]} for f in kept],
+        "skipped": skipped,
+        "duplicates": duplicates,
+        "code_version": __version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    })
+    open_dataset(out)  # the folder must read back, or the ingest failed
+    return IngestReport(dataset=out, n_ingested=len(kept), skipped=skipped, duplicates=duplicates,
+                        reused=reused, seconds=time.perf_counter() - t0)
+
+
+def _up_to_date(out: Path, files: list[Path], hashes: dict, opts: IngestOptions) -> IngestReport | None:
+    """The report of an earlier ingest of exactly these files with these options, if it finished."""
+    try:
+        manifest = open_dataset(out).manifest
+    except DatasetError:
+        return None
+    before = {(s["path"], s["sha256"]) for s in manifest["sources"]}
+    before_skipped = {s["path"] for s in manifest["skipped"]} | {d["dropped"] for d in manifest["duplicates"]}
+    now = {(str(f), hashes[f]) for f in files}
+    if manifest.get("options") != json.loads(json.dumps(asdict(opts))) or not before <= now:
+        return None
+    if {p for p, _ in now - before} != before_skipped:
+        return None
+    return IngestReport(dataset=out, n_ingested=len(before), skipped=manifest["skipped"],
+                        duplicates=manifest["duplicates"], reused=len(files))
+
+
+def _collect(path: Path, row, problem, rows: dict, skipped: list) -> None:
+    if row is None:
+        skipped.append({"path": str(path), "reason": problem})
+    else:
+        rows[path] = row
+
+
+def _assemble(out: Path, kept: list[Path], rows: dict, hashes: dict, key: str, opts: IngestOptions) -> None:
+    n, n_lines, s = len(kept), len(opts.lines), opts.size
+    specs = {"flux": ((n, n_lines, s, s), np.float32), "mask": ((n, n_lines, s, s), bool),
+             "ivar": ((n, n_lines, s, s), np.float32), "bpt_map": ((n, s, s), np.int8)}
+    arrays = {name: open_npy_memmap(out / f"{name}.npy", shape, dtype) for name, (shape, dtype) in specs.items()}
+    for i, f in enumerate(kept):
+        with np.load(out / ".parts" / f"{hashes[f]}-{key}.npz") as z:
+            for name, (arr, _) in arrays.items():
+                arr[i] = z[name]
+    for arr, commit in arrays.values():
+        commit()
+        del arr
+
+
+def _catalogue(kept: list[Path], rows: dict, hashes: dict) -> pd.DataFrame:
+    records = []
+    for f in kept:
+        rec = dict(rows[f])
+        rec["source"] = str(f)
+        rec["sha256"] = hashes[f]
+        records.append(rec)
+    return pd.DataFrame.from_records(records)
+
+
+def _add_truth(catalogue: pd.DataFrame, kept: list[Path]) -> pd.DataFrame:
+    """Join ``truth.csv`` files that lie beside the inputs (synthetic surveys) on galaxy_id."""
+    truths = [pd.read_csv(t, dtype={"galaxy_id": str}) for t in sorted({f.parent / "truth.csv" for f in kept})
+              if t.is_file()]
+    if not truths:
+        return catalogue
+    truth = pd.concat(truths, ignore_index=True).drop_duplicates("galaxy_id")
+    truth = truth.rename(columns={c: f"truth_{c}" for c in truth.columns
+                                  if c != "galaxy_id" and not c.startswith("truth_")})
+    return catalogue.merge(truth, on="galaxy_id", how="left")
+
+
+def summary(report: IngestReport) -> str:
+    lines = [f"ingested {report.n_ingested} galaxies into {report.dataset} "
+             f"({len(report.skipped)} skipped, {len(report.duplicates)} duplicate ids, "
+             f"{report.reused} reused from an earlier run) in {report.seconds:.1f} s"]
+    for s in report.skipped[:10]:
+        lines.append(f"  skipped {s['path']}: {s['reason']}")
+    if len(report.skipped) > 10:
+        lines.append(f"  ... {len(report.skipped) - 10} more skipped files are listed in {report.dataset}/manifest.json")
+    for d in report.duplicates[:10]:
+        lines.append(f"  duplicate {d['galaxy_id']}: kept {d['kept']}, dropped {d['dropped']}")
+    return "\n".join(lines)
+

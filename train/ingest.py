@@ -1,0 +1,46 @@
+"""``python -m train ingest``: MaNGA MAPS files -> a dataset folder."""
+from __future__ import annotations
+
+HELP = "read MaNGA DAP MAPS files (real or synthetic) into a dataset folder for training"
+EXAMPLES = """\
+  python -m train ingest data/synth --out data/demo-dataset
+  python -m train ingest 'dr17/**/manga-*-MAPS-SPX-MILESHC-MASTARSSP.fits.gz' --out data/dr17-64 --size 64
+  python -m train ingest a.fits.gz b.fits.gz --out data/two --norm ha_peak --workers 2
+  python -m train ingest data/synth --out data/ds --lines Hb-4862 OIII-5008 Ha-6564 NII-6585
+
+A file that cannot be used is skipped and recorded, with its reason, in DATASET/manifest.json.
+Re-running on the same inputs reuses what was already done (DATASET/.parts holds the per-file work).
+"""
+
+
+def add_arguments(p) -> None:
+    from core.lines import DEFAULT_LINES
+    from core.maps import DEFAULT_BAD_BITS, NORMALISATIONS
+
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="MAPS files, folders (searched recursively) or glob patterns")
+    p.add_argument("--out", required=True, metavar="DATASET", help="dataset folder to write")
+    p.add_argument("--size", type=int, default=32, help="grid size S of the maps (32 demo, 64 paper; default 32)")
+    p.add_argument("--lines", nargs="+", default=list(DEFAULT_LINES), metavar="LINE",
+                   help="DAP channel names of the sequence (default: the 19 lines between 3800 and 8000 A)")
+    p.add_argument("--norm", default="none", choices=NORMALISATIONS, help="per-galaxy normalisation (default none)")
+    p.add_argument("--bad-bits", nargs="+", default=list(DEFAULT_BAD_BITS), metavar="BIT",
+                   help=f"MANGA_DAPPIXMASK bits that mark a spaxel bad (default {' '.join(DEFAULT_BAD_BITS)})")
+    p.add_argument("--workers", type=int, default=None, help="worker processes (default: one per core)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def run(args) -> int:
+    from core.errors import DatasetError
+    from core.ingest import IngestOptions, ingest, summary
+    from core.lines import check_lines
+
+    try:
+        lines = check_lines(args.lines)
+    except ValueError as exc:
+        raise DatasetError(str(exc)) from None
+    if args.size < 4:
+        raise DatasetError(f"--size {args.size} is too small; use 32 (demo) or 64 (paper)")
+    opts = IngestOptions(lines=lines, size=args.size, norm=args.norm, bad_bits=tuple(args.bad_bits))
+    report = ingest(args.inputs, args.out, opts, workers=args.workers, progress=not args.quiet)
+    print(summary(report))
+    return 0
