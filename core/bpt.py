@@ -230,7 +230,7 @@ def classify_codes(log_nii_ha, log_oiii_hb, log_sii_ha, log_oi_ha=None) -> np.nd
 
 
 def classify(log_nii_ha, log_oiii_hb, log_sii_ha, log_oi_ha=None):
-    """Kewley et al. 2006 (MNRAS 372, 961, Section 4) classification over the BPT diagrams.
+    """The Kewley et al. 2006 (MNRAS 372, 961) classification over the BPT diagrams.
 
     - ``sf``: below Kauffmann et al. 2003 in [NII] and below Kewley et al. 2001 in [SII]
       and [OI];
@@ -240,7 +240,7 @@ def classify(log_nii_ha, log_oiii_hb, log_sii_ha, log_oi_ha=None):
       the Kewley et al. 2006 Seyfert/LINER line in both [SII] and [OI];
     - ``ambiguous``: valid, but the diagrams disagree (e.g. AGN in [NII] and star-forming
       in [SII], or Seyfert in [SII] and LINER in [OI]);
-    - ``invalid``: log([NII]/Ha), log([OIII]/Hb) or log([SII]/Ha) is NaN.
+    - ``invalid``: log([NII]/Ha), log([OIII]/Hb) or log([SII]/Ha) is NaN or infinite.
 
     [OI] is optional: without it (``None``), and element-wise wherever it is NaN (weak
     [OI] is common in spaxels), the classification uses the [NII] and [SII] diagrams
