@@ -97,11 +97,11 @@ def _process(path: Path, opts: IngestOptions, part: Path) -> dict:
     grid = maps.to_grid(g, size=opts.size, min_good=opts.min_good)
     bpt_map = bpt.spaxel_classes(grid.flux, grid.ivar, grid.mask, g.lines, snr=opts.snr)
     take = [g.lines.index(name) for name in opts.lines]
-    grid = replace(grid, flux=grid.flux[take], ivar=grid.ivar[take], mask=grid.mask[take])
+    grid = replace(grid, lines=opts.lines, flux=grid.flux[take], ivar=grid.ivar[take], mask=grid.mask[take])
     empty = [name for name, m in zip(opts.lines, grid.mask) if m.all()]
     if empty:
         raise MapsError(path, f"no good spaxels in line(s) {', '.join(empty)} after masking and gridding")
-    grid, scale = maps.normalise(grid, opts.norm, lines=opts.lines, path=path)
+    grid, scale = maps.normalise(grid, opts.norm)
     row["scale"] = float(scale)
     row["good_frac"] = float((~grid.mask).mean())
     with atomic_path(part) as tmp:
