@@ -1,0 +1,468 @@
+"""Read MaNGA DAP MAPS files and turn each galaxy into a fixed-size grid of line maps.
+
+Three steps, each usable on its own:
+
+* :func:`read_maps` reads the Gaussian-fitted line fluxes (``EMLINE_GFLUX``), their
+  inverse variances and mask bits from a DAP MAPS file (``.fits`` or ``.fits.gz``),
+  finding channels by name so DR15 (22 channels) and DR17 (35, another order) both work.
+* :func:`to_grid` crops the square around the covered IFU footprint and resamples it to
+  ``S x S`` cells by exact area overlap, so fluxes (and therefore line ratios) are conserved
+  and masked spaxels stay masked.
+* :func:`normalise` applies an optional per-galaxy scaling (:data:`NORMALISATIONS`);
+  :func:`denormalise` recovers physical fluxes from the scale it returns.
+
+:func:`preprocess` chains the three; ingest and the scoring of new files use it.
+Every problem with a file raises :class:`core.errors.MapsError` naming the file.
+"""
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import io
+import warnings
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from astropy.io import fits
+from astropy.io.fits.verify import VerifyWarning
+from astropy.utils.exceptions import AstropyUserWarning
+from astropy.wcs import WCS, FITSFixedWarning
+from astropy.wcs.utils import proj_plane_pixel_scales
+
+from core.errors import BlueberryError, MapsError
+from core.lines import BPT_LINES, DEFAULT_LINES
+
+#: Bit numbers of the MANGA_DAPPIXMASK (sdssMaskbits.par), used by every DAP map mask.
+DAPPIXMASK_BITS: dict[str, int] = {
+    "NOCOV": 0,  # no coverage in this spaxel
+    "LOWCOV": 1,  # low coverage in this spaxel
+    "DEADFIBER": 2,  # a major contributing fibre is dead
+    "FORESTAR": 3,  # foreground star
+    "NOVALUE": 4,  # the spaxel was not fit (e.g. below the S/N limit)
+    "UNRELIABLE": 5,  # value is deemed unreliable
+    "MATHERROR": 6,  # mathematical error in computing the value
+    "FITFAILED": 7,  # the fit failed
+    "NEARBOUND": 8,  # a fitted parameter is near its boundary
+    "NOCORRECTION": 9,  # an appropriate correction was not available
+    "MULTICOMP": 10,  # multi-component velocity features present
+    "DONOTUSE": 30,  # do not use this spaxel for science
+}
+
+#: The bits that make a spaxel bad by default, as Marvin does.
+DEFAULT_BAD_BITS: tuple[str, ...] = ("NOCOV", "UNRELIABLE", "DONOTUSE")
+
+#: The extensions read, in the order flux, inverse variance, mask.
+EXTENSIONS: tuple[str, str, str] = ("EMLINE_GFLUX", "EMLINE_GFLUX_IVAR", "EMLINE_GFLUX_MASK")
+
+#: Per-galaxy flux normalisations (recorded in every dataset manifest):
+#:   "none"     physical flux per cell, 1E-17 erg/s/cm^2 (the paper; scale = 1).
+#:   "ha_peak"  every line divided by the Ha peak (99th percentile of the good Ha cells),
+#:              so the brightest Ha is ~1 and brightness differences between galaxies vanish.
+#:   "ha_total" every line divided by the total Ha flux of the good cells: the maps become
+#:              the fraction of the galaxy's Ha per cell, independent of distance.
+#:   "asinh"    asinh(flux / scale) with scale = Ha peak / 100: linear for faint cells,
+#:              logarithmic for bright ones, so line ratios become differences and faint
+#:              lines keep their weight next to Ha.
+NORMALISATIONS: tuple[str, ...] = ("none", "ha_peak", "ha_total", "asinh")
+
+#: Softening of the asinh stretch as a fraction of the Ha peak: lines brighter than 1% of
+#: the Ha peak fall in the logarithmic regime.
+ASINH_SOFTENING = 0.01
+
+#: Speed of light in km/s, to turn the DAP's input velocity guess cz into a redshift.
+C_KMS = 299792.458
+
+#: Spaxel size of MaNGA cubes in arcsec, used when a file has no celestial WCS.
+MANGA_PIXSCALE = 0.5
+
+
+@dataclass
+class GalaxyMaps:
+    """The emission-line maps of one galaxy, as in the file (native spaxels)."""
+
+    path: Path  # the MAPS file read
+    galaxy_id: str  # PLATEIFU, e.g. "7815-3702"
+    mangaid: str  # MANGAID, e.g. "1-113540" ("" when absent)
+    ra: float  # OBJRA, degrees (NaN when absent)
+    dec: float  # OBJDEC, degrees (NaN when absent)
+    z: float  # redshift: Z, else SCINPVEL / c (NaN when neither is present)
+    daptype: str  # DAPTYPE, e.g. "HYB10-GAU-MILESHC"
+    versdap: str  # VERSDAP, the DAP version
+    lines: tuple[str, ...]  # channel names, in the order of the arrays' first axis
+    flux: np.ndarray  # (L, ny, nx) float32, 1E-17 erg/s/cm^2/spaxel, values as in the file
+    ivar: np.ndarray  # (L, ny, nx) float32 inverse variance of flux
+    mask: np.ndarray  # (L, ny, nx) bool, True = bad (a bad bit, ivar <= 0, NaN or inf)
+    bits: np.ndarray  # (L, ny, nx) int32 raw MANGA_DAPPIXMASK bits
+    pixscale: float  # arcsec per spaxel
+    center: tuple[float, float]  # (x, y) 0-based pixel position of OBJRA/OBJDEC
+    footprint: np.ndarray  # (ny, nx) bool, True = covered (NOCOV set in no selected line)
+
+
+@dataclass
+class GridMaps:
+    """One galaxy's line maps on a square grid of S x S cells, ready for the model."""
+
+    path: Path  # the MAPS file it came from (named in error messages)
+    galaxy_id: str  # PLATEIFU
+    lines: tuple[str, ...]  # channel names, first axis of the arrays
+    flux: np.ndarray  # (L, S, S) float32 flux per cell (units set by norm), NaN where masked
+    ivar: np.ndarray  # (L, S, S) float32 inverse variance of flux, 0 where masked
+    mask: np.ndarray  # (L, S, S) bool, True = bad
+    pixscale: float  # arcsec per grid cell
+    center: tuple[float, float]  # (x, y) of OBJRA/OBJDEC in 0-based grid-cell coordinates
+    crop: tuple[float, float, float, float]  # native box (x0, y0, x1, y1); spaxel i spans [i, i+1)
+    norm: str = "none"  # the normalisation applied (one of NORMALISATIONS)
+    scale: float = 1.0  # its scale factor; denormalise(flux, scale, norm) gives physical flux
+
+
+# --------------------------------------------------------------------------------------
+# Reading
+
+
+def read_maps(path, lines=DEFAULT_LINES, bad_bits=DEFAULT_BAD_BITS) -> GalaxyMaps:
+    """Read the emission-line maps ``lines`` of a DAP MAPS file.
+
+    A spaxel is bad (``mask`` True) where any of ``bad_bits`` (names of
+    :data:`DAPPIXMASK_BITS`) is set, where ``ivar <= 0``, or where flux or ivar is NaN or inf.
+    Raises :class:`MapsError` naming the file and the problem when the file cannot be used.
+    """
+    path = Path(path)
+    lines = (lines,) if isinstance(lines, str) else tuple(lines)
+    bad_value = _bit_value(path, bad_bits)
+    primary, headers, (flux, ivar, bits) = _read_fits(path)
+
+    galaxy_id = primary.get("PLATEIFU")
+    if not galaxy_id:
+        raise MapsError(path, "the primary header has no PLATEIFU: not a MaNGA DAP MAPS file?")
+    if flux.ndim != 3:
+        raise MapsError(path, f"{EXTENSIONS[0]} is not a (channel, y, x) cube: its shape is {flux.shape}")
+    shapes = {ext: arr.shape for ext, arr in zip(EXTENSIONS, (flux, ivar, bits))}
+    if len(set(shapes.values())) > 1:
+        raise MapsError(path, "the shapes disagree: " + ", ".join(f"{e} {s}" for e, s in shapes.items()))
+    masktype = headers[2].get("MASKNAME", "MANGA_DAPPIXMASK")
+    if masktype != "MANGA_DAPPIXMASK":
+        raise MapsError(path, f"{EXTENSIONS[2]} uses mask bits {masktype!r}, not MANGA_DAPPIXMASK")
+
+    channels = _channel_names(path, EXTENSIONS[0], headers[0], flux.shape[0])
+    for ext, hdr in zip(EXTENSIONS[1:], headers[1:]):
+        # The IVAR and MASK extensions repeat the names in the DAP; a file where they
+        # disagree was assembled wrongly and its planes cannot be trusted to line up.
+        if "C01" in hdr and _channel_names(path, ext, hdr, flux.shape[0]) != channels:
+            raise MapsError(path, f"the channel names of {ext} differ from those of {EXTENSIONS[0]}")
+    missing = [name for name in lines if name not in channels]
+    if missing:
+        raise MapsError(
+            path, f"line(s) {', '.join(missing)} missing from {EXTENSIONS[0]}; the file has: {', '.join(channels)}"
+        )
+    idx = [channels.index(name) for name in lines]
+
+    flux = flux[idx].astype(np.float32)  # (L, ny, nx)
+    ivar = ivar[idx].astype(np.float32)  # (L, ny, nx)
+    bits = bits[idx].astype(np.int32)  # (L, ny, nx)
+    with np.errstate(invalid="ignore"):
+        mask = ((bits & bad_value) != 0) | ~(ivar > 0) | ~np.isfinite(ivar) | ~np.isfinite(flux)
+    footprint = ~((bits & (1 << DAPPIXMASK_BITS["NOCOV"])) != 0).any(axis=0)
+
+    ra = _header_float(primary, "OBJRA", "IFURA")
+    dec = _header_float(primary, "OBJDEC", "IFUDEC")
+    z = _header_float(primary, "Z")
+    if not np.isfinite(z):
+        z = _header_float(primary, "SCINPVEL") / C_KMS
+    try:
+        pixscale, center = _astrometry(headers[0], ra, dec, flux.shape[1:])
+    except ValueError as exc:  # astropy's WcsError family: unknown projection, singular matrix
+        problem = " ".join(str(exc).split())
+        raise MapsError(path, f"the WCS of {EXTENSIONS[0]} is invalid: {problem}") from None
+    return GalaxyMaps(
+        path=path,
+        galaxy_id=str(galaxy_id).strip(),
+        mangaid=str(primary.get("MANGAID", "")).strip(),
+        ra=ra,
+        dec=dec,
+        z=z,
+        daptype=str(primary.get("DAPTYPE", "")).strip(),
+        versdap=str(primary.get("VERSDAP", "")).strip(),
+        lines=lines,
+        flux=flux,
+        ivar=ivar,
+        mask=mask,
+        bits=bits,
+        pixscale=pixscale,
+        center=center,
+        footprint=footprint,
+    )
+
+
+def _bit_value(path, bad_bits) -> int:
+    if isinstance(bad_bits, str):
+        bad_bits = (bad_bits,)
+    unknown = [b for b in bad_bits if b not in DAPPIXMASK_BITS]
+    if unknown:
+        raise MapsError(
+            path, f"unknown mask bit name(s) {', '.join(map(str, unknown))}; known: {', '.join(DAPPIXMASK_BITS)}"
+        )
+    return sum(1 << DAPPIXMASK_BITS[b] for b in set(bad_bits))
+
+
+def _read_fits(path: Path):
+    """Return (primary header, [flux, ivar, mask headers], (flux, ivar, mask arrays)).
+
+    The whole file is read into memory first: a ``.gz`` file is decompressed in one go,
+    which checks its CRC and length (astropy's lazy gzip reads would silently stop at a
+    truncation and report a "missing" extension instead, or return damaged bytes that lie
+    before the first failing block), at about the same speed. Astropy's truncation and
+    header-verification warnings become errors, so a damaged file never yields partial data.
+    """
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise MapsError(path, "file not found") from None
+    except OSError as exc:
+        raise MapsError(path, f"cannot read the file: {exc.strerror or exc}") from None
+    if raw[:2] == b"\x1f\x8b":
+        try:
+            raw = gzip.decompress(raw)
+        except EOFError:
+            raise MapsError(path, "the gzip file is truncated (it ends before the end of its stream)") from None
+        except (OSError, zlib.error) as exc:
+            raise MapsError(path, f"the gzip file is corrupt ({exc})") from None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", VerifyWarning)
+            warnings.filterwarnings("error", message="File may have been truncated")
+            # lazy_load_hdus=False reads every header now, so a truncation anywhere is seen.
+            with fits.open(io.BytesIO(raw), lazy_load_hdus=False) as hdul:
+                names = [hdu.name for hdu in hdul]
+                missing = [ext for ext in EXTENSIONS if ext not in names]
+                if missing:
+                    raise MapsError(
+                        path, f"extension(s) {', '.join(missing)} missing; the file has: {', '.join(names)}"
+                    )
+                primary = hdul[0].header.copy()
+                headers = [hdul[ext].header.copy() for ext in EXTENSIONS]
+                arrays = tuple(np.array(hdul[ext].data) for ext in EXTENSIONS)
+    except (OSError, EOFError, ValueError, TypeError, VerifyWarning, AstropyUserWarning) as exc:
+        raise MapsError(path, f"not a readable FITS file ({type(exc).__name__}: {exc})") from None
+    return primary, headers, arrays
+
+
+def _channel_names(path, ext: str, header, n: int) -> list[str]:
+    names = [str(header[key]).strip() for i in range(1, n + 1) if (key := f"C{i:02d}") in header]
+    if not names:
+        raise MapsError(path, f"no channel names (header keys C01, C02, ...) in {ext}")
+    if len(names) != n:
+        raise MapsError(path, f"{ext} names {len(names)} channels in C01, C02, ... but holds {n}")
+    return names
+
+
+def _header_float(header, *keys) -> float:
+    for key in keys:
+        try:
+            value = float(header[key])
+        except (KeyError, TypeError, ValueError):
+            continue
+        if np.isfinite(value):
+            return value
+    return float("nan")
+
+
+def _astrometry(header, ra: float, dec: float, shape) -> tuple[float, tuple[float, float]]:
+    """Spaxel size (arcsec) and the 0-based (x, y) pixel of (ra, dec) from the map's WCS.
+
+    Falls back to MaNGA's 0.5" spaxels and CRPIX (or the map centre) when the header has
+    no celestial WCS or the object position is unknown.
+    """
+    ny, nx = shape
+    fallback = (
+        float(header.get("CRPIX1", (nx + 1) / 2)) - 1.0,
+        float(header.get("CRPIX2", (ny + 1) / 2)) - 1.0,
+    )
+    with warnings.catch_warnings():
+        # Astropy "fixes" old-style date and unit keywords with a warning; harmless here.
+        warnings.simplefilter("ignore", FITSFixedWarning)
+        wcs = WCS(header, naxis=2)
+    if not wcs.has_celestial:
+        return MANGA_PIXSCALE, fallback
+    pixscale = float(np.mean(proj_plane_pixel_scales(wcs.celestial)) * 3600.0)
+    if not (np.isfinite(ra) and np.isfinite(dec)):
+        return pixscale, fallback
+    x, y = wcs.celestial.world_to_pixel_values(ra, dec)
+    if not (np.isfinite(x) and np.isfinite(y)):
+        return pixscale, fallback
+    return pixscale, (float(x), float(y))
+
+
+# --------------------------------------------------------------------------------------
+# Resampling to a grid
+
+
+def to_grid(g: GalaxyMaps, size: int = 32, min_good: float = 0.5, margin: float = 1.0) -> GridMaps:
+    """Crop the square around the covered footprint and resample it to ``size x size`` cells.
+
+    The square is centred on the footprint's bounding box and ``margin`` spaxels wider on
+    every side. Resampling uses the exact area overlap of cells and spaxels (separable
+    matrices ``Wy (S, ny)``, ``Wx (S, nx)``), so it works for any ``size``, up or down,
+    and for non-square maps. A cell is masked when less than ``min_good`` of its area is
+    covered by good spaxels (those outside the map count as bad); a good cell gets the
+    mean surface brightness of its good spaxels times the cell area, i.e. flux per cell in
+    the file's units, so integrated fluxes and line ratios are preserved. Variances are
+    propagated treating spaxels as independent (the DAP's spatial covariance is ignored).
+    """
+    if size < 1:
+        raise ValueError(f"grid size must be positive, got {size}")
+    if not 0.0 < min_good <= 1.0:
+        raise ValueError(f"min_good must be in (0, 1], got {min_good}")
+    if not g.footprint.any():
+        raise MapsError(g.path, "no covered spaxels (NOCOV is set everywhere)")
+    ny, nx = g.footprint.shape
+    rows = np.flatnonzero(g.footprint.any(axis=1))
+    cols = np.flatnonzero(g.footprint.any(axis=0))
+    side = max(rows[-1] + 1 - rows[0], cols[-1] + 1 - cols[0]) + 2.0 * margin
+    x0 = (cols[0] + cols[-1] + 1) / 2.0 - side / 2.0
+    y0 = (rows[0] + rows[-1] + 1) / 2.0 - side / 2.0
+    wy = _overlap(y0, side, size, ny)  # (S, ny)
+    wx = _overlap(x0, side, size, nx)  # (S, nx)
+
+    good = ~g.mask  # (L, ny, nx)
+    flux = np.where(good, g.flux, 0.0).astype(np.float64)
+    with np.errstate(divide="ignore"):
+        var = np.where(good, 1.0 / g.ivar.astype(np.float64), 0.0)
+    wxt = np.ascontiguousarray(wx.T)  # (nx, S)
+    total = wy @ flux @ wxt  # (S, ny) @ (L, ny, nx) @ (nx, S) -> (L, S, S)
+    cover = wy @ good.astype(np.float64) @ wxt  # good area inside each cell, in spaxels
+    var_total = (wy**2) @ var @ (wxt**2)
+    cell_area = (side / size) ** 2
+    # The tolerance keeps a fully covered cell good at min_good=1 despite rounding.
+    bad = cover < min_good * cell_area * (1.0 - 1e-9)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        fill = cell_area / cover  # mean surface brightness * cell area = total * fill
+        out_flux = np.where(bad, np.nan, total * fill)
+        out_ivar = np.where(bad, 0.0, 1.0 / (var_total * fill**2))
+
+    cell = side / size
+    cx, cy = g.center
+    return GridMaps(
+        path=g.path,
+        galaxy_id=g.galaxy_id,
+        lines=g.lines,
+        flux=out_flux.astype(np.float32),
+        ivar=out_ivar.astype(np.float32),
+        mask=bad,
+        pixscale=g.pixscale * cell,
+        # Pixel centres sit at integers, edges at half-integers, in both coordinate systems.
+        center=((cx + 0.5 - x0) / cell - 0.5, (cy + 0.5 - y0) / cell - 0.5),
+        crop=(float(x0), float(y0), float(x0 + side), float(y0 + side)),
+    )
+
+
+def _overlap(start: float, side: float, size: int, n: int) -> np.ndarray:
+    """(size, n) lengths of overlap between ``size`` equal cells over [start, start + side)
+    and the unit spaxels [i, i + 1) of an axis of ``n`` spaxels."""
+    edges = start + side * np.arange(size + 1) / size
+    pix = np.arange(n, dtype=np.float64)
+    hi = np.minimum(edges[1:, None], pix[None, :] + 1.0)
+    lo = np.maximum(edges[:-1, None], pix[None, :])
+    return np.clip(hi - lo, 0.0, None)
+
+
+# --------------------------------------------------------------------------------------
+# Normalisation
+
+
+def normalise(grid: GridMaps, mode: str) -> tuple[GridMaps, float]:
+    """Scale a physical-flux grid by one of :data:`NORMALISATIONS`; return it and the scale.
+
+    The linear modes divide flux by ``scale`` and multiply ivar by ``scale**2``. For
+    ``asinh`` the flux becomes ``asinh(flux / scale)`` and ivar is the first-order
+    (delta-method) inverse variance of that stretched value, ``ivar * (scale**2 + flux**2)``.
+    Masked cells stay NaN with ivar 0. Raises :class:`MapsError` when the scale cannot be
+    set (no good Ha cell with positive flux).
+    """
+    _check_norm(mode)
+    if len(grid.lines) != grid.flux.shape[0]:
+        raise ValueError(f"grid.lines names {len(grid.lines)} lines but flux holds {grid.flux.shape[0]}")
+    if grid.norm != "none":
+        raise BlueberryError(f"{grid.path}: the grid is already normalised ({grid.norm!r})")
+    if mode == "none":
+        return grid, 1.0
+    ha = BPT_LINES["ha"]
+    if ha not in grid.lines:
+        raise BlueberryError(f"normalisation {mode!r} needs {ha} in the line list; it has {', '.join(grid.lines)}")
+    i = grid.lines.index(ha)
+    values = grid.flux[i][~grid.mask[i]].astype(np.float64)
+    if mode == "ha_total":
+        scale = float(values.sum())
+    else:
+        scale = float(np.percentile(values, 99)) if values.size else float("nan")
+        if mode == "asinh":
+            scale *= ASINH_SOFTENING
+    if not (np.isfinite(scale) and scale > 0):
+        raise MapsError(grid.path, f"cannot normalise with {mode!r}: {ha} has no good cells with positive flux")
+
+    flux = grid.flux.astype(np.float64)
+    ivar = grid.ivar.astype(np.float64)
+    if mode == "asinh":
+        new_flux = np.arcsinh(flux / scale)
+        new_ivar = ivar * (scale**2 + flux**2)
+    else:
+        new_flux = flux / scale
+        new_ivar = ivar * scale**2
+    new_ivar = np.where(grid.mask, 0.0, new_ivar)
+    out = dataclasses.replace(
+        grid, flux=new_flux.astype(np.float32), ivar=new_ivar.astype(np.float32), norm=mode, scale=scale
+    )
+    return out, scale
+
+
+def denormalise(flux, scale, mode: str) -> np.ndarray:
+    """Physical flux (1E-17 erg/s/cm^2 per cell) from normalised ``flux``.
+
+    ``scale`` is the value :func:`normalise` returned, or an array of them broadcastable
+    against ``flux`` (e.g. shape (N, 1, 1, 1) for a batch of galaxies). NaN stays NaN.
+    """
+    _check_norm(mode)
+    flux = np.asarray(flux)
+    if mode == "none":
+        return flux
+    if mode == "asinh":
+        return np.sinh(flux) * scale
+    return flux * scale
+
+
+def _check_norm(mode: str) -> None:
+    if mode not in NORMALISATIONS:
+        raise BlueberryError(f"unknown normalisation {mode!r}; choose one of {', '.join(NORMALISATIONS)}")
+
+
+# --------------------------------------------------------------------------------------
+# The whole chain
+
+
+def preprocess(
+    path,
+    lines=DEFAULT_LINES,
+    size: int = 32,
+    norm: str = "none",
+    bad_bits=DEFAULT_BAD_BITS,
+    min_good: float = 0.5,
+) -> tuple[GalaxyMaps, GridMaps, float]:
+    """Read a MAPS file, grid it and normalise it: ``(native maps, grid, scale)``.
+
+    Raises :class:`MapsError` for a galaxy that the model cannot use, among them one with
+    a requested line masked everywhere (ingest records the file as skipped).
+    """
+    _check_norm(norm)
+    g = read_maps(path, lines=lines, bad_bits=bad_bits)
+    empty = [name for name, m in zip(g.lines, g.mask) if m.all()]
+    if empty:
+        raise MapsError(g.path, f"no good spaxels in line(s) {', '.join(empty)}")
+    grid = to_grid(g, size=size, min_good=min_good)
+    empty = [name for name, m in zip(grid.lines, grid.mask) if m.all()]
+    if empty:
+        raise MapsError(
+            g.path, f"no good cells in line(s) {', '.join(empty)} on the {size}x{size} grid (min_good={min_good})"
+        )
+    grid, scale = normalise(grid, norm)
+    return g, grid, scale
