@@ -15,10 +15,10 @@ from core.errors import DatasetError
 from core.ingest import IngestOptions, ingest
 from core.lines import DEFAULT_LINES, DR15_CHANNELS, DR17_CHANNELS
 from core.synth import write_maps_file
+from core.maps import DAPPIXMASK_BITS
 from train.cli import main
 
-REAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "manga" / "manga-7815-3702-MAPS-HYB10-GAU-MILESHC.fits.gz"
-NOCOV, DONOTUSE = 0, 30
+NOCOV, DONOTUSE = DAPPIXMASK_BITS["NOCOV"], DAPPIXMASK_BITS["DONOTUSE"]
 
 
 def blob_galaxy(path, galaxy_id, channels=DR15_CHANNELS, n=34, seed=0, dead_line=None):
@@ -157,8 +157,8 @@ def test_cli_rejects_unknown_line_and_missing_input(survey, tmp_path, capsys):
         ingest([tmp_path / "nowhere"], tmp_path / "ds")
 
 
-@pytest.mark.skipif(not REAL.is_file(), reason=f"real MaNGA file not found at {REAL} (../shared/data is absent)")
-def test_real_dr15_file_with_synthetic_ones(survey, tmp_path):
+def test_real_dr15_file_with_synthetic_ones(survey, tmp_path, real_maps_file):
+    REAL = real_maps_file
     shutil.copy(REAL, survey / REAL.name)
     report = ingest([survey], tmp_path / "ds", IngestOptions(size=32), workers=2, progress=False)
     assert report.n_ingested == 6 and not report.skipped
@@ -170,7 +170,7 @@ def test_real_dr15_file_with_synthetic_ones(survey, tmp_path):
         names = [hdr[f"C{k + 1:02d}"] for k in range(hdr["NAXIS3"])]
         flux, ivar = hdul["EMLINE_GFLUX"].data, hdul["EMLINE_GFLUX_IVAR"].data
         bits = hdul["EMLINE_GFLUX_MASK"].data
-    bad = (bits & ((1 << 0) | (1 << 5) | (1 << 30))) != 0
+    bad = (bits & sum(1 << DAPPIXMASK_BITS[b] for b in ("NOCOV", "UNRELIABLE", "DONOTUSE"))) != 0
     good = lambda name: ~bad[names.index(name)] & (ivar[names.index(name)] > 0)  # noqa: E731
     ha, hb = ds.lines.index("Ha-6564"), ds.lines.index("Hb-4862")
     native = flux[names.index("Ha-6564")][good("Ha-6564")].sum() / flux[names.index("Hb-4862")][good("Hb-4862")].sum()
