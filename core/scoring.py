@@ -1,0 +1,230 @@
+"""Anomaly scores: reconstructions, the masked reconstruction error, per-line shares, baselines.
+
+The anomaly score of a galaxy (:data:`SCORE_DEFINITION`) is the mean squared residual
+over its unmasked cells::
+
+    score = sum_{l, i, j unmasked} (recon[l, i, j] - x[l, i, j])**2 / n_unmasked
+
+where ``x`` is the galaxy's flux in the dataset's normalisation (the grid the model was
+trained on) and ``recon`` the model's reconstruction of it (for the VAE the decoder's
+output at the posterior mean). Masked cells (bad DAP bits, no coverage) count neither in
+the sum nor in ``n_unmasked``. ``err_<line>`` is the share of the summed squared residual
+that falls in that line's map (shares sum to 1), ``anomaly_pct`` the percentage of the
+run's galaxies whose score is at or below this one, and a galaxy is ``flagged`` when its
+score is at or above the run's ``flag_pct``-th percentile (90 by default).
+
+Torch and scikit-learn are imported inside the functions that need them, so the pure
+numpy parts (errors, percentiles, the metrics table) stay cheap to import.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+import pandas as pd
+
+SCORE_DEFINITION = (
+    "mean over the unmasked cells (every line, every S x S cell) of (recon - x)^2, with x the flux "
+    "in the dataset's normalisation and recon the model's reconstruction (VAE: decoded posterior mean); "
+    "masked cells are excluded from both the sum and the count"
+)
+PCT_DEFINITION = ("percentage of the run's galaxies whose anomaly_score is at or below this one (0-100; "
+                  "scores equal to within float32 rounding, relative 1e-5, count as equal)")
+#: Scores this close (relative) count as equal in percentiles: the same galaxy scored in
+#: another batch (``train score``) differs from its ``train embed`` score by float32 rounding.
+SCORE_RTOL = 1e-5
+FLAG_PCT = 90.0
+#: Per-galaxy line-ratio features of the isolation-forest baseline (columns of the dataset catalogue).
+RATIO_FEATURES = ("log_nii_ha", "log_oiii_hb", "log_sii_ha", "log_oi_ha")
+
+
+def model_input(flux: np.ndarray) -> np.ndarray:
+    """The model's view of dataset flux: masked (NaN) cells become 0, as in ``core.torchdata``."""
+    return np.nan_to_num(np.asarray(flux, dtype=np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+
+
+def reconstruct(model, flux, mask, batch_size: int = 64, device="cpu", progress: bool = True,
+                desc: str = "reconstruct") -> Iterator[tuple[slice, np.ndarray, np.ndarray]]:
+    """Run ``model`` over galaxies ``flux`` / ``mask`` ``(N, L, S, S)`` (memory-mapped is fine).
+
+    Yields ``(rows, latents (B, D), recon (B, L, S, S))`` batch by batch, in order; latents
+    are the encoder means, recon is float32 with masked cells NaN (like the dataset's flux).
+    The model runs in eval mode without gradients, so the result is deterministic.
+    """
+    import torch
+    from tqdm.auto import tqdm
+
+    model.eval()
+    n = len(flux)
+    with torch.inference_mode():
+        for start in tqdm(range(0, n, batch_size), desc=desc, unit="batch", disable=not progress,
+                          total=-(-n // batch_size)):
+            rows = slice(start, min(start + batch_size, n))
+            m = np.asarray(mask[rows], dtype=bool)
+            x = torch.from_numpy(model_input(flux[rows])).unsqueeze(2).to(device)
+            out = model(x)
+            recon = out.recon.squeeze(2).float().cpu().numpy()
+            recon[m] = np.nan
+            yield rows, out.mu.float().cpu().numpy(), recon
+
+
+def galaxy_errors(recon, flux, mask) -> tuple[np.ndarray, np.ndarray]:
+    """Anomaly scores ``(N,)`` and per-line error shares ``(N, L)`` of a batch ``(N, L, S, S)``.
+
+    Both follow :data:`SCORE_DEFINITION`. A galaxy without unmasked cells gets NaN.
+    """
+    good = ~np.asarray(mask, dtype=bool)
+    diff = np.where(good, np.asarray(recon, dtype=np.float64) - np.asarray(flux, dtype=np.float64), 0.0)
+    per_line = np.square(diff).sum(axis=(2, 3))
+    total = per_line.sum(axis=1)
+    count = good.sum(axis=(1, 2, 3))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        score = np.where(count > 0, total / count, np.nan)
+        shares = np.where(total[:, None] > 0, per_line / total[:, None], np.nan)
+    return score, shares
+
+
+def percentile_in(scores, population) -> np.ndarray:
+    """``anomaly_pct`` of ``scores`` against a run's ``population`` (see :data:`PCT_DEFINITION`)."""
+    pop = np.sort(np.asarray(population, dtype=np.float64))
+    pop = pop[np.isfinite(pop)]
+    scores = np.asarray(scores, dtype=np.float64)
+    pct = 100.0 * np.searchsorted(pop, scores * (1.0 + SCORE_RTOL), side="right") / max(len(pop), 1)
+    return np.where(np.isfinite(scores), pct, np.nan)
+
+
+def flag_threshold(population, flag_pct: float = FLAG_PCT) -> float:
+    """The score at the ``flag_pct``-th percentile of a run; galaxies at or above it are flagged."""
+    return float(np.nanpercentile(np.asarray(population, dtype=np.float64), flag_pct))
+
+
+def score_columns(scores, shares, lines: Sequence[str], population, threshold: float) -> pd.DataFrame:
+    """The per-galaxy score columns of a run catalogue (and of ``train score``)."""
+    shares = np.asarray(shares, dtype=np.float64)
+    cols = {"anomaly_score": np.asarray(scores, dtype=np.float64),
+            "anomaly_pct": percentile_in(scores, population)}
+    cols["flagged"] = np.nan_to_num(cols["anomaly_score"], nan=-np.inf) * (1.0 + SCORE_RTOL) >= threshold
+    finite = np.isfinite(shares).all(axis=1)
+    top = np.argmax(np.nan_to_num(shares, nan=-1.0), axis=1)
+    cols["top_line"] = np.where(finite, np.asarray(lines, dtype=object)[top], None)
+    for i, line in enumerate(lines):
+        cols[f"err_{line}"] = shares[:, i]
+    return pd.DataFrame(cols)
+
+
+# --------------------------------------------------------------------------------------
+# Baselines
+
+
+def pca_errors(flux, mask, fit_rows, n_components: int, seed: int = 0, batch_size: int = 512) -> np.ndarray:
+    """PCA reconstruction error of every galaxy, in the units of :data:`SCORE_DEFINITION`.
+
+    The maps are given to PCA exactly as the model sees them (masked cells 0, see
+    :func:`model_input`), PCA is fitted on the rows ``fit_rows`` (the model's training
+    split) with ``n_components`` (the model's latent size), and the error counts the
+    unmasked cells only, like the anomaly score.
+    """
+    from sklearn.decomposition import PCA
+
+    n = len(flux)
+    fit_rows = np.asarray(fit_rows)
+    x_fit = model_input(flux[np.sort(fit_rows)]).reshape(len(fit_rows), -1)
+    n_components = int(min(n_components, len(fit_rows), x_fit.shape[1]))
+    pca = PCA(n_components=n_components, svd_solver="randomized", random_state=seed).fit(x_fit)
+    del x_fit
+    errors = np.empty(n)
+    for start in range(0, n, batch_size):
+        rows = slice(start, min(start + batch_size, n))
+        x = model_input(flux[rows])
+        recon = pca.inverse_transform(pca.transform(x.reshape(len(x), -1))).reshape(x.shape)
+        errors[rows], _ = galaxy_errors(recon, x, mask[rows])
+    return errors
+
+
+def isolation_forest_scores(catalogue: pd.DataFrame, seed: int = 0,
+                            features: Sequence[str] = RATIO_FEATURES) -> np.ndarray:
+    """Isolation-forest anomaly score (higher = odder) on per-galaxy line-ratio features.
+
+    A missing ratio (a line below the S/N cut) is filled with the column median and
+    marked by an indicator feature, so "this line is undetected" can itself be odd.
+    """
+    from sklearn.ensemble import IsolationForest
+
+    present = [f for f in features if f in catalogue.columns]
+    if not present:
+        from core.errors import DatasetError
+
+        raise DatasetError(f"the catalogue has none of the line-ratio columns {', '.join(features)}; "
+                           "ingest the survey again with `python -m train ingest` to add them")
+    x = catalogue[present].to_numpy(dtype=np.float64, copy=True)
+    x[~np.isfinite(x)] = np.nan
+    missing = np.isnan(x)
+    medians = np.nan_to_num(np.nanmedian(np.where(missing.all(axis=0), 0.0, x), axis=0))
+    x = np.where(missing, medians, x)
+    x = np.hstack([x, missing[:, missing.any(axis=0)].astype(np.float64)])
+    forest = IsolationForest(n_estimators=300, random_state=seed).fit(x)
+    return -forest.score_samples(x)
+
+
+# --------------------------------------------------------------------------------------
+# Detection quality against the truth of a synthetic survey
+
+
+def truth_tasks(catalogue: pd.DataFrame) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """``(name, positives, negatives)`` boolean masks of the detection tasks a catalogue supports.
+
+    ``anomaly``: truth_anomaly against everything else; ``anomaly:<kind>``: one anomaly
+    kind against the non-anomalies; ``agn``: Seyfert + LINER against star-forming.
+    """
+    tasks = []
+    cls = catalogue["truth_class"].astype(str).str.lower() if "truth_class" in catalogue else None
+    if "truth_anomaly" in catalogue:
+        anomaly = catalogue["truth_anomaly"].fillna(False).astype(bool).to_numpy()
+        tasks.append(("anomaly", anomaly, ~anomaly))
+        if cls is not None:
+            for kind in sorted(cls[anomaly].unique()):
+                tasks.append((f"anomaly:{kind}", anomaly & (cls == kind).to_numpy(), ~anomaly))
+    if cls is not None:
+        tasks.append(("agn", cls.isin(["seyfert", "liner"]).to_numpy(), (cls == "sf").to_numpy()))
+    return tasks
+
+
+def detection_metrics(tasks, methods: dict[str, np.ndarray], subset=None) -> list[dict]:
+    """ROC-AUC and average precision of every method's score on every task.
+
+    ``methods`` maps a name to per-galaxy scores (higher = more anomalous); ``subset``
+    (a boolean mask) restricts every task to those galaxies. A task without both classes
+    is reported with ``None`` metrics.
+    """
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    rows = []
+    for name, pos, neg in tasks:
+        if subset is not None:
+            pos, neg = pos & subset, neg & subset
+        use = pos | neg
+        row = {"task": name, "n_pos": int(pos.sum()), "n_neg": int(neg.sum())}
+        for method, scores in methods.items():
+            s = np.asarray(scores, dtype=np.float64)[use]
+            y = pos[use]
+            ok = np.isfinite(s)
+            if y[ok].all() or not y[ok].any():
+                row[method] = {"roc_auc": None, "average_precision": None}
+                continue
+            row[method] = {"roc_auc": float(roc_auc_score(y[ok], s[ok])),
+                           "average_precision": float(average_precision_score(y[ok], s[ok]))}
+        rows.append(row)
+    return rows
+
+
+def format_table(rows: list[dict], methods: Sequence[str]) -> str:
+    """A plain-text table: one line per task, ROC-AUC / average precision per method."""
+    head = f"{'task':<24}{'n_pos':>7}{'n_neg':>7}" + "".join(f"{m + ' AUC/AP':>22}" for m in methods)
+    out = [head, "-" * len(head)]
+    for row in rows:
+        cells = []
+        for m in methods:
+            auc, ap = row[m]["roc_auc"], row[m]["average_precision"]
+            cells.append(f"{'n/a':>22}" if auc is None else f"{auc:>15.3f} /{ap:>5.3f}")
+        out.append(f"{row['task']:<24}{row['n_pos']:>7}{row['n_neg']:>7}" + "".join(cells))
+    return "\n".join(out)

@@ -1,0 +1,421 @@
+"""The training loop: single process, or DistributedDataParallel under ``torchrun``.
+
+``fit`` trains an AE or VAE on a dataset folder into a run directory::
+
+    runs/<name>/
+      manifest.json   dataset, lines, size, norm, model, config, model_args, train_config,
+                      split, versions, metrics, stages
+      model.pt        the best model so far (lowest validation loss): {"model_args", "config",
+                      "state_dict"}; core.models.load_model rebuilds it
+      checkpoint.pt   the full training state after the last finished epoch, for --resume
+      history.csv     epoch, train_loss, val_loss, seconds, lr
+
+Every file is written atomically, so a kill at any moment leaves the last finished epoch
+on disk, and ``resume=True`` continues from it with the same optimiser and scheduler
+state, the same data order and the same random draws: an interrupted run ends with the
+weights an uninterrupted one would have. Random streams are re-seeded from
+``(seed, epoch, rank)`` at the start of every epoch (data order, orientations, VAE noise),
+which is what makes resumption exact, also across DDP ranks and loader workers.
+
+Under ``torchrun`` (``WORLD_SIZE`` > 1) every rank trains on its shard of the data
+(``DistributedSampler``), validation losses are summed across ranks, and only rank 0
+writes files and draws the progress bar.
+"""
+from __future__ import annotations
+
+import importlib.metadata
+import math
+import os
+import platform
+import time
+from dataclasses import asdict, dataclass, replace
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler
+
+from core.dataset import open_dataset
+from core.errors import RunError
+from core.io import atomic_path
+from core.models import (
+    ConfigError, ModelArgs, as_model_args, autocast, build_model, kl_divergence, load_model, masked_loss, model_args_for, model_payload, prepare_model,
+    resolve_device,
+)
+from core.run import FORMAT, read_manifest, update_manifest
+from core.torchdata import MapsDataset
+
+# load_model is re-exported: it reads the model.pt this module writes.
+__all__ = ["TrainConfig", "TRAIN_DEFAULTS", "train_config_for", "make_split", "fit", "load_model"]
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 30  # upper bound on epochs; early stopping may end sooner
+    batch_size: int = 32  # galaxies per optimiser step (per rank under DDP)
+    lr: float = 3e-3  # peak learning rate of the one-cycle schedule (AdamW)
+    weight_decay: float = 1e-4  # AdamW decoupled weight decay
+    beta: float = 1e-3  # VAE only: loss = masked MSE + beta * KL (KL summed over latent dims)
+    augment: bool = True  # random dihedral orientation (rotations and flips) of every item
+    repeats: int = 3  # orientations of each galaxy per epoch (the paper's "3x")
+    val_fraction: float = 0.1  # share of galaxies held out for validation and early stopping
+    patience: int = 5  # stop after this many epochs without a better validation loss
+    seed: int = 0  # seeds the split, the initial weights, the data order and the VAE noise
+    device: str = "auto"  # auto (CUDA when present) | cpu | cuda | cuda:N
+    compile: bool = False  # torch.compile the model (pays off on GPUs for long runs)
+    ivar_weighting: bool = False  # weight squared residuals by the inverse variance
+    num_workers: int = 0  # DataLoader worker processes (0 = load in the training process)
+    grad_clip: float = 1.0  # clip the global gradient norm (ConvLSTMs can spike early on)
+
+
+#: Training defaults of the named model configurations (``--config``).
+TRAIN_DEFAULTS: dict[str, dict] = {
+    # Sized to the CPU budget: minutes for the 2,000-galaxy demo survey on 2 cores.
+    "demo": dict(epochs=12, batch_size=32, lr=3e-3, repeats=1, patience=4),
+    "paper": dict(epochs=100, batch_size=32, lr=1e-3, repeats=3, patience=10),
+}
+
+
+def train_config_for(config_name: str, **overrides) -> TrainConfig:
+    """The training defaults of a named configuration with ``overrides`` (None values ignored)."""
+    base = TRAIN_DEFAULTS.get(config_name, {})
+    return TrainConfig(**{**base, **{k: v for k, v in overrides.items() if v is not None}})
+
+
+def make_split(n: int, val_fraction: float, seed: int) -> np.ndarray:
+    """Deterministic validation mask ``is_val`` (N,) bool: ``round(n * val_fraction)`` galaxies.
+
+    At least one galaxy goes to validation when ``val_fraction`` > 0 and ``n`` >= 2, and at
+    least one stays for training. The run manifest records ``val_fraction`` and ``seed``,
+    so the split of any run is ``make_split(N, **manifest["split"])``.
+    """
+    n_val = int(round(n * val_fraction))
+    if val_fraction > 0 and n >= 2:
+        n_val = min(max(n_val, 1), n - 1)
+    is_val = np.zeros(n, dtype=bool)
+    is_val[np.random.default_rng(seed).permutation(n)[:n_val]] = True
+    return is_val
+
+
+# ---------------------------------------------------------------------------------------
+# Distributed helpers
+
+
+@dataclass
+class _Dist:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def active(self) -> bool:
+        return self.world > 1
+
+    def barrier(self) -> None:
+        if self.active:
+            dist.barrier()
+
+    def sum(self, values: list[float], device) -> list[float]:
+        if not self.active:
+            return values
+        t = torch.tensor(values, dtype=torch.float64, device=device)
+        dist.all_reduce(t)
+        return t.tolist()
+
+
+def _init_distributed(device_name: str) -> tuple[_Dist, torch.device]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return _Dist(), resolve_device(device_name)
+    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    device = resolve_device(device_name)
+    if device.type == "cuda":
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo",
+                                device_id=device if device.type == "cuda" else None)
+    return _Dist(rank=rank, world=world, local_rank=local_rank), device
+
+
+def _seed_everything(seed: int, epoch: int, rank: int) -> None:
+    torch.manual_seed(int(np.random.SeedSequence([seed, epoch, rank]).generate_state(1)[0]))
+
+
+# ---------------------------------------------------------------------------------------
+# The loop
+
+
+def _versions() -> dict:
+    try:
+        blueberry = importlib.metadata.version("blueberry-ifs")
+    except importlib.metadata.PackageNotFoundError:
+        blueberry = "unknown"
+    return {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__,
+            "blueberry": blueberry}
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _batch_loss(model, batch, device, cfg: TrainConfig, kind: str):
+    """Per-galaxy losses (B,) of one batch: (objective, reconstruction term), and the output."""
+    flux, mask = batch[0].to(device, non_blocking=True), batch[1].to(device, non_blocking=True)
+    ivar = batch[2].to(device, non_blocking=True) if cfg.ivar_weighting else None
+    with autocast(device):
+        out = model(flux)
+    rec = masked_loss(out.recon, flux, mask, ivar)
+    loss = rec + cfg.beta * kl_divergence(out.mu, out.logvar) if kind == "vae" else rec
+    return loss, rec, out
+
+
+def _validate(model, loader, device, cfg, kind, dd: _Dist) -> float:
+    model.eval()
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for batch in loader:
+            loss, _, _ = _batch_loss(model, batch, device, cfg, kind)
+            total += float(loss.sum())
+            count += loss.numel()
+    total, count = dd.sum([total, count], device)
+    return total / count if count else math.nan
+
+
+def _write_history(run_path: Path, history: list[dict]) -> None:
+    with atomic_path(run_path / "history.csv") as tmp:
+        pd.DataFrame(history, columns=["epoch", "train_loss", "val_loss", "seconds", "lr"]).to_csv(tmp, index=False)
+
+
+def _save_checkpoint(run_path: Path, state: dict) -> None:
+    with atomic_path(run_path / "checkpoint.pt") as tmp:
+        torch.save(state, tmp)
+
+
+def _save_model(run_path: Path, model, meta: dict) -> None:
+    with atomic_path(run_path / "model.pt") as tmp:
+        torch.save(model_payload(model, meta), tmp)
+
+
+def _check_run_path(run_path: Path, resume: bool) -> None:
+    started = (run_path / "manifest.json").is_file() or (run_path / "checkpoint.pt").is_file()
+    if resume and not (run_path / "checkpoint.pt").is_file():
+        raise RunError(f"{run_path}: nothing to resume (no checkpoint.pt); start it without --resume")
+    if not resume and started:
+        raise RunError(f"{run_path}: a run already exists here; continue it with --resume, "
+                       f"or choose a new --run name (nothing was overwritten)")
+    if not resume and run_path.exists() and not run_path.is_dir():
+        raise RunError(f"{run_path}: exists and is not a directory")
+
+
+def fit(data_path, run_path, model_kind: str = "ae", config_name: str = "demo",
+        train_config: TrainConfig | None = None, resume: bool = False, dry_run: bool = False,
+        on_epoch_end=None, model_args: ModelArgs | dict | None = None) -> dict:
+    """Train a ``model_kind`` ("ae" | "vae") of the named ``config_name`` on ``data_path``.
+
+    Returns the run's metrics (``best_val_loss``, ``best_epoch``, ``epochs_run``,
+    ``fit_seconds``, ``device``, ``galaxies_per_second``); with ``dry_run`` one train and
+    one validation batch run, nothing is written, and a description of the shapes and
+    losses is returned instead. ``resume`` continues ``run_path`` from its checkpoint with
+    the configuration recorded there (``train_config`` then only chooses the device and
+    the loader workers). ``model_args`` replaces the named architecture (its ``kind``,
+    ``n_lines`` and ``size`` must match). ``on_epoch_end(epoch, row)`` is called on rank 0 after each
+    epoch's files are written (epochs count from 1). A KeyboardInterrupt propagates after
+    the last finished epoch is safely on disk.
+    """
+    data_path, run_path = Path(data_path).resolve(), Path(run_path)
+    data = open_dataset(data_path)
+    cfg = train_config or train_config_for(config_name)
+    ckpt = None
+    if resume and not dry_run:
+        _check_run_path(run_path, resume=True)
+        ckpt = torch.load(run_path / "checkpoint.pt", map_location="cpu", weights_only=True)
+        model_kind, config_name, model_args = ckpt["model_kind"], ckpt["config_name"], ckpt["model_args"]
+        cfg = replace(TrainConfig(**ckpt["train_config"]), device=cfg.device, num_workers=cfg.num_workers)
+    elif not dry_run:
+        _check_run_path(run_path, resume=False)
+
+    if model_args is None:
+        model_args = model_args_for(config_name, model_kind, n_lines=len(data.lines), size=data.size)
+    else:
+        model_args = as_model_args(model_args)
+        wanted = (model_kind, len(data.lines), data.size)
+        if (model_args.kind, model_args.n_lines, model_args.size) != wanted:
+            raise ConfigError(f"model_args (kind, n_lines, size) = {(model_args.kind, model_args.n_lines, model_args.size)}"
+                              f" do not fit {wanted} of {data_path}")
+    dd, device = _init_distributed(cfg.device)
+    try:
+        return _fit(data, data_path, run_path, model_kind, config_name, model_args, cfg, ckpt, dry_run,
+                    on_epoch_end, dd, device)
+    finally:
+        if dd.active and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _fit(data, data_path, run_path, model_kind, config_name, model_args, cfg, ckpt, dry_run, on_epoch_end,
+         dd: _Dist, device) -> dict:
+    n = len(data)
+    is_val = make_split(n, cfg.val_fraction, cfg.seed)
+    train_idx, val_idx = np.flatnonzero(~is_val), np.flatnonzero(is_val)
+
+    torch.manual_seed(cfg.seed)
+    model = prepare_model(build_model(model_args), device)
+    net = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None) \
+        if dd.active else model
+    if cfg.compile:
+        net = torch.compile(net)
+
+    train_ds = MapsDataset(data, train_idx, augment=cfg.augment, repeats=cfg.repeats,
+                           with_ivar=cfg.ivar_weighting, seed=cfg.seed)
+    sampler = DistributedSampler(train_ds, num_replicas=dd.world, rank=dd.rank, shuffle=True, seed=cfg.seed)
+    loader_kw = dict(num_workers=cfg.num_workers, pin_memory=device.type == "cuda",
+                     persistent_workers=cfg.num_workers > 0)
+    train_loader = DataLoader(train_ds, batch_size=cfg.batch_size, sampler=sampler, **loader_kw)
+    # Each rank validates a disjoint slice (no padding duplicates); the sums are all-reduced.
+    val_ds = MapsDataset(data, val_idx[dd.rank::dd.world], with_ivar=cfg.ivar_weighting)
+    val_loader = DataLoader(val_ds, batch_size=2 * cfg.batch_size, shuffle=False, **loader_kw)
+
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.epochs * len(train_loader),
+                                                pct_start=0.15)
+
+    if dry_run:
+        return _dry_run(net, model, opt, sched, train_loader, val_loader, device, cfg, model_kind, n,
+                        len(train_idx), len(val_idx), dd)
+
+    meta = {"config_name": config_name, "model_kind": model_kind, "dataset": str(data_path),
+            "train_config": asdict(cfg)}
+    state = {"epoch": 0, "best_val_loss": math.inf, "best_epoch": 0, "bad_epochs": 0, "history": [],
+             "fit_seconds": 0.0, "train_seconds": 0.0, "samples": 0, "done": False}
+    if ckpt is not None:
+        model.load_state_dict(ckpt["model"])
+        opt.load_state_dict(ckpt["optimizer"])
+        sched.load_state_dict(ckpt["scheduler"])
+        state.update({k: ckpt[k] for k in state})
+    elif dd.main:
+        run_path.mkdir(parents=True, exist_ok=True)
+        update_manifest(
+            run_path, format=FORMAT, name=run_path.name, dataset=str(data_path), lines=list(data.lines),
+            size=data.size, norm=data.norm, model=model_kind, config=config_name, model_args=asdict(model_args),
+            train_config=asdict(cfg), split={"val_fraction": cfg.val_fraction, "seed": cfg.seed},
+            versions=_versions(), n_train=len(train_idx), n_val=len(val_idx))
+
+    def checkpoint():
+        _save_checkpoint(run_path, {
+            **meta, **state, "model": model.state_dict(), "optimizer": opt.state_dict(),
+            "scheduler": sched.state_dict(), "model_args": asdict(model_args)})
+
+    if dd.main and ckpt is None:
+        checkpoint()  # so that an interrupt during the first epoch can resume too
+    dd.barrier()
+
+    if state["done"]:
+        if dd.main:
+            print(f"{run_path}: training already finished (epoch {state['epoch']}); nothing to resume")
+        return _metrics(state, device)
+
+    from tqdm.auto import tqdm
+
+    started = time.perf_counter()
+    for epoch in range(state["epoch"], cfg.epochs):
+        t0 = time.perf_counter()
+        _seed_everything(cfg.seed, epoch, dd.rank)
+        sampler.set_epoch(epoch)
+        train_ds.set_epoch(epoch)
+        net.train()
+        total, count = 0.0, 0
+        bar = tqdm(train_loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", leave=False,
+                   disable=not dd.main, mininterval=1.0, dynamic_ncols=True)
+        for batch in bar:
+            loss, _, _ = _batch_loss(net, batch, device, cfg, model_kind)
+            mean = loss.mean()
+            opt.zero_grad(set_to_none=True)
+            mean.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            opt.step()
+            sched.step()
+            total += float(loss.detach().sum())
+            count += loss.numel()
+            bar.set_postfix(loss=f"{total / count:.4g}", refresh=False)
+        bar.close()
+        train_seconds = time.perf_counter() - t0
+        total, count = dd.sum([total, count], device)
+        train_loss = total / count
+        val_loss = _validate(model, val_loader, device, cfg, model_kind, dd) if len(val_idx) else math.nan
+        seconds = time.perf_counter() - t0
+
+        state["epoch"] = epoch + 1
+        state["samples"] += int(count)
+        state["train_seconds"] += train_seconds
+        state["fit_seconds"] += seconds
+        row = {"epoch": epoch + 1, "train_loss": train_loss, "val_loss": val_loss, "seconds": round(seconds, 3),
+               "lr": sched.get_last_lr()[0]}
+        state["history"].append(row)
+        monitored = val_loss if len(val_idx) else train_loss
+        improved = monitored < state["best_val_loss"]
+        if improved:
+            state.update(best_val_loss=monitored, best_epoch=epoch + 1, bad_epochs=0)
+        else:
+            state["bad_epochs"] += 1
+        stop = state["bad_epochs"] >= cfg.patience
+        state["done"] = stop or epoch + 1 == cfg.epochs
+        if dd.main:
+            if improved:
+                _save_model(run_path, model, {**meta, "epoch": epoch + 1, "val_loss": monitored})
+            _write_history(run_path, state["history"])
+            checkpoint()
+            tqdm.write(f"epoch {epoch + 1}/{cfg.epochs}  train {train_loss:.5g}  val {val_loss:.5g}  "
+                       f"{seconds:.1f} s{'  *' if improved else ''}")
+            if on_epoch_end is not None:
+                on_epoch_end(epoch + 1, row)
+        dd.barrier()
+        if stop:
+            if dd.main:
+                tqdm.write(f"early stop: no better validation loss for {cfg.patience} epochs "
+                           f"(best {state['best_val_loss']:.5g} at epoch {state['best_epoch']})")
+            break
+
+    metrics = _metrics(state, device)
+    if dd.main:
+        stages = read_manifest(run_path).get("stages", {})
+        update_manifest(run_path, metrics=metrics, stages={**stages, "fit": _now()})
+        tqdm.write(f"trained in {time.perf_counter() - started:.0f} s; best model (epoch {state['best_epoch']}) "
+                   f"in {run_path / 'model.pt'}")
+    return metrics
+
+
+def _metrics(state: dict, device) -> dict:
+    return {"best_val_loss": state["best_val_loss"], "best_epoch": state["best_epoch"],
+            "epochs_run": state["epoch"], "fit_seconds": round(state["fit_seconds"], 2), "device": str(device),
+            "galaxies_per_second": round(state["samples"] / state["train_seconds"], 2)
+            if state["train_seconds"] else None}
+
+
+def _dry_run(net, model, opt, sched, train_loader, val_loader, device, cfg, kind, n, n_train, n_val,
+             dd: _Dist) -> dict:
+    net.train()
+    batch = next(iter(train_loader))
+    loss, rec, out = _batch_loss(net, batch, device, cfg, kind)
+    opt.zero_grad(set_to_none=True)
+    loss.mean().backward()
+    opt.step()
+    sched.step()
+    info = {"galaxies": n, "n_train": n_train, "n_val": n_val, "batch": list(batch[0].shape),
+            "recon": list(out.recon.shape), "latent": list(out.mu.shape),
+            "parameters": sum(p.numel() for p in model.parameters()), "train_loss": float(loss.detach().mean()),
+            "device": str(device)}
+    if len(val_loader):
+        model.eval()
+        with torch.no_grad():
+            vloss, _, _ = _batch_loss(model, next(iter(val_loader)), device, cfg, kind)
+        info["val_loss"] = float(vloss.mean())
+    return info
+

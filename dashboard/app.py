@@ -1,0 +1,96 @@
+"""Assembles the dashboard page for one session; ``dashboard/main.py`` serves it.
+
+The run is opened and the numba kernels warmed once per server process
+(:func:`prepared`, behind ``pn.cache``); every session then builds its own
+:class:`~dashboard.state.DashboardState` and thin views over the shared data.
+"""
+from __future__ import annotations
+
+import html
+from pathlib import Path
+
+import panel as pn
+
+from core.errors import BlueberryError
+from dashboard.data import AppData, open_app_data
+from dashboard.state import DashboardState
+
+TITLE = "Blueberry"
+
+
+@pn.cache
+def prepared(path: str) -> AppData:
+    """The run at ``path``, opened and warmed up; cached for the life of the server process.
+
+    A failure is not cached, so a page reload after building the run picks it up.
+    """
+    from dashboard.views import warm_up
+
+    data = open_app_data(path)
+    warm_up(data)
+    return data
+
+
+def error_page(path, error: Exception) -> pn.viewable.Viewable:
+    """The page shown instead of the app when the run cannot be opened: what is wrong and what to run."""
+    return pn.Column(
+        pn.pane.HTML(f"<h1>{TITLE}</h1>"),
+        pn.pane.Alert(
+            f"<h3>No run to show at <code>{html.escape(str(path))}</code></h3>"
+            f"<p>{html.escape(str(error))}</p>"
+            "<p>Choose another run with <code>panel serve dashboard --args --run PATH</code> "
+            "or the environment variable <code>BLUEBERRY_RUN</code>, then reload this page.</p>",
+            alert_type="warning"),
+        margin=20, width=900)
+
+
+def build_app(data: AppData, galaxy: str | None = None) -> tuple[DashboardState, pn.viewable.Viewable]:
+    """The state and the page of one session on ``data``; ``galaxy`` opens the inspector on it.
+
+    The header, the latent map and the table render with the page. The other views render
+    after it has loaded, one per event-loop tick, so each is sent as soon as it is drawn
+    and the first paint does not wait for all eleven plots.
+    """
+    from dashboard.views import (BPTDiagrams, Header, Inspector, LatentMap, ScoreHistogram, SelectionTable,
+                                 SimilarGalaxies)
+
+    state = DashboardState(data, **({"galaxy": galaxy} if galaxy else {}))
+    later = [(pn.Column(loading=True, min_height=h, **size), view) for view, h, size in (
+        (ScoreHistogram, 240, {"sizing_mode": "stretch_width"}), (Inspector, 520, {"sizing_mode": "stretch_width"}),
+        (BPTDiagrams, 340, {"width": 1110}), (SimilarGalaxies, 340, {"width": 480}))]
+    (hist, _), (inspector, _), (bpts, _), (similar, _) = later
+
+    def render_next():
+        slot, view = later_queue.pop(0)
+        slot.objects = [view(state=state)]
+        slot.loading = False
+        if later_queue:
+            # A new tick per view: its models are sent before the next one is drawn.
+            pn.state.execute(render_next, schedule=True)
+
+    later_queue = list(later)
+    pn.state.onload(render_next)
+    page = pn.template.FastListTemplate(
+        title=TITLE, header_background="#3b4cc0", accent_base_color="#3b4cc0", main_max_width="1900px",
+        main=[
+            Header(state=state),
+            pn.Row(LatentMap(state=state), pn.Column(SelectionTable(state=state), hist, sizing_mode="stretch_width"),
+                   sizing_mode="stretch_width"),
+            inspector,
+            pn.FlexBox(bpts, similar, gap="10px", sizing_mode="stretch_width"),
+        ])
+    return state, page
+
+
+def create_app(path) -> pn.viewable.Viewable:
+    """The page for the run at ``path``: the dashboard, or a clear error page when the run is missing."""
+    path = Path(path)
+    try:
+        data = prepared(str(path))
+    except BlueberryError as error:
+        return error_page(path, error)
+    state, page = build_app(data)
+    if pn.state.location is not None:
+        # ?galaxy=<id> opens the app on that galaxy, and inspecting another updates the URL.
+        pn.state.location.sync(state, {"galaxy": "galaxy"})
+    return page

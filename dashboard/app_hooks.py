@@ -1,0 +1,23 @@
+"""Bokeh server hooks of the directory app: open the run and compile numba before the first visitor.
+
+Without this the first page view would pay for reading the catalogue and for numba's
+compilation of datashader's and our kernels (seconds); ``panel serve --warm`` does the
+same through ``main.py``. The run comes from the same ``--args --run`` / BLUEBERRY_RUN.
+"""
+import logging
+import sys
+
+from core.errors import BlueberryError
+from dashboard.app import prepared
+from dashboard.data import resolve_run_path
+
+# Bokeh runs this module with the app's --args as sys.argv.
+RUN_PATH = resolve_run_path(sys.argv[1:])
+
+
+def on_server_loaded(server_context):
+    try:
+        prepared(str(RUN_PATH))
+    except BlueberryError as error:
+        # The page says so to every visitor; here it is only logged.
+        logging.getLogger("blueberry.dashboard").warning("no run to show yet: %s", error)

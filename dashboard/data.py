@@ -1,0 +1,258 @@
+"""The run as the dashboard reads it: loaded once per server, shared by every session, read-only.
+
+:func:`open_app_data` opens a run directory (``core.run.open_run``) and derives what every
+view needs fast: float64 coordinate arrays of the latent map and the BPT diagrams, the
+galaxies in anomaly order, a galaxy_id lookup, the colour-by choices, and the per-galaxy
+line maps for the inspector. Nothing here imports torch, umap, numba or datashader.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from core.run import Run, open_run
+
+#: Where the dashboard looks for a run when neither ``--args --run`` nor BLUEBERRY_RUN says.
+DEFAULT_RUN = "runs/demo"
+ENV_VAR = "BLUEBERRY_RUN"
+
+#: The BPT diagrams: key -> (x column, x-axis label). All share log([OIII]/Hb) as y.
+DIAGRAMS = {
+    "nii": ("log_nii_ha", "log [NII]6585 / Hα"),
+    "sii": ("log_sii_ha", "log [SII]6718,6732 / Hα"),
+    "oi": ("log_oi_ha", "log [OI]6302 / Hα"),
+}
+BPT_Y = ("log_oiii_hb", "log [OIII]5008 / Hβ")
+
+#: Columns of the selection table, in order.
+TABLE_COLUMNS = ("galaxy_id", "anomaly_score", "anomaly_pct", "bpt_class", "z", "top_line")
+
+#: A text column is offered as a categorical colouring when it has at most this many values.
+MAX_CATEGORIES = 40
+#: How many colouring frames (N rows x 3 columns each) stay in memory, shared by all sessions.
+COLOUR_FRAMES_KEPT = 4
+#: Colourings listed first, when the catalogue has them.
+PREFERRED_COLOURS = ("anomaly_score", "bpt_class", "truth_class", "anomaly_pct")
+
+
+def resolve_run_path(argv: list[str] | None = None, environ=None) -> Path:
+    """The run to show: ``--run PATH`` in the app's arguments, else $BLUEBERRY_RUN, else runs/demo."""
+    environ = os.environ if environ is None else environ
+    parser = argparse.ArgumentParser(prog="panel serve dashboard --args", add_help=False)
+    parser.add_argument("--run", default=None)
+    args, _ = parser.parse_known_args(argv or [])
+    return Path(args.run or environ.get(ENV_VAR) or DEFAULT_RUN)
+
+
+@dataclass
+class AppData:
+    """One run, prepared for the dashboard. Arrays are float64, C-contiguous and writable."""
+
+    run: Run
+    catalogue: pd.DataFrame
+    x: np.ndarray  # umap_x
+    y: np.ndarray  # umap_y
+    score: np.ndarray  # anomaly_score
+    order: np.ndarray  # rows by anomaly score, highest first
+    bpt: dict  # diagram key -> (x, y) arrays
+    numeric_colours: tuple[str, ...]
+    categorical_colours: tuple[str, ...]
+    frames: dict  # "latent" and each BPT diagram key -> DataFrame with float64 columns x, y
+    median: float
+    p90: float
+    _ids: pd.Index = field(repr=False)
+    _colour_frames: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def name(self) -> str:
+        return str(self.run.manifest.get("name") or self.run.name)
+
+    @property
+    def n(self) -> int:
+        return len(self.catalogue)
+
+    @property
+    def lines(self) -> tuple[str, ...]:
+        return self.run.lines
+
+    @property
+    def flagged(self) -> np.ndarray:
+        return self.catalogue["flagged"].to_numpy(dtype=bool)
+
+    @property
+    def colour_options(self) -> tuple[str, ...]:
+        return tuple(sorted(self.numeric_colours + self.categorical_colours, key=_colour_rank))
+
+    @cached_property
+    def table_base(self) -> pd.DataFrame:
+        """The selection table's columns of every galaxy, text as pandas categories: taking 10^5-10^6
+        rows of those takes integer codes, many times faster than Arrow-backed or object strings."""
+        cols = [c for c in TABLE_COLUMNS if c in self.catalogue.columns]
+        return pd.DataFrame({c: self.catalogue[c].astype("category") if pd.api.types.is_string_dtype(self.catalogue[c])
+                             else self.catalogue[c].to_numpy() for c in cols})
+
+    @cached_property
+    def flagged_frame(self) -> pd.DataFrame:
+        """The flagged galaxies (x, y, anomaly_score), drawn as points over the map."""
+        return pd.DataFrame({"x": self.x[self.flagged], "y": self.y[self.flagged],
+                             "anomaly_score": self.score[self.flagged]})
+
+    @property
+    def has_truth(self) -> bool:
+        return "truth_class" in self.catalogue.columns
+
+    def colour_frame(self, col: str) -> pd.DataFrame:
+        """Latent coordinates plus one colouring column ``v`` (float64, or a pandas category), shared.
+
+        Every datashaded plot gets frames with the same column names and dtypes (x, y and
+        maybe v), because datashader compiles one numba kernel per schema: uniform frames
+        mean a handful of compilations (done at warm-up) instead of one per column.
+        """
+        if col not in self._colour_frames:
+            values = self.catalogue[col]
+            if col in self.categorical_colours:
+                v = values.astype(str).astype("category")
+            elif col in self.numeric_colours:
+                v = values.to_numpy(dtype=np.float64, na_value=np.nan)
+            else:
+                raise KeyError(f"{col!r} is not a colouring of this run; choose one of {', '.join(self.colour_options)}")
+            if len(self._colour_frames) >= COLOUR_FRAMES_KEPT:
+                self._colour_frames.pop(next(iter(self._colour_frames)))
+            self._colour_frames[col] = self.frames["latent"].assign(v=v)
+        return self._colour_frames[col]
+
+    def row_of(self, galaxy_id: str) -> int | None:
+        """Row number of a galaxy_id, or None when the run has no such galaxy."""
+        try:
+            loc = self._ids.get_loc(galaxy_id)
+        except KeyError:
+            return None
+        return int(loc) if isinstance(loc, (int, np.integer)) else None
+
+    def by_score(self, mask: np.ndarray) -> np.ndarray:
+        """The rows where ``mask`` is True, most anomalous first."""
+        return self.order[mask[self.order]]
+
+    def galaxy_maps(self, row: int) -> dict:
+        """The inspector's maps of one galaxy, each (L, S, S) float32 with NaN where masked.
+
+        ``data``, ``model`` and ``residual`` (data - model) are divided by ``scale`` (L,), each
+        line's robust peak (99th percentile of |data|), so faint and bright lines share one
+        colour scale; masked spaxels stay NaN in all three: a masked spaxel is unknown, not 0.
+        """
+        ds = self.run.dataset
+        mask = np.asarray(ds.mask[row], dtype=bool)
+        data = np.where(mask, np.nan, np.asarray(ds.flux[row], dtype=np.float32))
+        model = np.where(mask, np.nan, np.asarray(self.run.recon[row], dtype=np.float32))
+        finite = np.where(np.isfinite(data), np.abs(data), np.nan)
+        with np.errstate(all="ignore"):
+            scale = np.nanpercentile(finite.reshape(len(data), -1), 99, axis=1) if np.isfinite(finite).any() \
+                else np.ones(len(data))
+        scale = np.where(np.isfinite(scale) & (scale > 0), scale, 1.0).astype(np.float32)
+        s = scale[:, None, None]
+        return {"data": data / s, "model": model / s, "residual": (data - model) / s, "scale": scale,
+                "bpt_map": np.asarray(ds.bpt_map[row])}
+
+
+def _colour_rank(col: str):
+    return (PREFERRED_COLOURS.index(col) if col in PREFERRED_COLOURS else len(PREFERRED_COLOURS), col)
+
+
+def _f64(a) -> np.ndarray:
+    # A private writable copy: pandas 3 hands out read-only views, and numba compiles a
+    # separate specialisation for those; every kernel call then sees one array type.
+    return np.array(a, dtype=np.float64, order="C", copy=True)
+
+
+def open_app_data(path) -> AppData:
+    """Open the run at ``path``; raises ``core.errors.BlueberryError`` (RunError, DatasetError) with what to do."""
+    run = open_run(path)
+    cat = run.catalogue
+    score = _f64(cat["anomaly_score"])
+    # A stable sort keeps ties in catalogue order, so the table order is reproducible.
+    order = np.argsort(-score, kind="stable")
+    numeric, categorical = [], []
+    for col in cat.columns:
+        if col in ("galaxy_id", "umap_x", "umap_y"):
+            continue
+        s = cat[col]
+        if pd.api.types.is_bool_dtype(s) or pd.api.types.is_string_dtype(s) or isinstance(s.dtype, pd.CategoricalDtype):
+            if s.nunique(dropna=True) <= MAX_CATEGORIES:
+                categorical.append(col)
+        elif pd.api.types.is_numeric_dtype(s):
+            numeric.append(col)
+    x, y = _f64(cat["umap_x"]), _f64(cat["umap_y"])
+    bpt_xy = {key: (_f64(cat[col]), _f64(cat[BPT_Y[0]])) for key, (col, _) in DIAGRAMS.items()}
+    frames = {key: pd.DataFrame({"x": a, "y": b}) for key, (a, b) in {"latent": (x, y), **bpt_xy}.items()}
+    score_meta = run.manifest.get("score") or {}
+    return AppData(
+        run=run, catalogue=cat, x=x, y=y, score=score, order=order, bpt=bpt_xy,
+        numeric_colours=tuple(numeric), categorical_colours=tuple(categorical), frames=frames,
+        median=float(score_meta.get("median", np.median(score))),
+        p90=float(score_meta.get("p90", np.percentile(score, 90))),
+        _ids=pd.Index(cat["galaxy_id"].astype(str)),
+    )
+
+
+def _fmt(v) -> str:
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, (int, np.integer)):
+        return f"{v:,}"
+    if isinstance(v, (float, np.floating)):
+        return f"{v:,.0f}" if abs(v) >= 1000 else f"{v:.3g}"
+    if isinstance(v, (list, tuple)):
+        return " x ".join(_fmt(x) for x in v)
+    return str(v)
+
+
+def describe_model(model) -> str:
+    """The manifest's model entry as one line ("vae, latent_dim 16, ...")."""
+    if isinstance(model, dict):
+        head = model.get("kind") or model.get("name") or model.get("type")
+        rest = [f"{k} {_fmt(v)}" for k, v in model.items() if k not in ("kind", "name", "type")
+                and not isinstance(v, dict)]
+        return ", ".join([str(head)] * bool(head) + rest)
+    return "unknown" if model is None else str(model)
+
+
+#: Bookkeeping entries of the manifest's evaluation, not figures.
+_EVAL_SKIP = ("file", "seconds", "catalogue_sha256")
+_EVAL_NAMES = {"roc_auc": "ROC-AUC", "average_precision": "AP"}
+
+
+def evaluation_figures(evaluation) -> dict[str, str]:
+    """The evaluation figures of the manifest, label -> text ("model" -> "ROC-AUC 0.912, AP 0.587")."""
+    out = {}
+    for key, value in (evaluation or {}).items():
+        if key in _EVAL_SKIP or value is None:
+            continue
+        if isinstance(value, dict):
+            parts = [f"{_EVAL_NAMES.get(k, k)} {_fmt(v)}" for k, v in value.items()
+                     if isinstance(v, (int, float, np.number, str, bool)) and k not in _EVAL_SKIP]
+            if parts:
+                out[str(key)] = ", ".join(parts)
+        elif isinstance(value, (int, float, np.number, str, bool)):
+            out[str(key)] = _fmt(value)
+    return out
+
+
+def run_summary(data: AppData) -> dict[str, str]:
+    """The header's figures of the run, label -> text, in display order (evaluation apart)."""
+    m = data.run.manifest
+    lines = data.lines
+    return {
+        "Run": data.name,
+        "Galaxies": f"{data.n:,}",
+        "Model": describe_model(m.get("model")),
+        "Lines": f"{len(lines)} ({lines[0]} … {lines[-1]})" if lines else "none",
+        "Normalisation": str(m.get("norm", data.run.dataset.norm)),
+        "Median score": _fmt(data.median),
+        "90th percentile": _fmt(data.p90),
+    }

@@ -1,0 +1,222 @@
+"""Scores, embedding and the run cache (`train embed`), new-file scoring and evaluation."""
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from core import scoring
+from core.embed import nearest_neighbours, umap_embedding
+from core.ingest import IngestOptions, ingest
+from core.io import read_json, sha256_file
+from core.lines import DR15_CHANNELS
+from core.maps import DAPPIXMASK_BITS
+from core.models import load_model, masked_loss
+from core.run import open_run
+from core.synth import write_maps_file
+from core.training import fit, make_split, train_config_for
+from train.cli import main
+from train.embed import OUTPUTS, embed_run
+from train.evaluate import evaluate_run
+
+SIZE = 16
+#: A model small enough to train in seconds on 16 x 16 maps.
+TINY = dict(kind="ae", n_lines=19, size=SIZE, latent_dim=8, stem_channels=(4, 8), enc_hidden=(8,),
+            enc_strides=(1,), dec_hidden=(8,), head_channels=(8, 4))
+KINDS = ["sf"] * 14 + ["seyfert"] * 6 + ["liner"] * 4 + ["blueberry"] * 4
+BOOST = {"seyfert": {"OIII-5008": 6.0, "OIII-4960": 6.0, "NII-6585": 1.5},
+         "liner": {"NII-6585": 2.5, "SII-6718": 2.0, "OI-6302": 3.0},
+         "blueberry": {"OIII-5008": 25.0, "OIII-4960": 25.0, "NeIII-3869": 10.0}}
+
+
+def write_galaxy(path, galaxy_id, kind, seed, n=24):
+    """A round galaxy whose line strengths follow its class; NOCOV outside a disc."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[:n, :n] - (n - 1) / 2
+    r2 = x**2 + y**2
+    width = 2.0 if kind == "blueberry" else rng.uniform(3.5, 5.5)
+    strength = np.array([{"Ha-6564": 3.0, "Hb-4862": 1.0, "NII-6585": 1.0, "OIII-5008": 0.6, "OIII-4960": 0.2,
+                          "SII-6718": 0.5, "SII-6732": 0.4, "OI-6302": 0.1}.get(c, 0.2) for c in DR15_CHANNELS])
+    strength *= np.array([BOOST.get(kind, {}).get(c, 1.0) for c in DR15_CHANNELS]) * rng.lognormal(0, 0.1, len(strength))
+    flux = 10.0 * strength[:, None, None] * np.exp(-r2 / (2 * width**2)) + rng.normal(0, 0.05, (len(strength), n, n))
+    mask = np.zeros(flux.shape, np.int32)
+    mask[:, r2 > (n / 2 - 1) ** 2] |= 1 << DAPPIXMASK_BITS["NOCOV"]
+    write_maps_file(path, galaxy_id=galaxy_id, mangaid=f"9-{seed}", ra=150.0 + seed, dec=2.0, z=0.03,
+                    channels=DR15_CHANNELS, flux=flux, ivar=np.full(flux.shape, 400.0), mask=mask)
+    return path
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A tiny survey with truth (4 kinds), ingested, trained for an epoch and embedded."""
+    root = tmp_path_factory.mktemp("scoring")
+    survey = root / "survey"
+    survey.mkdir()
+    ids = [f"{8000 + i}-1901" for i in range(len(KINDS))]
+    for i, (gid, kind) in enumerate(zip(ids, KINDS)):
+        write_galaxy(survey / f"manga-{gid}-MAPS-SYNTH-GAU.fits.gz", gid, kind, seed=i)
+    pd.DataFrame({"galaxy_id": ids, "truth_class": KINDS,
+                  "truth_anomaly": [k == "blueberry" for k in KINDS]}).to_csv(survey / "truth.csv", index=False)
+    ingest([survey], root / "ds", IngestOptions(size=SIZE), workers=1, progress=False)
+    run = root / "run"
+    fit(root / "ds", run, model_args=TINY, train_config=train_config_for("demo", epochs=1, batch_size=8, device="cpu"))
+    embed_run(run, batch_size=10, device="cpu", k=5, seed=0, progress=False)
+    return run
+
+
+def test_embed_writes_every_artifact(trained):
+    run = open_run(trained)
+    n, lines = len(run.dataset), list(run.lines)
+    assert run.latents.shape == (n, TINY["latent_dim"]) and run.latents.dtype == np.float32
+    assert run.recon.shape == run.dataset.flux.shape and run.recon.dtype == np.float32
+    assert run.neighbours.shape == (n, 5) and run.neighbours.dtype == np.int64
+    # masked cells are NaN in the reconstruction exactly as in the dataset's flux
+    assert np.array_equal(np.isnan(run.recon), np.asarray(run.dataset.mask))
+    cat = run.catalogue
+    for col in [*run.dataset.catalogue.columns, "anomaly_score", "anomaly_pct", "flagged", "top_line", "umap_x",
+                "umap_y", "split", *(f"err_{line}" for line in lines)]:
+        assert col in cat.columns, col
+    assert list(cat.galaxy_id) == list(run.dataset.catalogue.galaxy_id)
+    assert cat[["truth_class", "truth_anomaly", "bpt_class", "log_oiii_hb"]].equals(
+        run.dataset.catalogue[["truth_class", "truth_anomaly", "bpt_class", "log_oiii_hb"]])
+    assert np.isfinite(cat[["umap_x", "umap_y", "anomaly_score"]].to_numpy()).all()
+    m = run.manifest
+    assert "fit" in m["stages"] and "embed" in m["stages"]
+    for f in (*OUTPUTS, "model.pt"):
+        assert m["checksums"][f] == sha256_file(trained / f), f
+    assert m["score"]["median"] == pytest.approx(np.median(cat.anomaly_score))
+    assert m["score"]["p90"] == pytest.approx(np.percentile(cat.anomaly_score, 90))
+    assert m["neighbours"]["k"] == 5 and m["umap"]["random_state"] == 0
+    split = make_split(n, **m["split"])
+    assert list(cat.split) == ["val" if v else "train" for v in split]
+
+
+def test_score_is_the_masked_error_of_the_model(trained):
+    run = open_run(trained)
+    cat, flux, mask = run.catalogue, np.asarray(run.dataset.flux), np.asarray(run.dataset.mask)
+    recon = np.asarray(run.recon)
+    for i in (0, len(cat) - 1):
+        good = ~mask[i]
+        assert cat.anomaly_score[i] == pytest.approx(np.mean((recon[i][good] - flux[i][good]) ** 2), rel=1e-6)
+    # ... and what the model's own training loss says for the same galaxies
+    model, _ = load_model(trained)
+    with torch.no_grad():
+        x = torch.from_numpy(np.nan_to_num(flux)).unsqueeze(2)
+        loss = masked_loss(model(x).recon, x, torch.from_numpy(mask.copy()).unsqueeze(2)).numpy()
+    np.testing.assert_allclose(cat.anomaly_score, loss, rtol=1e-4)
+    shares = cat[[f"err_{line}" for line in run.lines]].to_numpy()
+    np.testing.assert_allclose(shares.sum(axis=1), 1.0, rtol=1e-9)
+    assert (shares >= 0).all()
+    assert list(cat.top_line) == [run.lines[j] for j in shares.argmax(axis=1)]
+    per_line = np.nansum((recon - flux) ** 2, axis=(2, 3))
+    np.testing.assert_allclose(shares, per_line / per_line.sum(axis=1, keepdims=True), rtol=1e-5)
+
+
+def test_percentiles_and_flags(trained):
+    cat = open_run(trained).catalogue
+    scores = cat.anomaly_score.to_numpy()
+    below_or_equal = (scores[None, :] <= scores[:, None] * (1 + scoring.SCORE_RTOL)).sum(axis=1)
+    np.testing.assert_allclose(cat.anomaly_pct, 100.0 * below_or_equal / len(scores))
+    threshold = np.percentile(scores, 90)
+    assert list(cat.flagged) == list(scores * (1 + scoring.SCORE_RTOL) >= threshold)
+    assert cat.flagged.sum() == int(np.ceil(0.1 * (len(scores) - 1)))  # no ties: the top tenth
+    np.testing.assert_allclose(scoring.percentile_in([0.5, 2.0, 2.5, 9.0, np.nan], [1, 2, 3, 4]),
+                               [0.0, 50.0, 50.0, 100.0, np.nan])
+
+
+def test_neighbours_are_the_true_nearest_excluding_self(trained):
+    run = open_run(trained)
+    z = np.asarray(run.latents, dtype=np.float64)
+    d = np.linalg.norm(z[:, None] - z[None], axis=-1)
+    np.fill_diagonal(d, np.inf)
+    for i, row in enumerate(run.neighbours):
+        assert i not in row
+        np.testing.assert_allclose(d[i, row], np.sort(d[i])[:5], rtol=1e-5)
+    # identical latents: self is still excluded and the twin comes first
+    twins = np.array([[0.0, 0.0], [0.0, 0.0], [1.0, 0.0], [5.0, 5.0]], np.float32)
+    nn = nearest_neighbours(twins, k=2)
+    assert [list(r) for r in nn[:2]] == [[1, 2], [0, 2]]
+    assert (nn != np.arange(4)[:, None]).all()
+
+
+def test_umap_is_seeded(trained):
+    latents = np.asarray(open_run(trained).latents)
+    a, params = umap_embedding(latents, seed=3)
+    b, _ = umap_embedding(latents, seed=3)
+    assert a.shape == (len(latents), 2) and np.array_equal(a, b)
+    assert params["n_neighbors"] == min(15, len(latents) - 1) and params["n_jobs"] == 1
+
+
+def test_score_new_files_agrees_with_embed(trained, tmp_path, capsys):
+    run = open_run(trained)
+    sources = list(run.catalogue.source[:3])
+    bad = tmp_path / "manga-1-1-MAPS-broken.fits.gz"
+    bad.write_bytes(b"not a FITS file")
+    out = tmp_path / "scores.csv"
+    assert main(["score", "--run", str(trained), *sources, str(bad), "--out", str(out), "--quiet"]) == 0
+    table = pd.read_csv(out)
+    assert list(table.source) == sources
+    mine = run.catalogue.set_index("galaxy_id").loc[table.galaxy_id]
+    np.testing.assert_allclose(table.anomaly_score, mine.anomaly_score, rtol=1e-5)
+    np.testing.assert_allclose(table.anomaly_pct, mine.anomaly_pct)
+    assert list(table.flagged) == list(mine.flagged) and list(table.top_line) == list(mine.top_line)
+    np.testing.assert_allclose(table[[f"err_{line}" for line in run.lines]].sum(axis=1), 1.0, rtol=1e-9)
+    assert str(bad) in capsys.readouterr().err
+    # nothing usable: a clear error, exit status 2
+    assert main(["score", "--run", str(trained), str(bad), "--out", str(tmp_path / "none.csv"), "--quiet"]) == 2
+    assert "none of the 1 file(s) could be scored" in capsys.readouterr().err
+
+
+def test_evaluate_reports_model_and_baselines(trained, tmp_path, capsys):
+    assert main(["evaluate", "--run", str(trained)]) == 0
+    printed = capsys.readouterr().out
+    result = read_json(trained / "evaluation.json")
+    tasks = {row["task"]: row for row in result["tasks"]}
+    assert {"anomaly", "anomaly:blueberry", "agn"} <= set(tasks)
+    assert tasks["anomaly"]["n_pos"] == 4 and tasks["agn"]["n_pos"] == 10 and tasks["agn"]["n_neg"] == 14
+    for row in result["tasks"]:
+        for method in ("model", "pca", "iforest"):
+            auc, ap = row[method]["roc_auc"], row[method]["average_precision"]
+            assert auc is None or (0.0 <= auc <= 1.0 and 0.0 <= ap <= 1.0), (row["task"], method)
+    assert tasks["anomaly"]["model"]["roc_auc"] is not None
+    manifest = read_json(trained / "manifest.json")
+    assert "evaluate" in manifest["stages"] and manifest["evaluation"]["model"] == tasks["anomaly"]["model"]
+    assert "pca" in printed and "iforest" in printed and "anomaly:blueberry" in printed
+
+    # a run without truth columns: a clear message, exit 0, nothing written
+    plain = tmp_path / "plain"
+    shutil.copytree(trained, plain)
+    (plain / "evaluation.json").unlink()
+    cat = pd.read_parquet(plain / "catalogue.parquet").drop(columns=["truth_class", "truth_anomaly"])
+    cat.to_parquet(plain / "catalogue.parquet")
+    assert evaluate_run(plain) is None
+    assert main(["evaluate", "--run", str(plain)]) == 0
+    assert "no truth columns" in capsys.readouterr().out and not (plain / "evaluation.json").exists()
+
+
+def test_baselines_behave():
+    rng = np.random.default_rng(0)
+    # maps that lie in a 2D subspace: PCA with 2 components reconstructs them, a new direction it cannot
+    basis = rng.normal(size=(2, 3, 4, 4))
+    flux = np.einsum("nk,klij->nlij", rng.normal(size=(30, 2)), basis).astype(np.float32)
+    flux[-1] += rng.normal(size=(3, 4, 4)).astype(np.float32)
+    mask = np.zeros(flux.shape, bool)
+    mask[:, :, 0, 0] = True
+    flux[mask] = np.nan
+    errors = scoring.pca_errors(flux, mask, fit_rows=np.arange(29), n_components=2)
+    assert errors[:-1].max() < 1e-6 < errors[-1]
+    # an isolated point in line-ratio space, with a missing ratio elsewhere, scores highest
+    ratios = pd.DataFrame(rng.normal(0, 0.1, size=(50, 4)), columns=list(scoring.RATIO_FEATURES))
+    ratios.iloc[7] = [2.0, 2.0, 2.0, 2.0]
+    ratios.iloc[3, 2] = np.nan
+    iso = scoring.isolation_forest_scores(ratios)
+    assert np.argmax(iso) == 7 and np.isfinite(iso).all()
+
+
+def test_embed_needs_a_trained_model(tmp_path, capsys):
+    (tmp_path / "run").mkdir()
+    assert main(["embed", "--run", str(tmp_path / "run")]) == 2
+    assert "no run here" in capsys.readouterr().err

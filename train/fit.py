@@ -1,0 +1,70 @@
+"""``python -m train fit``: train the ConvLSTM AE or VAE on a dataset folder into a run directory."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+HELP = "train the ConvLSTM autoencoder (or VAE) on a dataset into a run directory"
+EXAMPLES = """\
+  python -m train fit --data data/demo-dataset --run runs/mine
+  python -m train fit --data data/demo-dataset --run runs/mine-vae --model vae --beta 1e-3
+  python -m train fit --data data/manga64 --run runs/paper --config paper --epochs 100
+  python -m train fit --run runs/mine --resume            # after a kill or Ctrl-C
+  python -m train fit --data data/demo-dataset --run runs/x --dry-run   # one batch, writes nothing
+  torchrun --nproc_per_node=4 -m train fit --data data/manga64 --run-dir runs/paper --config paper
+    (under torchrun write --run-dir: torchrun reads a bare --run as its own --run-path)
+"""
+
+
+def add_arguments(p) -> None:
+    p.add_argument("--data", help="dataset folder written by `python -m train ingest` "
+                                  "(with --resume: defaults to the run's dataset)")
+    # --run-dir: under torchrun, whose own --run-path option swallows a bare --run.
+    p.add_argument("--run", "--run-dir", dest="run", required=True,
+                   help="run directory to create (or to continue with --resume); spell it --run-dir under torchrun")
+    p.add_argument("--model", choices=("ae", "vae"), default="ae", help="autoencoder or variational AE (default ae)")
+    p.add_argument("--config", choices=("demo", "paper"), default="demo",
+                   help="architecture and training defaults: demo (32 x 32, CPU-sized) or paper (64 x 64)")
+    p.add_argument("--epochs", type=int, help="maximum epochs (default: the config's)")
+    p.add_argument("--batch-size", type=int, help="galaxies per step and per process (default: the config's)")
+    p.add_argument("--lr", type=float, help="peak learning rate (default: the config's)")
+    p.add_argument("--beta", type=float, help="VAE: weight of the KL term (default 1e-3)")
+    p.add_argument("--repeats", type=int, help="random orientations of each galaxy per epoch (paper: 3)")
+    p.add_argument("--patience", type=int, help="early stopping: epochs without a better validation loss")
+    p.add_argument("--val-fraction", type=float, help="share of galaxies held out for validation (default 0.1)")
+    p.add_argument("--ivar", action="store_true", help="weight the reconstruction error by the inverse variance")
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
+    p.add_argument("--num-workers", type=int, default=0, help="DataLoader worker processes (default 0)")
+    p.add_argument("--seed", type=int, help="seed of the split, the weights and the data order (default 0)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model (worth it on GPUs)")
+    p.add_argument("--resume", action="store_true", help="continue the run from its checkpoint.pt")
+    p.add_argument("--dry-run", action="store_true", help="run one train and one validation batch, write nothing")
+
+
+def run(args) -> int:
+    from core.errors import BlueberryError
+    from core.run import read_manifest
+    from core.training import fit, train_config_for
+
+    data = args.data
+    if data is None:
+        if not args.resume:
+            raise BlueberryError("--data DATASET is required (a folder from `python -m train ingest`)")
+        data = read_manifest(args.run)["dataset"]
+    cfg = train_config_for(
+        args.config, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, beta=args.beta,
+        repeats=args.repeats, patience=args.patience, val_fraction=args.val_fraction, seed=args.seed,
+        ivar_weighting=args.ivar or None, device=args.device, num_workers=args.num_workers,
+        compile=args.compile or None)
+    try:
+        result = fit(data, args.run, model_kind=args.model, config_name=args.config, train_config=cfg,
+                     resume=args.resume, dry_run=args.dry_run)
+    except KeyboardInterrupt:
+        print(f"\ninterrupted; the last finished epoch is saved in {args.run}/checkpoint.pt. "
+              f"Continue with:\n  python -m train fit --run {args.run} --resume", file=sys.stderr)
+        return 130
+    if args.dry_run and os.environ.get("RANK", "0") == "0":
+        print("dry run (nothing written):")
+        print(json.dumps(result, indent=2))
+    return 0
