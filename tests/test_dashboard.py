@@ -24,7 +24,8 @@ from core.io import read_json, write_json
 from dashboard import export
 from dashboard import selection as sel
 from dashboard.app import build_app, create_app, error_page
-from dashboard.data import DEFAULT_RUN, TABLE_COLUMNS, evaluation_figures, open_app_data, resolve_run_path, run_summary
+from dashboard.data import (DEFAULT_RUN, TABLE_COLUMNS, describe_model, evaluation_figures, open_app_data,
+                            resolve_run_path, run_summary)
 from dashboard.state import TAP_TOLERANCE_PX, DashboardState
 from tests.fakerun import make_fake_run
 
@@ -333,7 +334,9 @@ def test_header_values(data):
     summary = run_summary(data)
     score = data.catalogue["anomaly_score"]
     assert summary["Run"] == "fake-run" and summary["Galaxies"] == "300"
-    assert summary["Model"].startswith("vae, latent_dim 16")
+    assert summary["Model"] == "vae, latent 16, 51,234 parameters"
+    assert describe_model({"model": "ae", "config": "demo", "model_args": {"kind": "ae", "latent_dim": 128}}) \
+        == "ae, latent 128, config demo"
     assert summary["Lines"] == "19 (Heta-3836 … SII-6732)"
     assert summary["Normalisation"] == "none"
     assert summary["Median score"] == f"{np.median(score):,.0f}"
@@ -409,14 +412,10 @@ def test_the_whole_page_renders_and_views_follow_the_state(data):
     from bokeh.document import Document
 
     state, page = build_app(data)
-    doc = Document()
-    page.server_doc(doc)  # without a server the deferred views render at once
-    assert doc.title == "Blueberry"
-    table = None
-    for obj in page.main.objects:
-        for view in obj.select(pn.widgets.Tabulator):
-            table = view
-    assert table is not None and len(table.value) == 0
+    page.server_doc(Document())  # without a server the deferred views render at once
+    tables = page.select(pn.widgets.Tabulator)
+    assert len(tables) == 1 and len(tables[0].value) == 0
+    table = tables[0]
     state.select_box(-20, 20, -20, 20)
     assert len(table.value) == data.n
     assert table.value["anomaly_score"].is_monotonic_decreasing

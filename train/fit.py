@@ -36,6 +36,8 @@ def add_arguments(p) -> None:
     p.add_argument("--ivar", action="store_true", help="weight the reconstruction error by the inverse variance")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
     p.add_argument("--num-workers", type=int, default=0, help="DataLoader worker processes (default 0)")
+    p.add_argument("--threads", type=int, default=0,
+                   help="CPU threads of torch (default: all cores; 1 is fastest when other work shares the CPU)")
     p.add_argument("--seed", type=int, help="seed of the split, the weights and the data order (default 0)")
     p.add_argument("--compile", action="store_true", help="torch.compile the model (worth it on GPUs)")
     p.add_argument("--resume", action="store_true", help="continue the run from its checkpoint.pt")
@@ -55,7 +57,7 @@ def run(args) -> int:
     cfg = train_config_for(
         args.config, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, beta=args.beta,
         repeats=args.repeats, patience=args.patience, val_fraction=args.val_fraction, seed=args.seed,
-        ivar_weighting=args.ivar or None, device=args.device, num_workers=args.num_workers,
+        ivar_weighting=args.ivar or None, device=args.device, num_workers=args.num_workers, threads=args.threads,
         compile=args.compile or None)
     try:
         result = fit(data, args.run, model_kind=args.model, config_name=args.config, train_config=cfg,
