@@ -97,12 +97,6 @@ class AppData:
         return pd.DataFrame({c: self.catalogue[c].astype("category") if pd.api.types.is_string_dtype(self.catalogue[c])
                              else self.catalogue[c].to_numpy() for c in cols})
 
-    @cached_property
-    def flagged_frame(self) -> pd.DataFrame:
-        """The flagged galaxies (x, y, anomaly_score), drawn as points over the map."""
-        return pd.DataFrame({"x": self.x[self.flagged], "y": self.y[self.flagged],
-                             "anomaly_score": self.score[self.flagged]})
-
     @property
     def has_truth(self) -> bool:
         return "truth_class" in self.catalogue.columns

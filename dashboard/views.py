@@ -153,32 +153,31 @@ def _change(model, **props) -> None:
         model.update(**props)
 
 
-class Highlight:
-    """The selection (a raster) and the inspected galaxy (a star) over one HoloViews plot.
+class RasterLayer:
+    """Some of a plot's galaxies drawn as a one-colour raster over a HoloViews plot.
 
-    :meth:`hook` adds the two glyphs to the plot's Bokeh figure; :meth:`show_rows`,
-    :meth:`show_star` and :meth:`zoom` refill their data sources. ``x``/``y`` are the
-    coordinates of every galaxy in the plot's space (NaN where it has none).
+    :meth:`hook` adds an image glyph to the plot's Bokeh figure; :meth:`show_rows` and
+    :meth:`zoom` refill its data source (a uint8 raster at the frame's resolution, so a
+    million rows cost what a few do, in the browser too). ``x``/``y`` are the coordinates
+    of every galaxy in the plot's space (NaN where it has none).
     """
 
-    def __init__(self, x: np.ndarray, y: np.ndarray, frame_px: tuple[int, int], ranges):
+    def __init__(self, x: np.ndarray, y: np.ndarray, frame_px: tuple[int, int], ranges, colour: str,
+                 spread: int = 1):
         from bokeh.models import ColumnDataSource
 
         self.x, self.y, self.frame_px, self.ranges = x, y, frame_px, ranges
+        self.colour, self.spread = colour, spread
         self.rows = np.zeros(0, dtype=np.int64)
-        self.raster = ColumnDataSource({"image": [np.zeros((1, 1), np.uint8)], "x": [0.0], "y": [0.0],
+        self.source = ColumnDataSource({"image": [np.zeros((1, 1), np.uint8)], "x": [0.0], "y": [0.0],
                                         "dw": [1.0], "dh": [1.0]})
-        self.star = ColumnDataSource({"x": [], "y": []})
 
     def hook(self, plot, element) -> None:
         from bokeh.models import LinearColorMapper
 
-        fig = plot.state
-        # 0 (no selected galaxy in the pixel) is below ``low``, hence drawn transparent.
-        mapper = LinearColorMapper(palette=[SELECTED], low=1, high=1, low_color=(0, 0, 0, 0))
-        fig.image(image="image", x="x", y="y", dw="dw", dh="dh", source=self.raster, color_mapper=mapper)
-        fig.scatter("x", "y", source=self.star, marker="star", size=20, fill_color="white", line_color="black",
-                    line_width=1.5)
+        # 0 (no galaxy of these rows in the pixel) is below ``low``, hence drawn transparent.
+        mapper = LinearColorMapper(palette=[self.colour], low=1, high=1, low_color=(0, 0, 0, 0))
+        plot.state.image(image="image", x="x", y="y", dw="dw", dh="dh", source=self.source, color_mapper=mapper)
 
     def show_rows(self, rows: np.ndarray) -> None:
         self.rows = rows
@@ -189,17 +188,31 @@ class Highlight:
         if len(self.rows):
             self._draw()
 
-    def show_star(self, row: int | None) -> None:
-        ok = row is not None and np.isfinite(self.x[row]) and np.isfinite(self.y[row])
-        _change(self.star, data={"x": [float(self.x[row])] if ok else [], "y": [float(self.y[row])] if ok else []})
-
     def _draw(self) -> None:
         (x0, x1), (y0, y1) = self.ranges
         if len(self.rows):
-            image = raster_mask(self.x[self.rows], self.y[self.rows], (x0, x1), (y0, y1), self.frame_px)
+            image = raster_mask(self.x[self.rows], self.y[self.rows], (x0, x1), (y0, y1), self.frame_px, self.spread)
         else:
             image = np.zeros((1, 1), np.uint8)
-        _change(self.raster, data={"image": [image], "x": [x0], "y": [y0], "dw": [x1 - x0], "dh": [y1 - y0]})
+        _change(self.source, data={"image": [image], "x": [x0], "y": [y0], "dw": [x1 - x0], "dh": [y1 - y0]})
+
+
+class Star:
+    """The inspected galaxy as a star over a HoloViews plot (a glyph added by :meth:`hook`)."""
+
+    def __init__(self, x: np.ndarray, y: np.ndarray):
+        from bokeh.models import ColumnDataSource
+
+        self.x, self.y = x, y
+        self.source = ColumnDataSource({"x": [], "y": []})
+
+    def hook(self, plot, element) -> None:
+        plot.state.scatter("x", "y", source=self.source, marker="star", size=20, fill_color="white",
+                           line_color="black", line_width=1.5)
+
+    def show(self, row: int | None) -> None:
+        ok = row is not None and np.isfinite(self.x[row]) and np.isfinite(self.y[row])
+        _change(self.source, data={"x": [float(self.x[row])] if ok else [], "y": [float(self.y[row])] if ok else []})
 
 
 class Captured:
@@ -270,12 +283,18 @@ class LatentMap(Viewer):
         super().__init__(**params)
         data = self.state.data
         self._ranges = latent_extent(data)
-        self._highlight = Highlight(data.x, data.y, MAP_FRAME, self._ranges)
+        # Flagged galaxies as a raster too: at a million galaxies that is 100,000 points, which
+        # as glyphs would cost the browser seconds at every layout change.
+        self._flagged = RasterLayer(data.x, data.y, MAP_FRAME, self._ranges, FLAGGED, spread=2)
+        self._selected = RasterLayer(data.x, data.y, MAP_FRAME, self._ranges, SELECTED)
+        self._star = Star(data.x, data.y)
+        self._flagged.show_rows(np.flatnonzero(data.flagged))
+        self._selected.show_rows(self.state.selection)
+        self._star.show(self.state.row)
         self._pane = _hv_pane(self._plot(self.state.colour_by), margin=0)
         self.state.param.watch(self._recolour, "colour_by")
-        self.state.param.watch(lambda e: self._highlight.show_rows(e.new), "selection")
-        self.state.param.watch(lambda e: self._highlight.show_star(self.state.row), "galaxy")
-        self._highlight.show_star(self.state.row)
+        self.state.param.watch(lambda e: self._selected.show_rows(e.new), "selection")
+        self.state.param.watch(lambda e: self._star.show(self.state.row), "galaxy")
 
     def _recolour(self, event) -> None:
         # The base layer changes type (a mean image vs categorical counts), so the plot is
@@ -300,22 +319,14 @@ class LatentMap(Viewer):
         return base, None
 
     def _plot(self, colour_by: str):
-        data = self.state.data
         base, legend = self._base(colour_by)
-        # Only numbers on the points: a text column (galaxy_id) would make HoloViews recompute
-        # its unique values over every flagged galaxy on each redraw (seconds at a million).
-        flagged = hv.Points(data.flagged_frame, kdims=LATENT_DIMS, vdims=["anomaly_score"],
-                            label="flagged (≥ 90th pct)").opts(
-            color=FLAGGED, size=4, line_color="white", line_width=0.5, tools=["hover"],
-            nonselection_alpha=1.0, selection_alpha=1.0)
-        layers = base * flagged
-        if legend is not None:
-            layers = layers * legend
+        layers = base if legend is None else base * legend
         self._attach_streams(base)
         return layers.opts(
             hv.opts.Overlay(frame_width=MAP_FRAME[0], frame_height=MAP_FRAME[1], xlim=self._ranges[0],
                             ylim=self._ranges[1], title=f"Latent space (UMAP), coloured by {colour_by}",
-                            legend_position="top_left", hooks=[self._highlight.hook],
+                            legend_position="top_left",
+                            hooks=[self._flagged.hook, self._selected.hook, self._star.hook],
                             backend_opts={"plot.name": "latent-map"}),
             hv.opts.ImageStack(tools=["box_select", "lasso_select", "tap"], active_tools=["wheel_zoom"]),
             hv.opts.Image(tools=["box_select", "lasso_select", "tap"], active_tools=["wheel_zoom"]),
@@ -331,7 +342,8 @@ class LatentMap(Viewer):
         def on_range(x_range, y_range):
             if x_range is not None and y_range is not None:
                 self._ranges = (tuple(x_range), tuple(y_range))
-                self._highlight.zoom(x_range, y_range)
+                self._flagged.zoom(x_range, y_range)
+                self._selected.zoom(x_range, y_range)
 
         def on_box(bounds):
             if bounds is not None:
@@ -641,19 +653,22 @@ class BPTDiagrams(Viewer):
     def __init__(self, **params):
         super().__init__(**params)
         data = self.state.data
-        self._highlights = {key: Highlight(*data.bpt[key], BPT_FRAME, bpt_extent(data, key)) for key in DIAGRAMS}
+        self._selected = {key: RasterLayer(*data.bpt[key], BPT_FRAME, bpt_extent(data, key), SELECTED)
+                          for key in DIAGRAMS}
+        self._stars = {key: Star(*data.bpt[key]) for key in DIAGRAMS}
         self._streams = []
         self.state.param.watch(self._show_rows, "selection")
         self.state.param.watch(self._show_star, "galaxy")
+        self._show_rows()
         self._show_star()
 
-    def _show_rows(self, event) -> None:
-        for highlight in self._highlights.values():
-            highlight.show_rows(event.new)
+    def _show_rows(self, *_) -> None:
+        for layer in self._selected.values():
+            layer.show_rows(self.state.selection)
 
     def _show_star(self, *_) -> None:
-        for highlight in self._highlights.values():
-            highlight.show_star(self.state.row)
+        for star in self._stars.values():
+            star.show(self.state.row)
 
     def _diagram(self, key: str):
         ds, hd = _datashader()
@@ -672,12 +687,12 @@ class BPTDiagrams(Viewer):
                 ys = np.where(np.isfinite(ke01) & (ys < ke01), np.nan, ys)
             curves.append(hv.Curve((xs, ys), dims[0], dims[1], label=label).opts(
                 color="black", line_dash=dash, line_width=1.3))
-        highlight = self._highlights[key]
+        selected = self._selected[key]
         ranges = hv.streams.RangeXY(source=base)
         box = hv.streams.BoundsXY(source=base)
         lasso = hv.streams.Lasso(source=base)
         ranges.add_subscriber(lambda x_range, y_range: x_range is not None and y_range is not None
-                              and highlight.zoom(x_range, y_range))
+                              and selected.zoom(x_range, y_range))
         box.add_subscriber(lambda bounds: bounds is not None and state.select_box(
             bounds[0], bounds[2], bounds[1], bounds[3], f"bpt_{key}"))
         lasso.add_subscriber(lambda geometry: geometry is not None and len(geometry) >= 3 and state.select_lasso(
@@ -685,7 +700,8 @@ class BPTDiagrams(Viewer):
         self._streams += [ranges, box, lasso]
         return (base * hv.Overlay(curves)).opts(hv.opts.Overlay(
             frame_width=BPT_FRAME[0], frame_height=BPT_FRAME[1], xlim=(x0, x1), ylim=(y0, y1),
-            legend_position="bottom_left", title=f"BPT [{key.upper()}]", hooks=[highlight.hook],
+            legend_position="bottom_left", title=f"BPT [{key.upper()}]",
+            hooks=[selected.hook, self._stars[key].hook],
             backend_opts={"plot.name": f"bpt-{key}"}))
 
     def __panel__(self):

@@ -7,6 +7,7 @@ with selections computed independently from the catalogue.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import io
 import json
 import socket
@@ -284,7 +285,9 @@ def test_export_route_streams_large_selections_over_http():
             server.stop()
 
     try:
-        response, missing_code = asyncio.run(fetch())
+        # A thread of its own: an earlier test (Playwright's sync API) may leave a loop running here.
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            response, missing_code = pool.submit(asyncio.run, fetch()).result()
     finally:
         export.unregister(token)
     assert missing_code == 404

@@ -13,7 +13,8 @@ checkpoint). The survey is generated with a fixed seed, so every demo is the sam
 """
 
 SURVEY, DATASET, RUN = "demo-survey", "demo-dataset", "demo"
-RELEASE = "dr17"
+#: The smaller DR15 layout (22 channels) writes and reads faster than DR17 (35); the model uses the same 19 lines.
+RELEASE = "dr15"
 
 
 def add_arguments(p) -> None:
