@@ -27,7 +27,7 @@ demo: setup
 
 serve: setup
 	@echo "Blueberry: open http://localhost:$(PORT)/dashboard"
-	$(BIN)/panel serve dashboard --port $(PORT) --warm --args --run $(RUN)
+	$(BIN)/panel serve dashboard --plugins dashboard.export --port $(PORT) --warm --args --run $(RUN)
 
 test: setup browser-deps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -68,6 +68,7 @@ class AppData:
     p90: float
     _ids: pd.Index = field(repr=False)
     _colour_frames: dict = field(default_factory=dict, repr=False)
+    _derived: dict = field(default_factory=dict, repr=False)
 
     @property
     def name(self) -> str:
@@ -100,6 +101,12 @@ class AppData:
     @property
     def has_truth(self) -> bool:
         return "truth_class" in self.catalogue.columns
+
+    def derived(self, key, compute):
+        """A value derived from the run (e.g. an axis range), computed once and shared by every session."""
+        if key not in self._derived:
+            self._derived[key] = compute()
+        return self._derived[key]
 
     def colour_frame(self, col: str) -> pd.DataFrame:
         """Latent coordinates plus one colouring column ``v`` (float64, or a pandas category), shared.

@@ -95,18 +95,22 @@ def _padded(lo: float, hi: float, frac: float = 0.05) -> tuple[float, float]:
 
 def latent_extent(data: AppData) -> tuple[tuple[float, float], tuple[float, float]]:
     """Initial x and y ranges of the latent map: the data's extent plus 5%."""
-    return _padded(np.nanmin(data.x), np.nanmax(data.x)), _padded(np.nanmin(data.y), np.nanmax(data.y))
+    return data.derived("latent_extent", lambda: (_padded(np.nanmin(data.x), np.nanmax(data.x)),
+                                                  _padded(np.nanmin(data.y), np.nanmax(data.y))))
 
 
 def bpt_extent(data: AppData, key: str) -> tuple[tuple[float, float], tuple[float, float]]:
     """Axis ranges of a BPT diagram: the usual window, widened to the 0.5-99.5 percentiles of the data."""
-    usual = {"nii": (-1.8, 0.8), "sii": (-1.4, 0.8), "oi": (-2.6, 0.2)}[key]
-    x, y = data.bpt[key]
-    ok = np.isfinite(x) & np.isfinite(y)
-    if not ok.any():
-        return usual, (-1.3, 1.5)
-    qx, qy = np.percentile(x[ok], [0.5, 99.5]), np.percentile(y[ok], [0.5, 99.5])
-    return (min(usual[0], qx[0]), max(usual[1], qx[1])), (min(-1.3, qy[0]), max(1.5, qy[1]))
+    def compute():
+        usual = {"nii": (-1.8, 0.8), "sii": (-1.4, 0.8), "oi": (-2.6, 0.2)}[key]
+        x, y = data.bpt[key]
+        ok = np.isfinite(x) & np.isfinite(y)
+        if not ok.any():
+            return usual, (-1.3, 1.5)
+        qx, qy = np.percentile(x[ok], [0.5, 99.5]), np.percentile(y[ok], [0.5, 99.5])
+        return (min(usual[0], qx[0]), max(usual[1], qx[1])), (min(-1.3, qy[0]), max(1.5, qy[1]))
+
+    return data.derived(("bpt_extent", key), compute)
 
 
 #: Every datashaded frame has columns x, y (and v): datashader compiles per column schema.
@@ -260,11 +264,11 @@ class Header(Viewer):
             '<span class="bb-sub">odd galaxies in integral-field surveys</span></div>'
             f'<div class="bb-header" title="Lines: {html.escape(lines)}">{cells}</div>',
             stylesheets=["""
-            .bb-banner { background: #3b4cc0; color: white; padding: 8px 16px; margin: -8px -10px 8px -10px;
+            .bb-banner { background: #3b4cc0; color: white; padding: 8px 16px; margin-bottom: 8px;
                          font-family: sans-serif; }
             .bb-title { font-size: 22px; font-weight: 700; margin-right: 14px; }
             .bb-sub { font-size: 13px; opacity: .85; }
-            .bb-header { display: flex; flex-wrap: wrap; gap: 6px 22px; font-family: sans-serif; }
+            .bb-header { display: flex; flex-wrap: wrap; gap: 6px 22px; font-family: sans-serif; padding: 0 16px 6px; }
             .bb-label { font-size: 11px; color: #666; text-transform: uppercase; letter-spacing: .04em; }
             .bb-value { font-size: 15px; font-weight: 600; color: #222; }
             .bb-eval .bb-value { font-size: 12px; font-weight: 500; }
@@ -320,17 +324,14 @@ class LatentMap(Viewer):
 
     def _plot(self, colour_by: str):
         base, legend = self._base(colour_by)
-        layers = base if legend is None else base * legend
         self._attach_streams(base)
+        base = base.opts(tools=["box_select", "lasso_select", "tap"], active_tools=["wheel_zoom"])
+        # The plot is the image alone (numeric colouring) or the image and a legend (categorical).
+        layers = base if legend is None else (base * legend).opts(legend_position="top_left")
         return layers.opts(
-            hv.opts.Overlay(frame_width=MAP_FRAME[0], frame_height=MAP_FRAME[1], xlim=self._ranges[0],
-                            ylim=self._ranges[1], title=f"Latent space (UMAP), coloured by {colour_by}",
-                            legend_position="top_left",
-                            hooks=[self._flagged.hook, self._selected.hook, self._star.hook],
-                            backend_opts={"plot.name": "latent-map"}),
-            hv.opts.ImageStack(tools=["box_select", "lasso_select", "tap"], active_tools=["wheel_zoom"]),
-            hv.opts.Image(tools=["box_select", "lasso_select", "tap"], active_tools=["wheel_zoom"]),
-        )
+            frame_width=MAP_FRAME[0], frame_height=MAP_FRAME[1], xlim=self._ranges[0], ylim=self._ranges[1],
+            title=f"Latent space (UMAP), coloured by {colour_by}",
+            hooks=[self._flagged.hook, self._selected.hook, self._star.hook], backend_opts={"plot.name": "latent-map"})
 
     def _attach_streams(self, base) -> None:
         state = self.state
