@@ -23,10 +23,13 @@ writes files and draws the progress bar.
 """
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import math
 import os
 import platform
+import signal
+import threading
 import time
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
@@ -194,6 +197,22 @@ def _validate(model, loader, device, cfg, kind, dd: _Dist) -> float:
 def _write_history(run_path: Path, history: list[dict]) -> None:
     with atomic_path(run_path / "history.csv") as tmp:
         pd.DataFrame(history, columns=["epoch", "train_loss", "val_loss", "seconds", "lr"]).to_csv(tmp, index=False)
+
+
+@contextlib.contextmanager
+def _interrupts_deferred():
+    """Hold a Ctrl-C that arrives inside the block until the block has finished."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if caught:
+        raise KeyboardInterrupt
 
 
 def _save_checkpoint(run_path: Path, state: dict) -> None:
@@ -371,10 +390,11 @@ def _fit(data, data_path, run_path, model_kind, config_name, model_args, cfg, ck
         stop = state["bad_epochs"] >= cfg.patience
         state["done"] = stop or epoch + 1 == cfg.epochs
         if dd.main:
-            if improved:
-                _save_model(run_path, model, {**meta, "epoch": epoch + 1, "val_loss": monitored})
-            _write_history(run_path, state["history"])
-            checkpoint()
+            with _interrupts_deferred():  # the epoch's three files agree with each other
+                if improved:
+                    _save_model(run_path, model, {**meta, "epoch": epoch + 1, "val_loss": monitored})
+                checkpoint()
+                _write_history(run_path, state["history"])
             tqdm.write(f"epoch {epoch + 1}/{cfg.epochs}  train {train_loss:.5g}  val {val_loss:.5g}  "
                        f"{seconds:.1f} s{'  *' if improved else ''}")
             if on_epoch_end is not None:

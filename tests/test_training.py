@@ -143,9 +143,10 @@ def test_ctrl_c_keeps_the_last_epoch_and_says_how_to_resume(tiny16, tmp_path):
     proc = subprocess.Popen(
         [PYTHON, "-c", "import sys; from tests.test_training import _cli_long_fit; _cli_long_fit(*sys.argv[1:])",
          str(tiny16), str(run)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 120
     while not (run / "history.csv").is_file() and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.1)
+    assert proc.poll() is None, "the long fit ended before it could be interrupted"
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 130, err
