@@ -1,17 +1,29 @@
 """Anomaly scores: reconstructions, the masked reconstruction error, per-line shares, baselines.
 
-The anomaly score of a galaxy (:data:`SCORE_DEFINITION`) is the mean squared residual
-over its unmasked cells::
+The anomaly score of a galaxy (:data:`SCORE_DEFINITION`) is its reduced chi-square with an
+error floor, over its unmasked cells::
 
-    score = sum_{l, i, j unmasked} (recon[l, i, j] - x[l, i, j])**2 / n_unmasked
+    score = sum_{l, i, j unmasked} (recon - x)**2 / (sigma**2 + (f * P)**2) / n_unmasked
 
 where ``x`` is the galaxy's flux in the dataset's normalisation (the grid the model was
-trained on) and ``recon`` the model's reconstruction of it (for the VAE the decoder's
-output at the posterior mean). Masked cells (bad DAP bits, no coverage) count neither in
-the sum nor in ``n_unmasked``. ``err_<line>`` is the share of the summed squared residual
-that falls in that line's map (shares sum to 1), ``anomaly_pct`` the percentage of the
-run's galaxies whose score is at or below this one, and a galaxy is ``flagged`` when its
-score is at or above the run's ``flag_pct``-th percentile (90 by default).
+trained on), ``recon`` the model's reconstruction of it (for the VAE the decoder's output
+at the posterior mean), ``sigma**2 = 1 / ivar`` the measured noise variance of the cell in
+the same units, ``P`` the galaxy's peak unmasked Halpha flux (its brightest line where a
+run has no Halpha) and ``f`` = :data:`ERROR_FLOOR` = 1 %. Masked cells (bad DAP bits, no
+coverage) count neither in the sum nor in ``n_unmasked``.
+
+Why not the plain mean squared residual: it ranks galaxies by brightness and noise, not by
+oddness (a faint galaxy's noise, or a bright Seyfert's ordinary 1 % mismatch, outweighs a
+genuinely odd [OIII] blob). Dividing by the noise makes the score independent of the
+normalisation and of the depth; the floor stops the few brightest cells of a galaxy, where
+no model is better than a per cent, from dominating. On the demo survey this lifts the
+ROC-AUC for the true anomalies from 0.81 (plain squared error) to 0.93 with the same model
+(``benchmarks/README.md``).
+
+``err_<line>`` is the share of the summed terms that falls in that line's map (shares sum
+to 1), ``anomaly_pct`` the percentage of the run's galaxies whose score is at or below
+this one, and a galaxy is ``flagged`` when its score is at or above the run's
+``flag_pct``-th percentile (90 by default).
 
 Torch and scikit-learn are imported inside the functions that need them, so the pure
 numpy parts (errors, percentiles, the metrics table) stay cheap to import.
@@ -23,10 +35,15 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 import pandas as pd
 
+#: The model's error floor in the score, as a fraction of the galaxy's peak Halpha flux.
+ERROR_FLOOR = 0.01
+#: The line whose peak sets the error floor (the brightest line where a run lacks it).
+FLOOR_LINE = "Ha-6564"
 SCORE_DEFINITION = (
-    "mean over the unmasked cells (every line, every S x S cell) of (recon - x)^2, with x the flux "
-    "in the dataset's normalisation and recon the model's reconstruction (VAE: decoded posterior mean); "
-    "masked cells are excluded from both the sum and the count"
+    "reduced chi-square with an error floor: the mean over the unmasked cells (every line, every S x S cell) "
+    "of (recon - x)^2 / (1/ivar + (0.01 P)^2), with x the flux in the dataset's normalisation, ivar its "
+    "inverse variance, P the galaxy's peak unmasked Ha flux and recon the model's reconstruction "
+    "(VAE: decoded posterior mean); masked cells are excluded from both the sum and the count"
 )
 PCT_DEFINITION = ("percentage of the run's galaxies whose anomaly_score is at or below this one (0-100; "
                   "scores equal to within float32 rounding, relative 1e-5, count as equal)")
@@ -68,14 +85,29 @@ def reconstruct(model, flux, mask, batch_size: int = 64, device="cpu", progress:
             yield rows, out.mu.float().cpu().numpy(), recon
 
 
-def galaxy_errors(recon, flux, mask) -> tuple[np.ndarray, np.ndarray]:
+def floor_peaks(flux, mask, lines: Sequence[str]) -> np.ndarray:
+    """``P`` of :data:`SCORE_DEFINITION` for a batch ``(N, L, S, S)``: the peak unmasked Halpha flux per galaxy."""
+    good = ~np.asarray(mask, dtype=bool)
+    flux = np.where(good, np.nan_to_num(np.asarray(flux, dtype=np.float64)), -np.inf)
+    if FLOOR_LINE in lines:
+        flux = flux[:, list(lines).index(FLOOR_LINE)]
+    peak = flux.reshape(len(flux), -1).max(axis=1)
+    return np.where(np.isfinite(peak) & (peak > 0), peak, 0.0)
+
+
+def galaxy_errors(recon, flux, mask, ivar, lines: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     """Anomaly scores ``(N,)`` and per-line error shares ``(N, L)`` of a batch ``(N, L, S, S)``.
 
     Both follow :data:`SCORE_DEFINITION`. A galaxy without unmasked cells gets NaN.
     """
     good = ~np.asarray(mask, dtype=bool)
+    ivar = np.asarray(ivar, dtype=np.float64)
+    good &= ivar > 0
+    floor = (ERROR_FLOOR * floor_peaks(flux, ~good, lines))[:, None, None, None] ** 2  # (N, 1, 1, 1)
+    with np.errstate(divide="ignore"):
+        variance = np.where(good, 1.0 / ivar, np.inf) + floor
     diff = np.where(good, np.asarray(recon, dtype=np.float64) - np.asarray(flux, dtype=np.float64), 0.0)
-    per_line = np.square(diff).sum(axis=(2, 3))
+    per_line = (np.square(diff) / variance).sum(axis=(2, 3))  # (N, L)
     total = per_line.sum(axis=1)
     count = good.sum(axis=(1, 2, 3))
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -116,13 +148,14 @@ def score_columns(scores, shares, lines: Sequence[str], population, threshold: f
 # Baselines
 
 
-def pca_errors(flux, mask, fit_rows, n_components: int, seed: int = 0, batch_size: int = 512) -> np.ndarray:
+def pca_errors(flux, mask, ivar, lines: Sequence[str], fit_rows, n_components: int, seed: int = 0,
+               batch_size: int = 512) -> np.ndarray:
     """PCA reconstruction error of every galaxy, in the units of :data:`SCORE_DEFINITION`.
 
     The maps are given to PCA exactly as the model sees them (masked cells 0, see
     :func:`model_input`), PCA is fitted on the rows ``fit_rows`` (the model's training
     split) with ``n_components`` (the model's latent size), and the error counts the
-    unmasked cells only, like the anomaly score.
+    unmasked cells only and is scored exactly like the model's (:func:`galaxy_errors`).
     """
     from sklearn.decomposition import PCA
 
@@ -137,7 +170,7 @@ def pca_errors(flux, mask, fit_rows, n_components: int, seed: int = 0, batch_siz
         rows = slice(start, min(start + batch_size, n))
         x = model_input(flux[rows])
         recon = pca.inverse_transform(pca.transform(x.reshape(len(x), -1))).reshape(x.shape)
-        errors[rows], _ = galaxy_errors(recon, x, mask[rows])
+        errors[rows], _ = galaxy_errors(recon, x, mask[rows], ivar[rows], lines)
     return errors
 
 

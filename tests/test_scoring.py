@@ -6,7 +6,6 @@ import shutil
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 from core import scoring
 from core.embed import nearest_neighbours, umap_embedding
@@ -14,7 +13,6 @@ from core.ingest import IngestOptions, ingest
 from core.io import read_json, sha256_file
 from core.lines import DR15_CHANNELS
 from core.maps import DAPPIXMASK_BITS
-from core.models import load_model, masked_loss
 from core.run import open_run
 from core.synth import write_maps_file
 from core.training import fit, make_split, train_config_for
@@ -94,25 +92,50 @@ def test_embed_writes_every_artifact(trained):
     assert list(cat.split) == ["val" if v else "train" for v in split]
 
 
-def test_score_is_the_masked_error_of_the_model(trained):
+def test_score_is_the_floored_chi_square_of_the_model(trained):
     run = open_run(trained)
     cat, flux, mask = run.catalogue, np.asarray(run.dataset.flux), np.asarray(run.dataset.mask)
-    recon = np.asarray(run.recon)
-    for i in (0, len(cat) - 1):
-        good = ~mask[i]
-        assert cat.anomaly_score[i] == pytest.approx(np.mean((recon[i][good] - flux[i][good]) ** 2), rel=1e-6)
-    # ... and what the model's own training loss says for the same galaxies
-    model, _ = load_model(trained)
-    with torch.no_grad():
-        x = torch.from_numpy(np.nan_to_num(flux)).unsqueeze(2)
-        loss = masked_loss(model(x).recon, x, torch.from_numpy(mask.copy()).unsqueeze(2)).numpy()
-    np.testing.assert_allclose(cat.anomaly_score, loss, rtol=1e-4)
+    ivar, recon = np.asarray(run.dataset.ivar), np.asarray(run.recon)
+    ha = run.lines.index(scoring.FLOOR_LINE)
+    per_line = np.zeros((len(cat), len(run.lines)))
+    for i in range(len(cat)):
+        good = ~mask[i] & (ivar[i] > 0)
+        peak = flux[i, ha][good[ha]].max()
+        variance = 1 / np.where(good, ivar[i], np.nan) + (scoring.ERROR_FLOOR * peak) ** 2
+        terms = np.where(good, (recon[i] - flux[i]) ** 2 / variance, 0.0)
+        per_line[i] = np.nansum(terms, axis=(1, 2))
+        assert cat.anomaly_score[i] == pytest.approx(terms.sum() / good.sum(), rel=1e-6)
     shares = cat[[f"err_{line}" for line in run.lines]].to_numpy()
     np.testing.assert_allclose(shares.sum(axis=1), 1.0, rtol=1e-9)
     assert (shares >= 0).all()
     assert list(cat.top_line) == [run.lines[j] for j in shares.argmax(axis=1)]
-    per_line = np.nansum((recon - flux) ** 2, axis=(2, 3))
     np.testing.assert_allclose(shares, per_line / per_line.sum(axis=1, keepdims=True), rtol=1e-5)
+
+
+def test_score_ignores_the_normalisation_and_discounts_noise():
+    rng = np.random.default_rng(3)
+    lines = ["Hb-4862", "OIII-5008", "Ha-6564"]
+    flux = rng.uniform(0.5, 2.0, size=(1, 3, 6, 6))
+    recon = flux + rng.normal(0, 0.1, size=flux.shape)
+    ivar = np.full(flux.shape, 50.0)
+    mask = np.zeros(flux.shape, bool)
+    mask[0, :, 0, :] = True
+    recon[mask] = 1e6  # masked cells never count
+    score, shares = scoring.galaxy_errors(recon, flux, mask, ivar, lines)
+    # the same galaxy in other units (another normalisation) scores the same
+    k = 37.0
+    again, shares_again = scoring.galaxy_errors(recon * k, flux * k, mask, ivar / k**2, lines)
+    np.testing.assert_allclose(again, score, rtol=1e-12)
+    np.testing.assert_allclose(shares_again, shares, rtol=1e-12)
+    # the same residuals measured with four times the noise variance weigh less
+    noisy, _ = scoring.galaxy_errors(recon, flux, mask, ivar / 4, lines)
+    assert noisy[0] < score[0]
+    # and no cell can weigh more than the floor allows, however precise its flux
+    exact, _ = scoring.galaxy_errors(recon, flux, mask, np.full(flux.shape, 1e12), lines)
+    peak = flux[0, 2][~mask[0, 2]].max()
+    good = ~mask
+    bound = np.mean((recon[good] - flux[good]) ** 2) / (scoring.ERROR_FLOOR * peak) ** 2
+    assert exact[0] == pytest.approx(bound, rel=1e-6)
 
 
 def test_percentiles_and_flags(trained):
@@ -206,7 +229,9 @@ def test_baselines_behave():
     mask = np.zeros(flux.shape, bool)
     mask[:, :, 0, 0] = True
     flux[mask] = np.nan
-    errors = scoring.pca_errors(flux, mask, fit_rows=np.arange(29), n_components=2)
+    ivar = np.where(mask, 0.0, 100.0)
+    errors = scoring.pca_errors(flux, mask, ivar, ["Hb-4862", "OIII-5008", "Ha-6564"], fit_rows=np.arange(29),
+                                n_components=2)
     assert errors[:-1].max() < 1e-6 < errors[-1]
     # an isolated point in line-ratio space, with a missing ratio elsewhere, scores highest
     ratios = pd.DataFrame(rng.normal(0, 0.1, size=(50, 4)), columns=list(scoring.RATIO_FEATURES))

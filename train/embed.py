@@ -82,7 +82,8 @@ def embed_run(run_dir, *, batch_size=64, device="auto", k=20, flag_pct=90.0, see
     try:
         for rows, z, rec in scoring.reconstruct(model, data.flux, data.mask, batch_size, dev, progress, desc="embed"):
             latents[rows], recon[rows] = z, rec
-            scores[rows], shares[rows] = scoring.galaxy_errors(rec, data.flux[rows], data.mask[rows])
+            scores[rows], shares[rows] = scoring.galaxy_errors(rec, data.flux[rows], data.mask[rows],
+                                                                 data.ivar[rows], lines)
         commit()
     except BaseException:
         os.unlink(recon.filename)

@@ -57,7 +57,7 @@ def evaluate_run(run_dir, seed: int = 0) -> dict | None:
         train_rows = np.arange(len(cat))
     methods = {
         "model": cat["anomaly_score"].to_numpy(dtype=np.float64),
-        "pca": scoring.pca_errors(run.dataset.flux, run.dataset.mask, train_rows,
+        "pca": scoring.pca_errors(run.dataset.flux, run.dataset.mask, run.dataset.ivar, run.lines, train_rows,
                                   n_components=run.latents.shape[1], seed=seed),
         "iforest": scoring.isolation_forest_scores(cat, seed=seed),
     }
@@ -72,7 +72,7 @@ def evaluate_run(run_dir, seed: int = 0) -> dict | None:
         "tasks": rows,
         "methods": {
             "model": f"the run's anomaly score: {scoring.SCORE_DEFINITION}",
-            "pca": f"PCA reconstruction error on the same maps (masked cells 0, error over unmasked cells), "
+            "pca": f"PCA reconstruction of the same maps (masked cells 0), scored like the model, "
                    f"{run.latents.shape[1]} components fitted on the training split",
             "iforest": "isolation forest (300 trees) on " + ", ".join(c for c in scoring.RATIO_FEATURES if c in cat)
                        + " (missing ratios: median plus an indicator)",
