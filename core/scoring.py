@@ -95,19 +95,28 @@ def floor_peaks(flux, mask, lines: Sequence[str]) -> np.ndarray:
     return np.where(np.isfinite(peak) & (peak > 0), peak, 0.0)
 
 
+def cell_weights(flux, mask, ivar, lines: Sequence[str]) -> np.ndarray:
+    """The weight ``1 / (1/ivar + (f P)**2)`` of every cell of a batch ``(N, L, S, S)`` in the score.
+
+    0 where the cell is masked or has no positive ivar (see :data:`SCORE_DEFINITION`).
+    """
+    ivar = np.asarray(ivar, dtype=np.float64)
+    good = ~np.asarray(mask, dtype=bool) & (ivar > 0)
+    floor = (ERROR_FLOOR * floor_peaks(flux, ~good, lines))[:, None, None, None] ** 2  # (N, 1, 1, 1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        variance = 1.0 / ivar + floor
+    return np.where(good, 1.0 / variance, 0.0)
+
+
 def galaxy_errors(recon, flux, mask, ivar, lines: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     """Anomaly scores ``(N,)`` and per-line error shares ``(N, L)`` of a batch ``(N, L, S, S)``.
 
     Both follow :data:`SCORE_DEFINITION`. A galaxy without unmasked cells gets NaN.
     """
-    good = ~np.asarray(mask, dtype=bool)
-    ivar = np.asarray(ivar, dtype=np.float64)
-    good &= ivar > 0
-    floor = (ERROR_FLOOR * floor_peaks(flux, ~good, lines))[:, None, None, None] ** 2  # (N, 1, 1, 1)
-    with np.errstate(divide="ignore"):
-        variance = np.where(good, 1.0 / ivar, np.inf) + floor
+    weights = cell_weights(flux, mask, ivar, lines)
+    good = weights > 0
     diff = np.where(good, np.asarray(recon, dtype=np.float64) - np.asarray(flux, dtype=np.float64), 0.0)
-    per_line = (np.square(diff) / variance).sum(axis=(2, 3))  # (N, L)
+    per_line = (np.square(diff) * weights).sum(axis=(2, 3))  # (N, L)
     total = per_line.sum(axis=1)
     count = good.sum(axis=(1, 2, 3))
     with np.errstate(invalid="ignore", divide="ignore"):

@@ -55,14 +55,11 @@ from astropy.io import fits
 from core.errors import BlueberryError
 from core.io import atomic_path, sha256_file, write_json
 from core.lines import BPT_LINES, DR17_CHANNELS, LINES, RELEASES, wavelength
+from core.maps import DAPPIXMASK_BITS
 
-#: MANGA_DAPPIXMASK bits (sdssMaskbits.par) that the generator sets.
-NOCOV = 0
-LOWCOV = 1
-DEADFIBER = 2
-FORESTAR = 3
-UNRELIABLE = 5
-DONOTUSE = 30
+#: The MANGA_DAPPIXMASK bits that the generator sets (numbers from the reader's table).
+NOCOV, LOWCOV, DEADFIBER, FORESTAR, UNRELIABLE, DONOTUSE = (
+    DAPPIXMASK_BITS[name] for name in ("NOCOV", "LOWCOV", "DEADFIBER", "FORESTAR", "UNRELIABLE", "DONOTUSE"))
 
 FLUX_UNIT = "1E-17 erg/s/cm^2/spaxel"
 C_KMS = 299792.458

@@ -9,6 +9,10 @@ import numpy as np
 import torch
 
 from core.dataset import SurveyDataset, open_dataset
+from core.scoring import cell_weights
+
+#: Loss weights a :class:`MapsDataset` can add to each item.
+WEIGHTS = (None, "ivar", "score")
 
 
 def dihedral(x: torch.Tensor, k: int) -> torch.Tensor:
@@ -25,18 +29,22 @@ class MapsDataset(torch.utils.data.Dataset):
     """Galaxies of a dataset folder as ``(flux, mask)`` tensors, each ``(T, 1, S, S)``.
 
     ``flux`` is float32 with masked cells set to 0 (the loss ignores them through
-    ``mask``, True = bad); with ``with_ivar`` a third tensor holds the inverse variance.
+    ``mask``, True = bad); with ``weights`` a third tensor holds each cell's loss weight:
+    ``"ivar"`` the inverse variance, ``"score"`` the anomaly score's own weights
+    (:func:`core.scoring.cell_weights`, the inverse variance with a 1 % error floor).
     With ``augment`` every item is drawn in one of the 8 dihedral orientations, and
     ``repeats`` (the paper's "3x") makes one epoch visit each galaxy that many times.
     """
 
     def __init__(self, data, indices=None, augment: bool = False, repeats: int = 1,
-                 with_ivar: bool = False, seed: int = 0):
+                 weights: str | None = None, seed: int = 0):
+        if weights not in WEIGHTS:
+            raise ValueError(f"weights {weights!r}: expected one of {WEIGHTS}")
         self.data: SurveyDataset = data if isinstance(data, SurveyDataset) else open_dataset(data)
         self.indices = np.arange(len(self.data)) if indices is None else np.asarray(indices, dtype=np.int64)
         self.augment = augment
         self.repeats = max(1, int(repeats))
-        self.with_ivar = with_ivar
+        self.weights = weights
         self.seed = seed
         self.epoch = 0
 
@@ -49,11 +57,15 @@ class MapsDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int):
         row = int(self.indices[i % len(self.indices)])
-        flux = torch.from_numpy(np.nan_to_num(np.asarray(self.data.flux[row]), nan=0.0, posinf=0.0, neginf=0.0))
-        mask = torch.from_numpy(np.array(self.data.mask[row]))  # a copy: memmaps are read-only
+        flux = np.nan_to_num(np.asarray(self.data.flux[row]), nan=0.0, posinf=0.0, neginf=0.0)
+        mask = np.array(self.data.mask[row])  # a copy: memmaps are read-only
         items = [flux, mask]
-        if self.with_ivar:
-            items.append(torch.from_numpy(np.array(self.data.ivar[row], dtype=np.float32)))
+        if self.weights == "ivar":
+            items.append(np.array(self.data.ivar[row], dtype=np.float32))
+        elif self.weights == "score":
+            w = cell_weights(flux[None], mask[None], self.data.ivar[row][None], self.data.lines)  # (1, T, S, S)
+            items.append(w[0].astype(np.float32))
+        items = [torch.from_numpy(a) for a in items]
         items = [t.unsqueeze(1) for t in items]  # (T, S, S) -> (T, 1, S, S)
         if self.augment:
             k = int(np.random.default_rng((self.seed, self.epoch, i)).integers(8))

@@ -121,7 +121,7 @@ def test_masked_cells_get_exactly_zero_gradient():
     assert (recon.grad[~mask] != 0).all()
 
 
-def test_masked_loss_values_and_ivar_weighting():
+def test_masked_loss_values_and_weights():
     recon = torch.zeros(2, 1, 1, 2, 2)
     x = torch.tensor([1.0, 2.0, 3.0, 100.0, 1.0, 1.0, 1.0, 1.0]).reshape(2, 1, 1, 2, 2)
     mask = torch.tensor([False, False, False, True, True, True, True, True]).reshape(2, 1, 1, 2, 2)

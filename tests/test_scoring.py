@@ -112,6 +112,22 @@ def test_score_is_the_floored_chi_square_of_the_model(trained):
     np.testing.assert_allclose(shares, per_line / per_line.sum(axis=1, keepdims=True), rtol=1e-5)
 
 
+def test_training_with_score_weights_minimises_the_anomaly_score(trained):
+    """``--weighting score``: the loss of an item is exactly the galaxy's anomaly score."""
+    import torch
+
+    from core.models import masked_loss
+    from core.torchdata import MapsDataset
+
+    run = open_run(trained)
+    items = MapsDataset(run.dataset, weights="score")
+    for row in (0, len(items) - 1):
+        flux, mask, weights = items[row]  # each (T, 1, S, S)
+        recon = torch.from_numpy(np.nan_to_num(np.asarray(run.recon[row]))).unsqueeze(1)
+        loss = masked_loss(recon[None], flux[None], mask[None], weights[None])
+        assert float(loss) == pytest.approx(run.catalogue.anomaly_score[row], rel=1e-5)
+
+
 def test_score_ignores_the_normalisation_and_discounts_noise():
     rng = np.random.default_rng(3)
     lines = ["Hb-4862", "OIII-5008", "Ha-6564"]

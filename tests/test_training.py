@@ -17,6 +17,7 @@ from core.dataset import write_dataset
 from core.models import ModelArgs
 from core.run import read_manifest
 from core.training import TrainConfig, fit, load_model, make_split
+from core.scoring import cell_weights
 from train.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -87,15 +88,16 @@ def test_fit_writes_a_complete_run(tiny16, tmp_path):
     assert set(payload) == {"model_args", "config", "state_dict"}
     model, _ = load_model(run)
     assert not model.training and model.args.kind == "vae"
-    # model.pt is the best epoch: its validation loss is what the manifest reports.
-    ds_mask = np.load(tiny16 / "mask.npy")
+    # model.pt is the best epoch: its validation loss (the score-weighted error) is what the manifest reports.
     is_val = make_split(16, 0.1, 0)
-    x = torch.from_numpy(np.nan_to_num(np.load(tiny16 / "flux.npy")[is_val]))[:, :, None]
-    mask = torch.from_numpy(ds_mask[is_val])[:, :, None]
+    flux, mask = np.load(tiny16 / "flux.npy")[is_val], np.load(tiny16 / "mask.npy")[is_val]
+    weights = cell_weights(flux, mask, np.load(tiny16 / "ivar.npy")[is_val], manifest["lines"])
+    x = torch.from_numpy(np.nan_to_num(flux))[:, :, None]  # (B, T, 1, S, S)
     from core.models import kl_divergence, masked_loss
     with torch.no_grad():
         out = model(x)
-        val = (masked_loss(out.recon, x, mask) + 1e-3 * kl_divergence(out.mu, out.logvar)).mean()
+        rec = masked_loss(out.recon, x, torch.from_numpy(mask)[:, :, None], torch.from_numpy(weights)[:, :, None])
+        val = (rec + 1e-3 * kl_divergence(out.mu, out.logvar)).mean()
     assert float(val) == pytest.approx(metrics["best_val_loss"], rel=1e-5)
 
 

@@ -33,7 +33,9 @@ def add_arguments(p) -> None:
     p.add_argument("--repeats", type=int, help="random orientations of each galaxy per epoch (paper: 3)")
     p.add_argument("--patience", type=int, help="early stopping: epochs without a better validation loss")
     p.add_argument("--val-fraction", type=float, help="share of galaxies held out for validation (default 0.1)")
-    p.add_argument("--ivar", action="store_true", help="weight the reconstruction error by the inverse variance")
+    p.add_argument("--weighting", choices=("none", "ivar", "score"), default=None,
+                   help="loss weight of each cell: none, ivar (inverse variance) or score (the anomaly score's "
+                        "own weights: inverse variance with a 1%% error floor; the default)")
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
     p.add_argument("--num-workers", type=int, default=0, help="DataLoader worker processes (default 0)")
     p.add_argument("--threads", type=int, default=0,
@@ -57,7 +59,7 @@ def run(args) -> int:
     cfg = train_config_for(
         args.config, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, beta=args.beta,
         repeats=args.repeats, patience=args.patience, val_fraction=args.val_fraction, seed=args.seed,
-        ivar_weighting=args.ivar or None, device=args.device, num_workers=args.num_workers, threads=args.threads,
+        weighting=args.weighting, device=args.device, num_workers=args.num_workers, threads=args.threads,
         compile=args.compile or None)
     try:
         result = fit(data, args.run, model_kind=args.model, config_name=args.config, train_config=cfg,

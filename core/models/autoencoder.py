@@ -140,21 +140,22 @@ class ConvLSTMAutoencoder(nn.Module):
 
 
 def masked_loss(recon: torch.Tensor, x: torch.Tensor, mask: torch.Tensor,
-                ivar: torch.Tensor | None = None) -> torch.Tensor:
+                weights: torch.Tensor | None = None) -> torch.Tensor:
     """Per-galaxy mean squared error over the unmasked cells, shape ``(B,)``.
 
-    ``recon``, ``x``, ``mask`` (True = bad) and ``ivar`` share a shape whose first axis is
+    ``recon``, ``x``, ``mask`` (True = bad) and ``weights`` share a shape whose first axis is
     the galaxy, e.g. (B, T, 1, S, S). Masked cells contribute nothing and get exactly
-    zero gradient, whatever ``x`` holds there (NaN included). With ``ivar`` every squared
-    residual is weighted by its inverse variance (a mean chi-square per cell). The mean is
+    zero gradient, whatever ``x`` holds there (NaN included). With ``weights`` every squared
+    residual is multiplied by its cell's weight (the inverse variance gives a mean chi-square
+    per cell; :func:`core.scoring.cell_weights` gives the anomaly score itself). The mean is
     over each galaxy's unmasked cells; a fully masked galaxy scores 0. Computed in float32
     even under autocast, so anomaly scores do not depend on the training precision.
     """
     valid = ~mask
     diff = torch.where(valid, recon.float() - torch.nan_to_num(x.float()), 0.0)
     sq = diff * diff
-    if ivar is not None:
-        sq = sq * torch.where(valid, ivar.float(), 0.0)
+    if weights is not None:
+        sq = sq * torch.where(valid, weights.float(), 0.0)
     dims = tuple(range(1, sq.ndim))
     return sq.sum(dims) / valid.sum(dims).clamp_min(1)
 
