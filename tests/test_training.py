@@ -162,6 +162,10 @@ def _cli_long_fit(data, run):
     """A long tiny run through the real command path (for the Ctrl-C test)."""
     from core import training
 
+    # A background job of a non-interactive shell starts with SIGINT ignored; a terminal's
+    # Ctrl-C is what this test is about, so take the handler Python gives a foreground process.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
     real_fit = training.fit
 
     def fit_tiny(*args, **kw):

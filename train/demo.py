@@ -5,7 +5,7 @@ HELP = "build the demo run from nothing: synth, ingest, fit, embed and evaluate 
 EXAMPLES = """\
   python -m train demo                      # runs/demo-survey, runs/demo-dataset, runs/demo
   python -m train demo --out /tmp/runs --n 200 --epochs 2    # a quick small one
-  panel serve dashboard --args --run runs/demo               # then explore it
+  panel serve dashboard --plugins dashboard.export --args --run runs/demo   # then explore it
 
 A stage whose output is already there and up to date is skipped, so running the demo again
 is instant and an interrupted demo continues where it stopped (training resumes from its
@@ -67,7 +67,7 @@ def run(args) -> int:
         from core.io import read_json
 
         print(report(read_json(run_dir / "evaluation.json")))
-    print(f"explore it:  panel serve dashboard --args --run {run_dir}")
+    print(f"explore it:  panel serve dashboard --plugins dashboard.export --args --run {run_dir}")
     return 0
 
 
