@@ -26,6 +26,7 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import time
 from datetime import date
 from pathlib import Path
@@ -142,7 +143,8 @@ def _recon(model, x):
     return out.recon if hasattr(out, "recon") else out
 
 
-def measure(name, model, size, batch, steps, warmup, device, mixed: bool) -> dict:
+def prepare(model, size, batch, warmup, device, mixed: bool):
+    """A training step of ``model`` on random maps, warmed up; returns ``(step, info)``."""
     torch.manual_seed(0)
     x = torch.randn(batch, T_LINES, 1, size, size, device=device)
     mask = torch.rand(batch, T_LINES, 1, size, size, device=device) < 0.3
@@ -157,26 +159,27 @@ def measure(name, model, size, batch, steps, warmup, device, mixed: bool) -> dic
         loss.backward()
         opt.step()
 
-    def sync():
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-
     for _ in range(warmup):
         step()
     with FlopCounterMode(display=False) as counter:
         step()
+    info = {"size": size, "batch": batch, "params": sum(p.numel() for p in model.parameters()),
+            "flop_per_galaxy": counter.get_total_flops() / batch}
+    return step, info
+
+
+def time_steps(step, steps: int, device) -> float:
+    """Seconds for ``steps`` training steps."""
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
     sync()
     t0 = time.perf_counter()
     for _ in range(steps):
         step()
     sync()
-    seconds = time.perf_counter() - t0
-    gps = batch * steps / seconds
-    flops = counter.get_total_flops() / batch
-    return {"model": name, "size": size, "batch": batch, "steps": steps,
-            "params": sum(p.numel() for p in model.parameters()), "gflop_per_galaxy": round(flops / 1e9, 3),
-            "galaxies_per_second": round(gps, 2), "gflop_per_second": round(flops * gps / 1e9, 1),
-            "ms_per_step": round(1e3 * seconds / steps, 1)}
+    return time.perf_counter() - t0
 
 
 def main(argv=None) -> int:
@@ -184,7 +187,8 @@ def main(argv=None) -> int:
     p.add_argument("--configs", nargs="+", default=["demo", "paper"], choices=["demo", "paper"])
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.add_argument("--batch-size", type=int, help="galaxies per step (default 32 on CUDA; 16 demo / 8 paper on CPU)")
-    p.add_argument("--steps", type=int, default=4, help="timed steps per model (after warm-up)")
+    p.add_argument("--steps", type=int, default=4, help="timed steps per model and round (after warm-up)")
+    p.add_argument("--rounds", type=int, default=5, help="interleaved timing rounds; the median is reported")
     p.add_argument("--warmup", type=int, default=2, help="untimed steps first (compile, allocator, caches)")
     p.add_argument("--compile", action="store_true", help="add a torch.compile row (default on CUDA)")
     p.add_argument("--no-reference", action="store_true", help="skip the slow full-resolution reference row")
@@ -195,7 +199,7 @@ def main(argv=None) -> int:
     torch.manual_seed(args.seed)
     device = resolve_device(args.device)
     if args.dry_run:
-        args.steps, args.warmup = 1, 1
+        args.steps, args.warmup, args.rounds = 1, 1, 1
     cuda = device.type == "cuda"
     rows = []
     for config in args.configs:
@@ -208,9 +212,22 @@ def main(argv=None) -> int:
         candidates.append(("textbook", lambda: TextbookAE(margs).to(device), False))
         if config == "demo" and not args.no_reference:
             candidates.append(("reference", lambda: ReferenceAE(margs.size).to(device), False))
-        for name, make, mixed in candidates:
-            row = {"config": config, **measure(name, make(), margs.size, batch, args.steps, args.warmup, device,
-                                               mixed)}
+        prepared = [(name, *prepare(make(), margs.size, batch, args.warmup, device, mixed))
+                    for name, make, mixed in candidates]
+        # Interleaved rounds, median taken: a CPU's clock and caches drift over a run, and the
+        # order of the models must not decide which one looks faster.
+        seconds = {name: [] for name, _, _ in prepared}
+        for _ in range(args.rounds):
+            for name, step, _ in prepared:
+                seconds[name].append(time_steps(step, args.steps, device))
+        for name, _, info in prepared:
+            gps = batch * args.steps / statistics.median(seconds[name])
+            row = {"config": config, "model": name, **{k: v for k, v in info.items() if k != "flop_per_galaxy"},
+                   "steps": args.steps, "rounds": args.rounds,
+                   "gflop_per_galaxy": round(info["flop_per_galaxy"] / 1e9, 3),
+                   "galaxies_per_second": round(gps, 2),
+                   "gflop_per_second": round(info["flop_per_galaxy"] * gps / 1e9, 1),
+                   "ms_per_step": round(1e3 * batch / gps, 1)}
             rows.append(row)
             print(f"  {config:6s} {name:18s} {row['galaxies_per_second']:8.1f} galaxies/s", flush=True)
 

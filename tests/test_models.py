@@ -167,8 +167,12 @@ def test_model_pt_round_trip(tmp_path):
     assert payload["model_args"] == asdict(model.args)
     assert payload["config"] == {"note": "test"}
     assert not loaded.training
+    for key, value in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[key], value), key
+    # load_model lays the weights out channels-last, which picks other convolution kernels:
+    # the same model, equal to float32 rounding.
     x = torch.randn(2, 5, 1, 16, 16)
     with torch.no_grad():
         a, b = model(x), loaded(x)
-    torch.testing.assert_close(a.recon, b.recon, rtol=0, atol=0)
-    torch.testing.assert_close(a.mu, b.mu, rtol=0, atol=0)
+    torch.testing.assert_close(a.recon, b.recon, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(a.mu, b.mu, rtol=1e-5, atol=1e-6)

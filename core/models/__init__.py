@@ -86,12 +86,12 @@ def resolve_device(device: str = "auto") -> torch.device:
 
 
 def prepare_model(model: torch.nn.Module, device) -> torch.nn.Module:
-    """Move ``model`` to ``device``; on CUDA use channels-last weights (activations follow them)."""
-    device = torch.device(device)
-    model = model.to(device)
-    if device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
-    return model
+    """Move ``model`` to ``device`` with channels-last weights (activations follow them).
+
+    Channels-last pays on CUDA (tensor cores) and on the CPU too: oneDNN's convolutions
+    run ~15 % faster on these small maps (benchmarks/README.md).
+    """
+    return model.to(torch.device(device)).to(memory_format=torch.channels_last)
 
 
 def autocast(device):

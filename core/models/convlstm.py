@@ -82,7 +82,8 @@ class ConvLSTM(nn.Module):
 
     def recur(self, gx: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
         hs = []
-        for step in range(gx.shape[1]):
-            state = self.cell.update(gx[:, step], state)
+        # unbind, not gx[:, step]: the backward of T slices would write T full-size zero tensors.
+        for gx_t in gx.unbind(dim=1):  # each (B, 4*Ch, H', W')
+            state = self.cell.update(gx_t, state)
             hs.append(state[0])
         return torch.stack(hs, dim=1), state  # (B, T, Ch, H', W')
