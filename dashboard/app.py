@@ -10,12 +10,19 @@ import html
 from pathlib import Path
 
 import panel as pn
+from bokeh.core.validation import silence
+from bokeh.core.validation.warnings import FIXED_SIZING_MODE
 
 from core.errors import BlueberryError
 from dashboard.data import AppData, open_app_data
 from dashboard.state import DashboardState
 
 TITLE = "Blueberry"
+
+# HoloViews sizes plots by frame_width / frame_height and leaves Bokeh's width / height
+# unset, which Bokeh's validator reports as W-1005 at every server start although the
+# layout is fully determined.
+silence(FIXED_SIZING_MODE, True)
 
 
 @pn.cache
