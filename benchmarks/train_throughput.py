@@ -36,6 +36,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from core.models import ModelArgs, autocast, build_model, masked_loss, model_args_for, prepare_model, resolve_device
+from core.models.autoencoder import make_head, make_stem
 
 T_LINES = 19
 
@@ -73,11 +74,9 @@ class TextbookAE(nn.Module):
     def __init__(self, args: ModelArgs):
         super().__init__()
         self.args = args
-        k, c, stem = args.kernel, 1, []
-        for width in args.stem_channels:
-            stem += [nn.Conv2d(c, width, k, stride=2, padding=k // 2), nn.SiLU()]
-            c = width
-        self.stem = nn.Sequential(*stem)
+        k = args.kernel
+        self.stem = make_stem(args)  # stem and head as in core.models: only the ConvLSTMs differ
+        c = args.stem_channels[-1] if args.stem_channels else 1
         self.encoder = nn.ModuleList()
         for width, stride in zip(args.enc_hidden, args.enc_strides):
             self.encoder.append(TextbookConvLSTM(c, width, k, stride))
@@ -90,12 +89,7 @@ class TextbookAE(nn.Module):
         for width in args.dec_hidden[1:]:
             self.decoder.append(TextbookConvLSTM(c, width, k))
             c = width
-        head = []
-        for width in args.head_channels:
-            head += [nn.ConvTranspose2d(c, width, 4, stride=2, padding=1), nn.SiLU()]
-            c = width
-        head.append(nn.Conv2d(c, 1, k, padding=k // 2))
-        self.head = nn.Sequential(*head)
+        self.head = make_head(args, c)
 
     def forward(self, x):
         b, t = x.shape[:2]

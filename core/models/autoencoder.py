@@ -65,18 +65,34 @@ class ModelOutput(NamedTuple):
     z: torch.Tensor  # (B, D) the latent the decoder saw: a sample while a VAE trains, else mu
 
 
+def make_stem(args: ModelArgs) -> nn.Sequential:
+    """The per-step convolutional stem: ``(N, 1, S, S) -> (N, stem_channels[-1], S', S')``, stride 2 each."""
+    layers, c = [], 1
+    for width in args.stem_channels:
+        layers += [nn.Conv2d(c, width, args.kernel, stride=2, padding=args.kernel // 2), nn.SiLU()]
+        c = width
+    return nn.Sequential(*layers)
+
+
+def make_head(args: ModelArgs, in_channels: int) -> nn.Sequential:
+    """The per-step upsampling head: ``(N, in_channels, n, n) -> (N, 1, S, S)``, each transposed conv x2."""
+    layers, c = [], in_channels
+    for width in args.head_channels:
+        layers += [nn.ConvTranspose2d(c, width, 4, stride=2, padding=1), nn.SiLU()]
+        c = width
+    layers.append(nn.Conv2d(c, 1, args.kernel, padding=args.kernel // 2))
+    return nn.Sequential(*layers)
+
+
 class ConvLSTMAutoencoder(nn.Module):
     """AE or VAE (``args.kind``) mapping ``(B, T, 1, S, S)`` line maps to a latent and back."""
 
     def __init__(self, args: ModelArgs):
         super().__init__()
         self.args = args
-        k, act = args.kernel, nn.SiLU
-        stem, c = [], 1
-        for width in args.stem_channels:
-            stem += [nn.Conv2d(c, width, k, stride=2, padding=k // 2), act()]
-            c = width
-        self.stem = nn.Sequential(*stem)
+        k = args.kernel
+        self.stem = make_stem(args)
+        c = args.stem_channels[-1] if args.stem_channels else 1
         self.encoder = nn.ModuleList()
         for width, stride in zip(args.enc_hidden, args.enc_strides):
             self.encoder.append(ConvLSTM(c, width, k, stride))
@@ -95,12 +111,7 @@ class ConvLSTMAutoencoder(nn.Module):
         for width in args.dec_hidden[1:]:
             self.decoder.append(ConvLSTM(c, width, k))
             c = width
-        head = []
-        for width in args.head_channels:
-            head += [nn.ConvTranspose2d(c, width, 4, stride=2, padding=1), act()]
-            c = width
-        head.append(nn.Conv2d(c, 1, k, padding=k // 2))
-        self.head = nn.Sequential(*head)
+        self.head = make_head(args, c)
 
     def _encode(self, x: torch.Tensor) -> torch.Tensor:
         b, t = x.shape[:2]
