@@ -98,10 +98,6 @@ class AppData:
         return pd.DataFrame({c: self.catalogue[c].astype("category") if pd.api.types.is_string_dtype(self.catalogue[c])
                              else self.catalogue[c].to_numpy() for c in cols})
 
-    @property
-    def has_truth(self) -> bool:
-        return "truth_class" in self.catalogue.columns
-
     def derived(self, key, compute):
         """A value derived from the run (e.g. an axis range), computed once and shared by every session."""
         if key not in self._derived:
