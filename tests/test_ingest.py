@@ -62,7 +62,7 @@ def test_ingest_writes_a_consistent_dataset(survey, tmp_path):
     assert (ds.ivar[ds.mask] == 0).all()
     for col in ("ra", "dec", "z", "source", "sha256", "scale", "good_frac", "log_nii_ha", "bpt_class"):
         assert col in ds.catalogue.columns, col
-    assert {s["galaxy_id"] for s in ds.manifest["sources"]} == set(ds.catalogue.galaxy_id)
+    assert {s["galaxy_id"] for s in ds.manifest.sources} == set(ds.catalogue.galaxy_id)
 
 
 def test_line_ratios_survive_gridding(survey, tmp_path):
@@ -102,7 +102,7 @@ def test_bad_files_are_skipped_with_reasons(survey, tmp_path):
     assert "EMLINE_GFLUX_IVAR" in reasons["manga-1-4-MAPS-noivar.fits.gz"]
     assert "Ha-6564" in reasons["manga-1-5-MAPS-deadha.fits.gz"]
     manifest = open_dataset(tmp_path / "ds").manifest
-    assert {Path(s["path"]).name for s in manifest["skipped"]} == set(reasons)
+    assert {Path(s["path"]).name for s in manifest.skipped} == set(reasons)
 
 
 def test_rerun_reuses_work_and_new_files_are_added(survey, tmp_path):
