@@ -190,6 +190,8 @@ def is_done(run_dir, stage: str) -> bool:
     sha256. ``evaluate``: stamped, evaluation.json is there, and it evaluated the catalogue
     that is there now.
     """
+    if stage not in STAGE_OUTPUTS:
+        raise ValueError(f"unknown stage {stage!r}; stages are {', '.join(STAGE_OUTPUTS)}")
     run_dir = Path(run_dir)
     if not (run_dir / "manifest.json").is_file():
         return False
@@ -201,10 +203,8 @@ def is_done(run_dir, stage: str) -> bool:
     if stage == "embed":
         return all((run_dir / f).is_file() and manifest.checksums.get(f) == sha256_file(run_dir / f)
                    for f in (*STAGE_OUTPUTS["embed"], "model.pt"))
-    if stage == "evaluate":
-        return ((run_dir / "evaluation.json").is_file() and manifest.evaluation is not None
-                and manifest.evaluation.catalogue_sha256 == manifest.checksums.get("catalogue.parquet"))
-    raise ValueError(f"unknown stage {stage!r}; stages are {', '.join(STAGE_OUTPUTS)}")
+    return ((run_dir / "evaluation.json").is_file() and manifest.evaluation is not None
+            and manifest.evaluation.catalogue_sha256 == manifest.checksums.get("catalogue.parquet"))
 
 
 def trained_before_dataset(run_dir) -> bool:

@@ -146,7 +146,7 @@ def _catalogue(n: int, lines, rng, with_truth: bool) -> tuple[pd.DataFrame, np.n
         "galaxy_id": _galaxy_ids(n),
         "ra": rng.uniform(0, 360, n), "dec": np.degrees(np.arcsin(rng.uniform(-0.3, 1, n))),
         "z": rng.uniform(0.01, 0.15, n),
-        "anomaly_score": score, "anomaly_pct": pct, "flagged": pct >= scoring.FLAG_PCT,
+        "anomaly_score": score, "anomaly_pct": pct, "flagged": score >= scoring.flag_threshold(score),
     })
     for j, name in enumerate(lines):
         cat[f"err_{name}"] = err[:, j]
