@@ -16,7 +16,7 @@ import numpy as np
 
 from core import scoring
 from core.io import write_json
-from core.run import Evaluation, mark_stage, open_run
+from core.run import EVALUATION_FILE, Evaluation, mark_stage, open_run
 
 STAGE = "evaluate"
 #: The methods compared, each a field of :class:`core.run.Evaluation`.
@@ -71,7 +71,7 @@ def evaluate_run(run_dir, seed: int = 0) -> dict | None:
                              "true_anomalies_flagged": int((flagged & truth).sum()),
                              "precision": float((flagged & truth).sum() / max(flagged.sum(), 1)),
                              "recall": float((flagged & truth).sum() / max(truth.sum(), 1))}
-    write_json(run_dir / "evaluation.json", result)
+    write_json(run_dir / EVALUATION_FILE, result)
     headline = rows[0]  # the "anomaly" task where truth_anomaly exists (truth_tasks lists it first)
     summary = Evaluation(task=headline["task"], **{m: headline[m] for m in METHODS},
                          seconds=round(time.perf_counter() - t0, 2), catalogue_sha256=result["catalogue_sha256"])

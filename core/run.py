@@ -34,11 +34,13 @@ from core.errors import RunError
 from core.io import known_fields, read_versioned, sha256_file, write_json
 
 FORMAT = "blueberry-run/1"
+#: The full result of ``evaluate`` (the manifest holds its headline).
+EVALUATION_FILE = "evaluation.json"
 #: What each stage writes besides the manifest, in stage order.
 STAGE_OUTPUTS: dict[str, tuple[str, ...]] = {
     "fit": ("model.pt", "checkpoint.pt", "history.csv"),
     "embed": ("catalogue.parquet", "latents.npy", "recon.npy", "neighbours.npy"),
-    "evaluate": ("evaluation.json",),
+    "evaluate": (EVALUATION_FILE,),
 }
 #: Files the dashboard needs.
 DASHBOARD_FILES = ("manifest.json", *STAGE_OUTPUTS["embed"])
@@ -101,7 +103,7 @@ class Evaluation:
     iforest: dict  # the same for the isolation forest on line ratios
     seconds: float  # time the evaluation took
     catalogue_sha256: str | None = None  # the catalogue evaluated: a re-embed that changes it makes this stale
-    file: str = "evaluation.json"  # where the full result is
+    file: str = EVALUATION_FILE  # where the full result is
 
 
 @dataclass
@@ -203,7 +205,7 @@ def is_done(run_dir, stage: str) -> bool:
     if stage == "embed":
         return all((run_dir / f).is_file() and manifest.checksums.get(f) == sha256_file(run_dir / f)
                    for f in (*STAGE_OUTPUTS["embed"], "model.pt"))
-    return ((run_dir / "evaluation.json").is_file() and manifest.evaluation is not None
+    return ((run_dir / EVALUATION_FILE).is_file() and manifest.evaluation is not None
             and manifest.evaluation.catalogue_sha256 == manifest.checksums.get("catalogue.parquet"))
 
 

@@ -210,7 +210,7 @@ def _fmt(v) -> str:
 
 
 def describe_model(manifest: RunManifest) -> str:
-    """The run's model in one line ("ae, latent 128, 151,227 parameters, config demo")."""
+    """The run's model in one line ("ae, latent 128, 1,087,169 parameters, config demo")."""
     parts = [manifest.model]
     if "latent_dim" in manifest.model_args:
         parts.append(f"latent {manifest.model_args['latent_dim']}")

@@ -67,8 +67,9 @@ def run(args) -> int:
     print(f"demo ready in {time.perf_counter() - t_all:.1f} s: {run_dir}")
     if not evaluated_now:  # else the evaluate stage has just printed it
         from core.io import read_json
+        from core.run import EVALUATION_FILE
 
-        print(report(read_json(run_dir / "evaluation.json")))
+        print(report(read_json(run_dir / EVALUATION_FILE)))
     print(f"explore it:  panel serve dashboard --plugins dashboard.export --args --run {run_dir}")
     return 0
 
