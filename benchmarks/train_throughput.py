@@ -8,8 +8,8 @@ Compares, for the ``demo`` and ``paper`` configurations on the available device:
 * ``blueberry+compile``: the same under ``torch.compile`` (CUDA only, or ``--compile``),
 * ``textbook``: a ConvLSTM autoencoder of the same sizes written the textbook way (the input
   and the state concatenated, one convolution per step, fp32, eager),
-* ``reference`` (demo only): the textbook full-resolution AE that DESIGN.md's CPU budget
-  quotes (ConvLSTM 16 and 32 channels at 32 x 32, no stem).
+* ``reference`` (demo only): the textbook full-resolution AE that the CPU budget of the
+  demo was first estimated with (ConvLSTM 16 and 32 channels at 32 x 32, no stem).
 
 FLOPs per galaxy are counted with torch.utils.flop_counter.FlopCounterMode over one
 training step (convolutions, matmuls; elementwise work is not counted), so the FLOP rate
@@ -109,7 +109,7 @@ class TextbookAE(nn.Module):
 
 
 class ReferenceAE(nn.Module):
-    """DESIGN.md's CPU reference: textbook ConvLSTM 16 -> 32 at full resolution, latent 128."""
+    """The CPU budget's reference: textbook ConvLSTM 16 -> 32 at full resolution, latent 128."""
 
     def __init__(self, size: int, hidden=(16, 32), latent: int = 128):
         super().__init__()

@@ -2,8 +2,9 @@
 
 A dataset folder holds::
 
-    manifest.json       lines, grid size, normalisation, mask bits, sources (sha256),
-                        skipped files with reasons, duplicates, code version
+    manifest.json       DatasetManifest: format, the IngestOptions (lines, grid size,
+                        normalisation, mask bits, ...), sources (sha256), skipped files
+                        with reasons, duplicates, code version
     catalogue.parquet   one row per galaxy, in array order
     flux.npy            (N, L, S, S) float32, normalised as the manifest says; NaN where masked
     mask.npy            (N, L, S, S) bool, True = bad (masked)
@@ -16,23 +17,106 @@ galaxies of a survey larger than memory. Every file is written atomically, and
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from core import __version__
 from core.errors import DatasetError
-from core.io import read_json, save_parquet, save_npy, write_json
+from core.io import known_fields, read_versioned, save_parquet, save_npy, write_json
+from core.lines import DEFAULT_BAD_BITS, DEFAULT_LINES
 
 FORMAT = "blueberry-dataset/1"
 ARRAYS = ("flux", "mask", "ivar", "bpt_map")
+#: What rebuilds a dataset folder, for error messages.
+REBUILD = "python -m train ingest INPUTS --out {path}"
+
+
+@dataclass(frozen=True)
+class IngestOptions:
+    """How MAPS files become a dataset's grids; recorded in its manifest, reused by ``train score``."""
+
+    lines: tuple[str, ...] = DEFAULT_LINES  # emission lines of the sequence, in wavelength order
+    size: int = 32  # output grid S (32 demo, 64 paper)
+    norm: str = "none"  # normalisation, one of core.maps.NORMALISATIONS
+    bad_bits: tuple[str, ...] = DEFAULT_BAD_BITS  # MANGA_DAPPIXMASK bits that mark a spaxel bad
+    min_good: float = 0.5  # a grid cell is bad when less than this fraction of it is good
+    aperture: float = 1.5  # radius (arcsec) of the central aperture of the per-galaxy BPT class
+    snr: float = 3.0  # per-line signal-to-noise cut of the BPT ratios
+
+    def key(self) -> str:
+        """Short hash of everything that changes a part; parts of other options are not reused."""
+        blob = json.dumps(asdict(self), sort_keys=True) + __version__
+        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+    @classmethod
+    def from_json(cls, obj: dict) -> IngestOptions:
+        obj = known_fields(cls, obj)
+        for name in ("lines", "bad_bits"):  # JSON has lists, the options hold tuples
+            if name in obj:
+                obj[name] = tuple(obj[name])
+        return cls(**obj)
+
+
+@dataclass
+class DatasetManifest:
+    """``manifest.json`` of a dataset folder: what it holds and how it was made."""
+
+    options: IngestOptions  # lines, grid size, normalisation, mask bits and cuts of the arrays
+    n_galaxies: int  # rows of the catalogue and of every array
+    sources: list[dict] = field(default_factory=list)  # [{"path", "sha256", "galaxy_id"}] in array order
+    skipped: list[dict] = field(default_factory=list)  # [{"path", "reason"}] files that could not be used
+    duplicates: list[dict] = field(default_factory=list)  # [{"galaxy_id", "kept", "dropped"}] repeated galaxies
+    code_version: str = __version__  # Blueberry version that wrote the folder
+    created: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    format: str = FORMAT  # layout version; another one is refused with what to do
+
+    @property
+    def lines(self) -> tuple[str, ...]:
+        return self.options.lines
+
+    @property
+    def size(self) -> int:
+        return self.options.size
+
+    @property
+    def norm(self) -> str:
+        return self.options.norm
+
+    def write(self, folder) -> None:
+        """Write ``folder/manifest.json`` atomically: the one writer of dataset manifests."""
+        # lines, size, norm and bad_bits also at the top, where readers of the JSON look first.
+        opts = asdict(self.options)
+        write_json(Path(folder) / "manifest.json", {
+            "format": self.format, "n_galaxies": self.n_galaxies, "lines": opts["lines"], "size": opts["size"],
+            "norm": opts["norm"], "bad_bits": opts["bad_bits"], "options": opts, "sources": self.sources,
+            "skipped": self.skipped, "duplicates": self.duplicates, "code_version": self.code_version,
+            "created": self.created})
+
+    @classmethod
+    def read(cls, folder) -> DatasetManifest:
+        """Read ``folder/manifest.json``: the one reader; DatasetError says how to rebuild what it cannot read."""
+        path = Path(folder) / "manifest.json"
+        todo = f"rebuild it with `{REBUILD.format(path=folder)}`"
+        obj = read_versioned(path, FORMAT, DatasetError, todo)
+        try:
+            # Manifests of in-memory datasets written before options were recorded hold only
+            # lines, size and norm at the top; the other options were the defaults.
+            options = IngestOptions.from_json(obj.get("options") or {k: obj[k] for k in ("lines", "size", "norm")})
+            return cls(**{**known_fields(cls, obj), "options": options})
+        except (KeyError, TypeError) as exc:
+            raise DatasetError(f"{path}: incomplete manifest ({exc}); {todo}") from None
 
 
 @dataclass
 class SurveyDataset:
     path: Path
-    manifest: dict
+    manifest: DatasetManifest
     catalogue: pd.DataFrame
     flux: np.ndarray  # (N, L, S, S) float32, NaN where masked
     mask: np.ndarray  # (N, L, S, S) bool, True = bad
@@ -41,15 +125,15 @@ class SurveyDataset:
 
     @property
     def lines(self) -> tuple[str, ...]:
-        return tuple(self.manifest["lines"])
+        return tuple(self.manifest.lines)
 
     @property
     def size(self) -> int:
-        return int(self.manifest["size"])
+        return int(self.manifest.size)
 
     @property
     def norm(self) -> str:
-        return str(self.manifest["norm"])
+        return str(self.manifest.norm)
 
     def __len__(self) -> int:
         return len(self.catalogue)
@@ -59,12 +143,10 @@ def open_dataset(path, mmap: bool = True) -> SurveyDataset:
     """Open a dataset folder written by ``python -m train ingest`` (read-only, memory-mapped)."""
     path = Path(path)
     if not path.is_dir():
-        raise DatasetError(f"{path}: no dataset folder here; build one with `python -m train ingest INPUTS --out {path}`")
+        raise DatasetError(f"{path}: no dataset folder here; build one with `{REBUILD.format(path=path)}`")
     if not (path / "manifest.json").is_file():
         raise DatasetError(f"{path}: no manifest.json, so the ingest did not finish; run `python -m train ingest` again")
-    manifest = read_json(path / "manifest.json")
-    if manifest.get("format") != FORMAT:
-        raise DatasetError(f"{path}/manifest.json: format {manifest.get('format')!r}, expected {FORMAT!r}")
+    manifest = DatasetManifest.read(path)
     missing = [f"{a}.npy" for a in ARRAYS if not (path / f"{a}.npy").is_file()]
     if not (path / "catalogue.parquet").is_file():
         missing.append("catalogue.parquet")
@@ -72,7 +154,7 @@ def open_dataset(path, mmap: bool = True) -> SurveyDataset:
         raise DatasetError(f"{path}: missing {', '.join(missing)}; run `python -m train ingest` again")
     catalogue = pd.read_parquet(path / "catalogue.parquet")
     arrays = {a: np.load(path / f"{a}.npy", mmap_mode="r" if mmap else None) for a in ARRAYS}
-    n, n_lines, size = len(catalogue), len(manifest["lines"]), int(manifest["size"])
+    n, n_lines, size = len(catalogue), len(manifest.lines), manifest.size
     expected = {"flux": (n, n_lines, size, size), "mask": (n, n_lines, size, size),
                 "ivar": (n, n_lines, size, size), "bpt_map": (n, size, size)}
     for name, shape in expected.items():
@@ -82,10 +164,10 @@ def open_dataset(path, mmap: bool = True) -> SurveyDataset:
     return SurveyDataset(path=path, manifest=manifest, catalogue=catalogue, **arrays)
 
 
-def write_dataset(path, *, flux, mask, ivar, bpt_map, catalogue: pd.DataFrame, manifest: dict) -> Path:
+def write_dataset(path, *, flux, mask, ivar, bpt_map, catalogue: pd.DataFrame, options: IngestOptions) -> Path:
     """Write a complete dataset folder from in-memory arrays (tests, small surveys).
 
-    ``manifest`` needs at least ``lines``, ``size`` and ``norm``; ``format`` is added.
+    ``options`` says what the arrays hold (at least their lines, size and normalisation).
     Ingest writes large surveys array by array through ``core.io.open_npy_memmap`` instead.
     """
     path = Path(path)
@@ -98,5 +180,5 @@ def write_dataset(path, *, flux, mask, ivar, bpt_map, catalogue: pd.DataFrame, m
             raise DatasetError(f"{path}: {name} has {arr.shape[0]} rows, catalogue {n}")
         save_npy(path / f"{name}.npy", arr)
     save_parquet(path / "catalogue.parquet", catalogue.reset_index(drop=True))
-    write_json(path / "manifest.json", {"format": FORMAT, "n_galaxies": n, **manifest})
+    DatasetManifest(options=options, n_galaxies=n).write(path)
     return path

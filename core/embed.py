@@ -1,56 +1,91 @@
-"""The latent space: a seeded UMAP for the map view and a nearest-neighbour index.
+"""The ``embed`` stage: score every galaxy of a trained run and cache what the dashboard reads.
 
-umap-learn is imported inside :func:`umap_embedding` (it pulls in numba and takes seconds),
-so reading a run never pays for it.
+Writes ``catalogue.parquet``, ``latents.npy``, ``recon.npy`` and ``neighbours.npy`` into the
+run directory (atomically) and records the score summary (:class:`core.run.ScoreInfo`), the
+UMAP parameters and the files' sha256 in its manifest. The score is the reduced chi-square
+with a 1 % error floor of ``core.scoring.SCORE_DEFINITION``. Torch and umap are imported
+inside :func:`embed_run`.
 """
 from __future__ import annotations
 
+import os
+import time
+from pathlib import Path
+
 import numpy as np
 
+from core import latent, scoring
+from core.dataset import open_dataset
 from core.errors import RunError
+from core.io import open_npy_memmap, save_npy, save_parquet, sha256_file
+from core.run import STAGE_OUTPUTS, RunManifest, ScoreInfo, dataset_path, mark_stage, open_run
 
-#: UMAP settings of every run (recorded in its manifest with the seed).
-UMAP_PARAMS = {"n_neighbors": 15, "min_dist": 0.1, "metric": "euclidean", "n_components": 2}
-#: Fewer galaxies than this cannot be laid out (UMAP's spectral start needs a few points).
-MIN_GALAXIES = 4
-
-
-def umap_embedding(latents, seed: int = 0, **overrides) -> tuple[np.ndarray, dict]:
-    """2D UMAP coordinates ``(N, 2)`` float32 of ``latents`` and the parameters used.
-
-    Seeded and single-threaded: umap-learn is reproducible only with ``n_jobs=1`` when a
-    ``random_state`` is given, so the same latents and seed always give the same map.
-    ``n_neighbors`` shrinks to ``N - 1`` for tiny runs.
-    """
-    latents = np.asarray(latents, dtype=np.float32)
-    n = len(latents)
-    if n < MIN_GALAXIES:
-        raise RunError(f"a UMAP needs at least {MIN_GALAXIES} galaxies; this run has {n}")
-    params = {**UMAP_PARAMS, **overrides}
-    params["n_neighbors"] = int(min(params["n_neighbors"], n - 1))
-    import umap
-
-    reducer = umap.UMAP(random_state=seed, n_jobs=1, **params)
-    coords = reducer.fit_transform(latents).astype(np.float32)
-    return coords, {**params, "random_state": seed, "n_jobs": 1, "umap_version": umap.__version__}
+STAGE = "embed"
+#: Nearest neighbours kept per galaxy in latent space.
+K_NEIGHBOURS = 20
 
 
-def nearest_neighbours(latents, k: int = 20) -> np.ndarray:
-    """``(N, min(k, N - 1))`` int64: each galaxy's nearest galaxies in latent space, nearest first.
+def embed_run(run_dir, *, batch_size: int = scoring.BATCH_SIZE, device="auto", k: int = K_NEIGHBOURS,
+              flag_pct: float = scoring.FLAG_PCT, seed: int = 0, progress: bool = True) -> str:
+    """Embed the run in ``run_dir``; return a one-paragraph summary."""
+    from core.models import load_model, resolve_device
 
-    Euclidean distance; the galaxy itself is never among its own neighbours, even when
-    another galaxy has an identical latent vector.
-    """
-    from sklearn.neighbors import NearestNeighbors
+    t0 = time.perf_counter()
+    run_dir = Path(run_dir)
+    manifest = RunManifest.read(run_dir)
+    if not (run_dir / "model.pt").is_file():
+        raise RunError(f"{run_dir}: no model.pt; train the model first with `python -m train fit --run {run_dir}`")
+    data = open_dataset(dataset_path(run_dir, manifest))
+    if list(data.lines) != list(manifest.lines) or data.size != manifest.size:
+        raise RunError(f"{run_dir}: the model was trained on lines {manifest.lines} at size {manifest.size} "
+                       f"but {data.path} now holds {list(data.lines)} at size {data.size}; train again with "
+                       f"`python -m train fit --data {data.path} --run {run_dir}`")
+    dev = resolve_device(device)
+    model, payload = load_model(run_dir, device=dev)
+    # A crash from here on leaves a run that says it was not embedded.
+    mark_stage(run_dir, STAGE, False)
 
-    latents = np.asarray(latents, dtype=np.float32)
-    n = len(latents)
-    k = int(min(k, n - 1))
-    if k < 1:
-        raise RunError(f"nearest neighbours need at least 2 galaxies; this run has {n}")
-    _, idx = NearestNeighbors(n_neighbors=k + 1).fit(latents).kneighbors(latents)
-    is_self = idx == np.arange(n)[:, None]
-    # Ties can put self at any position, or (with many duplicates) leave it out of the
-    # k + 1: drop it where present, else drop the farthest.
-    is_self[~is_self.any(axis=1), -1] = True
-    return idx[~is_self].reshape(n, k).astype(np.int64)
+    n, lines = len(data), list(data.lines)
+    latents = np.empty((n, payload["model_args"]["latent_dim"]), np.float32)
+    scores, shares = np.empty(n), np.empty((n, len(lines)))
+    recon, commit = open_npy_memmap(run_dir / "recon.npy", data.flux.shape, np.float32)
+    try:
+        for rows, z, rec in scoring.reconstruct(model, data.flux, data.mask, batch_size, dev, progress, desc="embed"):
+            latents[rows], recon[rows] = z, rec
+            scores[rows], shares[rows] = scoring.galaxy_errors(rec, data.flux[rows], data.mask[rows],
+                                                                 data.ivar[rows], lines)
+        commit()
+    except BaseException:
+        os.unlink(recon.filename)
+        raise
+    del recon
+
+    if progress:
+        print(f"embed: UMAP of {n} latents and {min(k, n - 1)} nearest neighbours ...", flush=True)
+    coords, umap_params = latent.umap_embedding(latents, seed=seed)
+    neighbours = latent.nearest_neighbours(latents, k)
+
+    threshold = scoring.flag_threshold(scores, flag_pct)
+    catalogue = data.catalogue.reset_index(drop=True).copy()
+    for name, col in scoring.score_columns(scores, shares, lines, scores, threshold).items():
+        catalogue[name] = col
+    catalogue["umap_x"], catalogue["umap_y"] = coords[:, 0], coords[:, 1]
+    catalogue["split"] = np.where(manifest.split.mask(n), "val", "train")
+
+    save_npy(run_dir / "latents.npy", latents)
+    save_npy(run_dir / "neighbours.npy", neighbours)
+    save_parquet(run_dir / "catalogue.parquet", catalogue)
+    checksums = {**manifest.checksums, **{f: sha256_file(run_dir / f) for f in (*STAGE_OUTPUTS[STAGE], "model.pt")}}
+    finite = scores[np.isfinite(scores)]
+    score = ScoreInfo(
+        definition=scoring.SCORE_DEFINITION, pct_definition=scoring.PCT_DEFINITION, normalisation=data.norm,
+        median=float(np.median(finite)), p90=float(np.percentile(finite, 90)), mean=float(finite.mean()),
+        max=float(finite.max()), flag_pct=flag_pct, flag_threshold=threshold,
+        n_flagged=int(catalogue["flagged"].sum()))
+    seconds = time.perf_counter() - t0
+    mark_stage(run_dir, STAGE, True, score=score, umap=umap_params, checksums=checksums, n_galaxies=n,
+               neighbours={"k": int(neighbours.shape[1]), "metric": "euclidean", "space": "latent", "self_excluded": True},
+               embed={"seconds": round(seconds, 2), "device": str(dev), "batch_size": batch_size})
+    open_run(run_dir)  # the dashboard must be able to read what was written
+    return (f"embedded {n} galaxies of {run_dir} in {seconds:.1f} s: score median {score.median:.4g}, "
+            f"90th percentile {score.p90:.4g}; {score.n_flagged} flagged (>= {flag_pct:g}th percentile)")

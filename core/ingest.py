@@ -12,40 +12,23 @@ per-cell BPT map from the gridded physical fluxes, before normalisation.
 from __future__ import annotations
 
 import glob
-import hashlib
 import json
 import os
 import time
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from core import __version__, bpt, maps
-from core.dataset import FORMAT, open_dataset
+from core import bpt, maps
+from core.dataset import DatasetManifest, IngestOptions, open_dataset
 from core.errors import DatasetError, MapsError
-from core.io import atomic_path, open_npy_memmap, save_parquet, sha256_file, write_json
-from core.lines import BPT_LINES, DEFAULT_LINES, check_lines, wavelength
+from core.io import atomic_path, open_npy_memmap, save_parquet, sha256_file
+from core.lines import BPT_LINES, check_lines
 
 MAPS_PATTERNS = ("*MAPS*.fits.gz", "*MAPS*.fits")
-
-
-@dataclass(frozen=True)
-class IngestOptions:
-    lines: tuple[str, ...] = DEFAULT_LINES  # emission lines of the sequence, in wavelength order
-    size: int = 32  # output grid S (32 demo, 64 paper)
-    norm: str = "none"  # normalisation, one of core.maps.NORMALISATIONS
-    bad_bits: tuple[str, ...] = maps.DEFAULT_BAD_BITS  # MANGA_DAPPIXMASK bits that mark a spaxel bad
-    min_good: float = 0.5  # a grid cell is bad when less than this fraction of it is good
-    aperture: float = 1.5  # radius (arcsec) of the central aperture of the per-galaxy BPT class
-    snr: float = 3.0  # per-line signal-to-noise cut of the BPT ratios
-
-    def key(self) -> str:
-        """Short hash of everything that changes a part; parts of other options are not reused."""
-        blob = json.dumps(asdict(self), sort_keys=True) + __version__
-        return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
 @dataclass
@@ -83,30 +66,18 @@ def find_inputs(inputs) -> list[Path]:
 
 def _process(path: Path, opts: IngestOptions, part: Path) -> dict:
     """Read, grid and normalise one file into the part file ``part``. Runs in a worker."""
-    needed = tuple(sorted(set(opts.lines) | set(BPT_LINES.values()), key=wavelength))
-    try:
-        g = maps.read_maps(path, lines=needed, bad_bits=opts.bad_bits)
-    except MapsError as exc:
-        if "missing" not in exc.problem or set(BPT_LINES.values()) <= set(opts.lines):
-            raise
-        g = maps.read_maps(path, lines=opts.lines, bad_bits=opts.bad_bits)  # no BPT lines in this file
+    p = maps.preprocess(path, opts, extra_lines=tuple(BPT_LINES.values()))
+    g = p.maps
     row = {"galaxy_id": g.galaxy_id, "mangaid": g.mangaid, "ra": g.ra, "dec": g.dec, "z": g.z,
            "daptype": g.daptype, "versdap": g.versdap}
     row.update(bpt.galaxy_bpt(g.flux, g.ivar, g.mask, g.lines, g.center, g.pixscale,
                               aperture=opts.aperture, snr=opts.snr))
-    grid = maps.to_grid(g, size=opts.size, min_good=opts.min_good)
-    bpt_map = bpt.spaxel_classes(grid.flux, grid.ivar, grid.mask, g.lines, snr=opts.snr)
-    take = [g.lines.index(name) for name in opts.lines]
-    grid = replace(grid, lines=opts.lines, flux=grid.flux[take], ivar=grid.ivar[take], mask=grid.mask[take])
-    empty = [name for name, m in zip(opts.lines, grid.mask) if m.all()]
-    if empty:
-        raise MapsError(path, f"no good spaxels in line(s) {', '.join(empty)} after masking and gridding")
-    grid, scale = maps.normalise(grid, opts.norm)
-    row["scale"] = float(scale)
-    row["good_frac"] = float((~grid.mask).mean())
+    bpt_map = bpt.spaxel_classes(p.physical.flux, p.physical.ivar, p.physical.mask, p.physical.lines, snr=opts.snr)
+    row["scale"] = float(p.scale)
+    row["good_frac"] = float((~p.grid.mask).mean())
     with atomic_path(part) as tmp:
         with open(tmp, "wb") as fh:
-            np.savez(fh, flux=grid.flux.astype(np.float32), mask=grid.mask, ivar=grid.ivar.astype(np.float32),
+            np.savez(fh, flux=p.grid.flux.astype(np.float32), mask=p.grid.mask, ivar=p.grid.ivar.astype(np.float32),
                      bpt_map=bpt_map.astype(np.int8), row=json.dumps(row, default=float))
     return row
 
@@ -187,20 +158,10 @@ def ingest(inputs, out, opts: IngestOptions = IngestOptions(), workers: int | No
     catalogue = _catalogue(kept, rows, hashes)
     catalogue = _add_truth(catalogue, kept)
     save_parquet(out / "catalogue.parquet", catalogue)
-    write_json(out / "manifest.json", {
-        "format": FORMAT,
-        "n_galaxies": len(kept),
-        "lines": list(opts.lines),
-        "size": opts.size,
-        "norm": opts.norm,
-        "bad_bits": list(opts.bad_bits),
-        "options": asdict(opts),
-        "sources": [{"path": str(f), "sha256": hashes[f], "galaxy_id": rows[f]["galaxy_id"]} for f in kept],
-        "skipped": skipped,
-        "duplicates": duplicates,
-        "code_version": __version__,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    })
+    DatasetManifest(
+        options=opts, n_galaxies=len(kept), skipped=skipped, duplicates=duplicates,
+        sources=[{"path": str(f), "sha256": hashes[f], "galaxy_id": rows[f]["galaxy_id"]} for f in kept],
+    ).write(out)
     open_dataset(out)  # the folder must read back, or the ingest failed
     return IngestReport(dataset=out, n_ingested=len(kept), skipped=skipped, duplicates=duplicates,
                         reused=reused, seconds=time.perf_counter() - t0)
@@ -212,15 +173,32 @@ def _up_to_date(out: Path, files: list[Path], hashes: dict, opts: IngestOptions)
         manifest = open_dataset(out).manifest
     except DatasetError:
         return None
-    before = {(s["path"], s["sha256"]) for s in manifest["sources"]}
-    before_skipped = {s["path"] for s in manifest["skipped"]} | {d["dropped"] for d in manifest["duplicates"]}
+    before = {(s["path"], s["sha256"]) for s in manifest.sources}
     now = {(str(f), hashes[f]) for f in files}
-    if manifest.get("options") != json.loads(json.dumps(asdict(opts))) or not before <= now:
+    if manifest.options != opts or not before <= now:
         return None
-    if {p for p, _ in now - before} != before_skipped:
+    if {p for p, _ in now - before} != _left_out(manifest):
         return None
-    return IngestReport(dataset=out, n_ingested=len(before), skipped=manifest["skipped"],
-                        duplicates=manifest["duplicates"], reused=len(files))
+    return IngestReport(dataset=out, n_ingested=len(before), skipped=manifest.skipped,
+                        duplicates=manifest.duplicates, reused=len(files))
+
+
+def _left_out(manifest: DatasetManifest) -> set[str]:
+    """The input files an ingest read but did not keep: skipped, or a second file of a galaxy."""
+    return {s["path"] for s in manifest.skipped} | {d["dropped"] for d in manifest.duplicates}
+
+
+def looks_current(out, inputs, also=()) -> bool:
+    """Whether the dataset ``out`` covers exactly the MAPS files of ``inputs`` and is newer than
+    them and the files ``also`` (as make decides; no hashing, so it is instant)."""
+    try:
+        manifest = open_dataset(out).manifest
+    except DatasetError:
+        return False
+    files = find_inputs(inputs)
+    seen = {s["path"] for s in manifest.sources} | _left_out(manifest)
+    newest = max(f.stat().st_mtime for f in [*files, *also])
+    return seen == {str(f) for f in files} and (Path(out) / "manifest.json").stat().st_mtime >= newest
 
 
 def _collect(path: Path, row, problem, rows: dict, skipped: list) -> None:

@@ -6,6 +6,7 @@ written to a temporary name in the same folder, flushed, and renamed over the ta
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import os
@@ -45,6 +46,29 @@ def write_json(path, obj) -> None:
 def read_json(path) -> dict:
     with open(path) as fh:
         return json.load(fh)
+
+
+def read_versioned(path, fmt: str, error: type[Exception], todo: str) -> dict:
+    """The JSON object in ``path`` when its ``format`` is ``fmt``, else ``error`` ending with ``todo``.
+
+    Manifests carry their format so that a folder written by another version of Blueberry
+    is refused with what to do, instead of failing later on a missing or renamed field.
+    """
+    try:
+        obj = read_json(path)
+    except (OSError, ValueError) as exc:
+        raise error(f"{path}: cannot be read ({exc}); {todo}") from None
+    found = obj.get("format") if isinstance(obj, dict) else None
+    if found != fmt:
+        raise error(f"{path}: format {found!r}, but this version of Blueberry reads {fmt!r}; "
+                    f"{todo}")
+    return obj
+
+
+def known_fields(cls, obj: dict) -> dict:
+    """The entries of ``obj`` that are fields of the dataclass ``cls`` (a manifest section)."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    return {k: v for k, v in obj.items() if k in names}
 
 
 def save_npy(path, arr) -> None:

@@ -1,4 +1,4 @@
-"""Emission-line tables of the MaNGA Data Analysis Pipeline (DAP).
+"""Tables of the MaNGA Data Analysis Pipeline (DAP): emission-line channels and pixel mask bits.
 
 Channel names follow the DAP: ``<ion>-<rounded vacuum wavelength>``. The DAP writes them
 into the header of every emission-line extension as ``C01``, ``C02``, ... and the order
@@ -73,6 +73,25 @@ BPT_LINES = {
     "hb": "Hb-4862", "oiii": "OIII-5008", "oi": "OI-6302", "ha": "Ha-6564",
     "nii": "NII-6585", "sii_a": "SII-6718", "sii_b": "SII-6732",
 }
+
+#: Bit numbers of the MANGA_DAPPIXMASK (sdssMaskbits.par), used by every DAP map mask.
+DAPPIXMASK_BITS: dict[str, int] = {
+    "NOCOV": 0,  # no coverage in this spaxel
+    "LOWCOV": 1,  # low coverage in this spaxel
+    "DEADFIBER": 2,  # a major contributing fibre is dead
+    "FORESTAR": 3,  # foreground star
+    "NOVALUE": 4,  # the spaxel was not fit (e.g. below the S/N limit)
+    "UNRELIABLE": 5,  # value is deemed unreliable
+    "MATHERROR": 6,  # mathematical error in computing the value
+    "FITFAILED": 7,  # the fit failed
+    "NEARBOUND": 8,  # a fitted parameter is near its boundary
+    "NOCORRECTION": 9,  # an appropriate correction was not available
+    "MULTICOMP": 10,  # multi-component velocity features present
+    "DONOTUSE": 30,  # do not use this spaxel for science
+}
+
+#: The bits that make a spaxel bad by default, as Marvin does.
+DEFAULT_BAD_BITS: tuple[str, ...] = ("NOCOV", "UNRELIABLE", "DONOTUSE")
 
 
 def wavelength(name: str) -> float:

@@ -11,7 +11,9 @@ Three steps, each usable on its own:
 * :func:`normalise` applies an optional per-galaxy scaling (:data:`NORMALISATIONS`);
   :func:`denormalise` recovers physical fluxes from the scale it returns.
 
-:func:`preprocess` chains the three; ingest and the scoring of new files use it.
+:func:`preprocess` chains the three with a dataset's ``IngestOptions``; ingest and the
+scoring of new files (``core.score``) both use it, so a new file is prepared exactly as
+the run's own galaxies were.
 Every problem with a file raises :class:`core.errors.MapsError` naming the file.
 """
 from __future__ import annotations
@@ -31,27 +33,9 @@ from astropy.utils.exceptions import AstropyUserWarning
 from astropy.wcs import WCS, FITSFixedWarning
 from astropy.wcs.utils import proj_plane_pixel_scales
 
+from core.dataset import IngestOptions
 from core.errors import BlueberryError, MapsError
-from core.lines import BPT_LINES, DEFAULT_LINES
-
-#: Bit numbers of the MANGA_DAPPIXMASK (sdssMaskbits.par), used by every DAP map mask.
-DAPPIXMASK_BITS: dict[str, int] = {
-    "NOCOV": 0,  # no coverage in this spaxel
-    "LOWCOV": 1,  # low coverage in this spaxel
-    "DEADFIBER": 2,  # a major contributing fibre is dead
-    "FORESTAR": 3,  # foreground star
-    "NOVALUE": 4,  # the spaxel was not fit (e.g. below the S/N limit)
-    "UNRELIABLE": 5,  # value is deemed unreliable
-    "MATHERROR": 6,  # mathematical error in computing the value
-    "FITFAILED": 7,  # the fit failed
-    "NEARBOUND": 8,  # a fitted parameter is near its boundary
-    "NOCORRECTION": 9,  # an appropriate correction was not available
-    "MULTICOMP": 10,  # multi-component velocity features present
-    "DONOTUSE": 30,  # do not use this spaxel for science
-}
-
-#: The bits that make a spaxel bad by default, as Marvin does.
-DEFAULT_BAD_BITS: tuple[str, ...] = ("NOCOV", "UNRELIABLE", "DONOTUSE")
+from core.lines import BPT_LINES, DAPPIXMASK_BITS, DEFAULT_BAD_BITS, DEFAULT_LINES, wavelength
 
 #: The extensions read, in the order flux, inverse variance, mask.
 EXTENSIONS: tuple[str, str, str] = ("EMLINE_GFLUX", "EMLINE_GFLUX_IVAR", "EMLINE_GFLUX_MASK")
@@ -440,29 +424,42 @@ def _check_norm(mode: str) -> None:
 # The whole chain
 
 
-def preprocess(
-    path,
-    lines=DEFAULT_LINES,
-    size: int = 32,
-    norm: str = "none",
-    bad_bits=DEFAULT_BAD_BITS,
-    min_good: float = 0.5,
-) -> tuple[GalaxyMaps, GridMaps, float]:
-    """Read a MAPS file, grid it and normalise it: ``(native maps, grid, scale)``.
+@dataclass
+class Preprocessed:
+    """One MAPS file through :func:`preprocess`."""
 
-    Raises :class:`MapsError` for a galaxy that the model cannot use, among them one with
-    a requested line masked everywhere (ingest records the file as skipped).
+    maps: GalaxyMaps  # as read (native spaxels): the requested lines, plus the extra ones the file has
+    physical: GridMaps  # every line read, on the grid, in physical units
+    grid: GridMaps  # the requested lines, normalised: what the model sees
+    scale: float  # the normalisation's scale; denormalise(grid.flux, scale, norm) is physical
+
+
+def preprocess(path, opts: IngestOptions = IngestOptions(), extra_lines=()) -> Preprocessed:
+    """Read a MAPS file, grid it and normalise it as ``opts`` says: ingest and ``train score`` both use it.
+
+    ``extra_lines`` (ingest asks for the BPT lines) are read and gridded too, when the file
+    has them all, but stay out of ``grid``. Raises :class:`MapsError` for a galaxy that the
+    model cannot use, among them one with a requested line masked everywhere (ingest
+    records the file as skipped).
     """
-    _check_norm(norm)
-    g = read_maps(path, lines=lines, bad_bits=bad_bits)
-    empty = [name for name, m in zip(g.lines, g.mask) if m.all()]
+    _check_norm(opts.norm)
+    needed = tuple(sorted(set(opts.lines) | set(extra_lines), key=wavelength))
+    try:
+        g = read_maps(path, lines=needed, bad_bits=opts.bad_bits)
+    except MapsError as exc:
+        if "missing" not in exc.problem or set(extra_lines) <= set(opts.lines):
+            raise
+        g = read_maps(path, lines=opts.lines, bad_bits=opts.bad_bits)  # the file lacks an extra line
+    take = [g.lines.index(name) for name in opts.lines]
+    empty = [name for name, i in zip(opts.lines, take) if g.mask[i].all()]
     if empty:
         raise MapsError(g.path, f"no good spaxels in line(s) {', '.join(empty)}")
-    grid = to_grid(g, size=size, min_good=min_good)
+    physical = to_grid(g, size=opts.size, min_good=opts.min_good)
+    grid = dataclasses.replace(physical, lines=tuple(opts.lines), flux=physical.flux[take], ivar=physical.ivar[take],
+                               mask=physical.mask[take])
     empty = [name for name, m in zip(grid.lines, grid.mask) if m.all()]
     if empty:
-        raise MapsError(
-            g.path, f"no good cells in line(s) {', '.join(empty)} on the {size}x{size} grid (min_good={min_good})"
-        )
-    grid, scale = normalise(grid, norm)
-    return g, grid, scale
+        raise MapsError(g.path, f"no good cells in line(s) {', '.join(empty)} on the {opts.size}x{opts.size} grid "
+                                f"(min_good={opts.min_good})")
+    grid, scale = normalise(grid, opts.norm)
+    return Preprocessed(maps=g, physical=physical, grid=grid, scale=scale)

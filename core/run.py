@@ -1,26 +1,29 @@
-"""The run directory: the cache of one trained model that the dashboard reads.
+"""The run directory: the cache of one trained model that the dashboard reads, and its bookkeeping.
 
 ::
 
     runs/<name>/
-      manifest.json       dataset used, model and training config, versions, metrics, checksums
+      manifest.json       RunManifest: dataset used, model and training config, versions,
+                          metrics, score summary, checksums, stages finished
       model.pt            {"model_args", "config", "state_dict"}; torch.load(weights_only=True)
       checkpoint.pt       full training state for --resume (model, optimiser, scheduler, RNG)
       history.csv         epoch, train_loss, val_loss, seconds
-      catalogue.parquet   one row per galaxy (DESIGN.md lists the columns)
+      catalogue.parquet   one row per galaxy (docs/ARCHITECTURE.md lists the columns)
       latents.npy         (N, D) float32, rows in catalogue order
       recon.npy           (N, L, S, S) float32 reconstructions, the dataset's normalisation
       neighbours.npy      (N, K) int64, the K nearest galaxies in latent space (self excluded)
       evaluation.json     detection quality against the truth columns (synthetic data)
 
-Stages fill it in order: ``fit`` writes model.pt, checkpoint.pt, history.csv and the
-manifest; ``embed`` the catalogue and the arrays; ``evaluate`` evaluation.json. Every file
-is written atomically (``core.io``) and the manifest records which stages finished.
-This module reads runs; it imports neither torch nor umap.
+Stages fill it in order (:data:`STAGE_OUTPUTS`): ``fit`` (``core.training``), ``embed``
+(``core.embed``) and ``evaluate`` (``core.evaluate``). Every file is written atomically
+(``core.io``); the manifest records which stages finished (:func:`mark_stage`), and
+:func:`is_done` says whether a stage's outputs are still the ones it recorded. This module
+reads runs; it imports neither torch nor umap.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -28,17 +31,199 @@ import pandas as pd
 
 from core.dataset import SurveyDataset, open_dataset
 from core.errors import RunError
-from core.io import read_json, write_json
+from core.io import known_fields, read_versioned, sha256_file, write_json
 
 FORMAT = "blueberry-run/1"
-#: Files the dashboard needs; ``embed`` writes all but model.pt, manifest.json and history.csv.
-DASHBOARD_FILES = ("manifest.json", "catalogue.parquet", "latents.npy", "recon.npy", "neighbours.npy")
+#: The full result of ``evaluate`` (the manifest holds its headline).
+EVALUATION_FILE = "evaluation.json"
+#: What each stage writes besides the manifest, in stage order.
+STAGE_OUTPUTS: dict[str, tuple[str, ...]] = {
+    "fit": ("model.pt", "checkpoint.pt", "history.csv"),
+    "embed": ("catalogue.parquet", "latents.npy", "recon.npy", "neighbours.npy"),
+    "evaluate": (EVALUATION_FILE,),
+}
+#: Files the dashboard needs.
+DASHBOARD_FILES = ("manifest.json", *STAGE_OUTPUTS["embed"])
+
+
+def make_split(n: int, val_fraction: float, seed: int) -> np.ndarray:
+    """Deterministic validation mask ``is_val`` (N,) bool: ``round(n * val_fraction)`` galaxies.
+
+    At least one galaxy goes to validation when ``val_fraction`` > 0 and ``n`` >= 2, and at
+    least one stays for training. ``fit`` trains on it and ``embed`` labels the catalogue
+    with it, both through :meth:`Split.mask`.
+    """
+    n_val = int(round(n * val_fraction))
+    if val_fraction > 0 and n >= 2:
+        n_val = min(max(n_val, 1), n - 1)
+    is_val = np.zeros(n, dtype=bool)
+    is_val[np.random.default_rng(seed).permutation(n)[:n_val]] = True
+    return is_val
+
+
+# ---------------------------------------------------------------------------------------
+# The manifest
+
+
+@dataclass
+class Split:
+    """The train/validation split of a run, recorded so that every stage draws the same one."""
+
+    val_fraction: float  # share of galaxies held out for validation and early stopping
+    seed: int  # seed of the permutation
+
+    def mask(self, n: int) -> np.ndarray:
+        """``is_val`` (N,) bool of a dataset of ``n`` galaxies."""
+        return make_split(n, self.val_fraction, self.seed)
+
+
+@dataclass
+class ScoreInfo:
+    """The run's anomaly scores in numbers (``embed``); ``train score`` flags new files with its threshold."""
+
+    definition: str  # core.scoring.SCORE_DEFINITION
+    pct_definition: str  # core.scoring.PCT_DEFINITION
+    normalisation: str  # the dataset normalisation the scores were computed in
+    median: float  # of the finite scores
+    p90: float  # their 90th percentile
+    mean: float
+    max: float
+    flag_pct: float  # galaxies at or above this percentile are flagged
+    flag_threshold: float  # the score at flag_pct
+    n_flagged: int
+
+
+@dataclass
+class Evaluation:
+    """The headline of ``evaluate`` (evaluation.json holds every task): ROC-AUC and AP per method."""
+
+    task: str  # "anomaly": the true anomalies against everything else
+    model: dict  # {"roc_auc", "average_precision"} of the run's anomaly score
+    pca: dict  # the same for the PCA reconstruction baseline
+    iforest: dict  # the same for the isolation forest on line ratios
+    seconds: float  # time the evaluation took
+    catalogue_sha256: str | None = None  # the catalogue evaluated: a re-embed that changes it makes this stale
+    file: str = EVALUATION_FILE  # where the full result is
+
+
+@dataclass
+class RunManifest:
+    """``manifest.json`` of a run directory. ``fit`` writes the first half, later stages add theirs."""
+
+    name: str  # the run's name (its folder's name)
+    dataset: str  # the dataset folder; relative paths are relative to the run directory
+    lines: list[str]  # the dataset's lines, the model's input sequence
+    size: int  # grid size S of the maps
+    norm: str  # the dataset's normalisation
+    model: str  # "ae" | "vae"
+    config: str  # named model configuration (core.models.CONFIGS)
+    model_args: dict  # asdict(core.models.ModelArgs): rebuilds the architecture
+    train_config: dict  # asdict(core.training.TrainConfig)
+    split: Split  # the train/validation split
+    versions: dict = field(default_factory=dict)  # python, torch, numpy, blueberry of the fit
+    n_train: int = 0  # galaxies in the training split
+    n_val: int = 0  # galaxies in the validation split
+    parameters: int | None = None  # trainable parameters of the model (runs before it was recorded: None)
+    metrics: dict | None = None  # fit: best_val_loss, best_epoch, epochs_run, fit_seconds, device, ...
+    stages: dict[str, str] = field(default_factory=dict)  # stage -> UTC time it finished
+    checksums: dict[str, str] = field(default_factory=dict)  # file -> sha256 of embed's outputs and model.pt
+    n_galaxies: int | None = None  # embed: galaxies scored (the catalogue's rows)
+    score: ScoreInfo | None = None  # embed: the score's summary and flag threshold
+    umap: dict | None = None  # embed: the UMAP parameters, seed and version
+    neighbours: dict | None = None  # embed: k, metric, space, self_excluded
+    embed: dict | None = None  # embed: seconds, device, batch_size
+    evaluation: Evaluation | None = None  # evaluate: the headline figures
+    format: str = FORMAT  # layout version; another one is refused with what to do
+
+    def write(self, run_dir) -> None:
+        """Write ``run_dir/manifest.json`` atomically: the one writer of run manifests."""
+        obj = {"format": self.format, **{k: v for k, v in asdict(self).items() if v is not None and k != "format"}}
+        write_json(Path(run_dir) / "manifest.json", obj)
+
+    @classmethod
+    def read(cls, run_dir) -> RunManifest:
+        """Read ``run_dir/manifest.json``: the one reader; RunError says how to rebuild what it cannot read."""
+        run_dir = Path(run_dir)
+        path = run_dir / "manifest.json"
+        if not path.is_file():
+            raise RunError(f"{run_dir}: no run here (no manifest.json); train one with "
+                           f"`python -m train fit --run {run_dir}` or build the demo with `python -m train demo`")
+        todo = ("train the model again into a new run: `python -m train fit --data DATASET --run NEW_RUN`, "
+                "then `python -m train embed --run NEW_RUN`")
+        obj = read_versioned(path, FORMAT, RunError, todo)
+        try:
+            sections = {"split": Split(**obj["split"])}
+            for name, kind in (("score", ScoreInfo), ("evaluation", Evaluation)):
+                if obj.get(name) is not None:
+                    sections[name] = kind(**known_fields(kind, obj[name]))
+            return cls(**{**known_fields(cls, obj), **sections})
+        except (KeyError, TypeError) as exc:
+            raise RunError(f"{path}: incomplete manifest ({exc}); {todo}") from None
+
+
+def mark_stage(run_dir, stage: str, done: bool, **fields) -> RunManifest:
+    """Stamp ``stage`` as finished now (UTC) or remove its stamp, set the manifest ``fields``, and write it."""
+    manifest = RunManifest.read(run_dir)
+    stages = dict(manifest.stages)
+    if done:
+        stages[stage] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    else:
+        stages.pop(stage, None)
+    manifest = replace(manifest, stages=stages, **fields)
+    manifest.write(run_dir)
+    return manifest
+
+
+def dataset_path(run_path, manifest: RunManifest) -> Path:
+    """The dataset folder of a run; a relative path in the manifest is relative to the run directory."""
+    p = Path(manifest.dataset)
+    return p if p.is_absolute() else (Path(run_path) / p).resolve()
+
+
+# ---------------------------------------------------------------------------------------
+# Is a stage up to date?
+
+
+def is_done(run_dir, stage: str) -> bool:
+    """``stage`` finished and its outputs are still the ones it recorded.
+
+    ``fit``: stamped and model.pt is there (an interrupted fit is not done: resume it).
+    ``embed``: stamped, and its outputs and the model.pt they came from have their recorded
+    sha256. ``evaluate``: stamped, evaluation.json is there, and it evaluated the catalogue
+    that is there now.
+    """
+    if stage not in STAGE_OUTPUTS:
+        raise ValueError(f"unknown stage {stage!r}; stages are {', '.join(STAGE_OUTPUTS)}")
+    run_dir = Path(run_dir)
+    if not (run_dir / "manifest.json").is_file():
+        return False
+    manifest = RunManifest.read(run_dir)
+    if stage not in manifest.stages:
+        return False
+    if stage == "fit":
+        return (run_dir / "model.pt").is_file()
+    if stage == "embed":
+        return all((run_dir / f).is_file() and manifest.checksums.get(f) == sha256_file(run_dir / f)
+                   for f in (*STAGE_OUTPUTS["embed"], "model.pt"))
+    return ((run_dir / EVALUATION_FILE).is_file() and manifest.evaluation is not None
+            and manifest.evaluation.catalogue_sha256 == manifest.checksums.get("catalogue.parquet"))
+
+
+def trained_before_dataset(run_dir) -> bool:
+    """The run's model.pt is older than its dataset's manifest: the dataset was rebuilt after ``fit``."""
+    run_dir = Path(run_dir)
+    data = dataset_path(run_dir, RunManifest.read(run_dir))
+    return (run_dir / "model.pt").stat().st_mtime < (data / "manifest.json").stat().st_mtime
+
+
+# ---------------------------------------------------------------------------------------
+# Reading a finished run
 
 
 @dataclass
 class Run:
     path: Path
-    manifest: dict
+    manifest: RunManifest
     catalogue: pd.DataFrame
     latents: np.ndarray  # (N, D) float32
     recon: np.ndarray  # (N, L, S, S) float32, memory-mapped
@@ -51,34 +236,11 @@ class Run:
 
     @property
     def lines(self) -> tuple[str, ...]:
-        return tuple(self.manifest["lines"])
+        return tuple(self.manifest.lines)
 
     @property
-    def evaluation(self) -> dict | None:
-        return self.manifest.get("evaluation")
-
-
-def read_manifest(path) -> dict:
-    path = Path(path)
-    if not (path / "manifest.json").is_file():
-        raise RunError(f"{path}: no run here (no manifest.json); train one with `python -m train fit --run {path}` "
-                       "or build the demo with `python -m train demo`")
-    return read_json(path / "manifest.json")
-
-
-def update_manifest(path, **fields) -> dict:
-    """Merge ``fields`` into the run's manifest.json (atomically) and return the result."""
-    path = Path(path)
-    manifest = read_json(path / "manifest.json") if (path / "manifest.json").is_file() else {"format": FORMAT}
-    manifest.update(fields)
-    write_json(path / "manifest.json", manifest)
-    return manifest
-
-
-def dataset_path(run_path, manifest: dict) -> Path:
-    """The dataset folder of a run; a relative path in the manifest is relative to the run directory."""
-    p = Path(manifest["dataset"])
-    return p if p.is_absolute() else (Path(run_path) / p).resolve()
+    def evaluation(self) -> Evaluation | None:
+        return self.manifest.evaluation
 
 
 def missing_files(path) -> list[str]:
@@ -89,7 +251,7 @@ def missing_files(path) -> list[str]:
 def open_run(path) -> Run:
     """Open a finished run (after ``embed``) read-only; large arrays are memory-mapped."""
     path = Path(path)
-    manifest = read_manifest(path)
+    manifest = RunManifest.read(path)
     missing = missing_files(path)
     if missing:
         raise RunError(f"{path}: the run is incomplete (missing {', '.join(missing)}); "

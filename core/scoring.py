@@ -35,13 +35,16 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 import pandas as pd
 
+from core.bpt import RATIOS
+from core.lines import BPT_LINES
+
 #: The model's error floor in the score, as a fraction of the galaxy's peak Halpha flux.
 ERROR_FLOOR = 0.01
 #: The line whose peak sets the error floor (the brightest line where a run lacks it).
-FLOOR_LINE = "Ha-6564"
+FLOOR_LINE = BPT_LINES["ha"]
 SCORE_DEFINITION = (
     "reduced chi-square with an error floor: the mean over the unmasked cells (every line, every S x S cell) "
-    "of (recon - x)^2 / (1/ivar + (0.01 P)^2), with x the flux in the dataset's normalisation, ivar its "
+    f"of (recon - x)^2 / (1/ivar + ({ERROR_FLOOR:g} P)^2), with x the flux in the dataset's normalisation, ivar its "
     "inverse variance, P the galaxy's peak unmasked Ha flux and recon the model's reconstruction "
     "(VAE: decoded posterior mean); masked cells are excluded from both the sum and the count"
 )
@@ -51,8 +54,10 @@ PCT_DEFINITION = ("percentage of the run's galaxies whose anomaly_score is at or
 #: another batch (``train score``) differs from its ``train embed`` score by float32 rounding.
 SCORE_RTOL = 1e-5
 FLAG_PCT = 90.0
+#: Galaxies per forward pass of the model (embed, train score).
+BATCH_SIZE = 64
 #: Per-galaxy line-ratio features of the isolation-forest baseline (columns of the dataset catalogue).
-RATIO_FEATURES = ("log_nii_ha", "log_oiii_hb", "log_sii_ha", "log_oi_ha")
+RATIO_FEATURES = RATIOS
 
 
 def model_input(flux: np.ndarray) -> np.ndarray:
@@ -60,7 +65,7 @@ def model_input(flux: np.ndarray) -> np.ndarray:
     return np.nan_to_num(np.asarray(flux, dtype=np.float32), nan=0.0, posinf=0.0, neginf=0.0)
 
 
-def reconstruct(model, flux, mask, batch_size: int = 64, device="cpu", progress: bool = True,
+def reconstruct(model, flux, mask, batch_size: int = BATCH_SIZE, device="cpu", progress: bool = True,
                 desc: str = "reconstruct") -> Iterator[tuple[slice, np.ndarray, np.ndarray]]:
     """Run ``model`` over galaxies ``flux`` / ``mask`` ``(N, L, S, S)`` (memory-mapped is fine).
 

@@ -3,8 +3,8 @@
 ``fit`` trains an AE or VAE on a dataset folder into a run directory::
 
     runs/<name>/
-      manifest.json   dataset, lines, size, norm, model, config, model_args, train_config,
-                      split, versions, metrics, stages
+      manifest.json   core.run.RunManifest: dataset, lines, size, norm, model, config,
+                      model_args, train_config, split, versions, parameters, metrics, stages
       model.pt        the best model so far (lowest validation loss): {"model_args", "config",
                       "state_dict"}; core.models.load_model rebuilds it
       checkpoint.pt   the full training state after the last finished epoch, for --resume
@@ -32,7 +32,6 @@ import signal
 import threading
 import time
 from dataclasses import asdict, dataclass, replace
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -49,11 +48,11 @@ from core.models import (
     ConfigError, ModelArgs, as_model_args, autocast, build_model, kl_divergence, load_model, masked_loss, model_args_for, model_payload, prepare_model,
     resolve_device,
 )
-from core.run import FORMAT, read_manifest, update_manifest
+from core.run import RunManifest, Split, mark_stage
 from core.torchdata import WEIGHTS, MapsDataset
 
 # load_model is re-exported: it reads the model.pt this module writes.
-__all__ = ["TrainConfig", "TRAIN_DEFAULTS", "train_config_for", "make_split", "fit", "load_model"]
+__all__ = ["TrainConfig", "TRAIN_DEFAULTS", "train_config_for", "fit", "load_model"]
 
 
 @dataclass
@@ -90,21 +89,6 @@ def train_config_for(config_name: str, **overrides) -> TrainConfig:
     """The training defaults of a named configuration with ``overrides`` (None values ignored)."""
     base = TRAIN_DEFAULTS.get(config_name, {})
     return TrainConfig(**{**base, **{k: v for k, v in overrides.items() if v is not None}})
-
-
-def make_split(n: int, val_fraction: float, seed: int) -> np.ndarray:
-    """Deterministic validation mask ``is_val`` (N,) bool: ``round(n * val_fraction)`` galaxies.
-
-    At least one galaxy goes to validation when ``val_fraction`` > 0 and ``n`` >= 2, and at
-    least one stays for training. The run manifest records ``val_fraction`` and ``seed``,
-    so the split of any run is ``make_split(N, **manifest["split"])``.
-    """
-    n_val = int(round(n * val_fraction))
-    if val_fraction > 0 and n >= 2:
-        n_val = min(max(n_val, 1), n - 1)
-    is_val = np.zeros(n, dtype=bool)
-    is_val[np.random.default_rng(seed).permutation(n)[:n_val]] = True
-    return is_val
 
 
 # ---------------------------------------------------------------------------------------
@@ -167,10 +151,6 @@ def _versions() -> dict:
         blueberry = "unknown"
     return {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__,
             "blueberry": blueberry}
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def _loss_weights(cfg: TrainConfig) -> str | None:
@@ -295,7 +275,8 @@ def fit(data_path, run_path, model_kind: str = "ae", config_name: str = "demo",
 def _fit(data, data_path, run_path, model_kind, config_name, model_args, cfg, ckpt, dry_run, on_epoch_end,
          dd: _Dist, device) -> dict:
     n = len(data)
-    is_val = make_split(n, cfg.val_fraction, cfg.seed)
+    split = Split(val_fraction=cfg.val_fraction, seed=cfg.seed)
+    is_val = split.mask(n)
     train_idx, val_idx = np.flatnonzero(~is_val), np.flatnonzero(is_val)
 
     if cfg.threads:
@@ -336,11 +317,11 @@ def _fit(data, data_path, run_path, model_kind, config_name, model_args, cfg, ck
         state.update({k: ckpt[k] for k in state})
     elif dd.main:
         run_path.mkdir(parents=True, exist_ok=True)
-        update_manifest(
-            run_path, format=FORMAT, name=run_path.name, dataset=str(data_path), lines=list(data.lines),
-            size=data.size, norm=data.norm, model=model_kind, config=config_name, model_args=asdict(model_args),
-            train_config=asdict(cfg), split={"val_fraction": cfg.val_fraction, "seed": cfg.seed},
-            versions=_versions(), n_train=len(train_idx), n_val=len(val_idx))
+        RunManifest(
+            name=run_path.name, dataset=str(data_path), lines=list(data.lines), size=data.size, norm=data.norm,
+            model=model_kind, config=config_name, model_args=asdict(model_args), train_config=asdict(cfg),
+            split=split, versions=_versions(), n_train=len(train_idx), n_val=len(val_idx),
+            parameters=sum(p.numel() for p in model.parameters())).write(run_path)
 
     def checkpoint():
         _save_checkpoint(run_path, {
@@ -418,8 +399,7 @@ def _fit(data, data_path, run_path, model_kind, config_name, model_args, cfg, ck
 
     metrics = _metrics(state, device)
     if dd.main:
-        stages = read_manifest(run_path).get("stages", {})
-        update_manifest(run_path, metrics=metrics, stages={**stages, "fit": _now()})
+        mark_stage(run_path, "fit", True, metrics=metrics)
         tqdm.write(f"trained in {time.perf_counter() - started:.0f} s; best model (epoch {state['best_epoch']}) "
                    f"in {run_path / 'model.pt'}")
     return metrics

@@ -9,26 +9,28 @@ from __future__ import annotations
 
 import argparse
 import os
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from core.run import Run, open_run
+from core.bpt import RATIOS
+from core.run import Evaluation, Run, RunManifest, open_run
 
 #: Where the dashboard looks for a run when neither ``--args --run`` nor BLUEBERRY_RUN says.
 DEFAULT_RUN = "runs/demo"
 ENV_VAR = "BLUEBERRY_RUN"
 
 #: The BPT diagrams: key -> (x column, x-axis label). All share log([OIII]/Hb) as y.
+_NII_HA, _OIII_HB, _SII_HA, _OI_HA = RATIOS
 DIAGRAMS = {
-    "nii": ("log_nii_ha", "log [NII]6585 / Hα"),
-    "sii": ("log_sii_ha", "log [SII]6718,6732 / Hα"),
-    "oi": ("log_oi_ha", "log [OI]6302 / Hα"),
+    "nii": (_NII_HA, "log [NII]6585 / Hα"),
+    "sii": (_SII_HA, "log [SII]6718,6732 / Hα"),
+    "oi": (_OI_HA, "log [OI]6302 / Hα"),
 }
-BPT_Y = ("log_oiii_hb", "log [OIII]5008 / Hβ")
+BPT_Y = (_OIII_HB, "log [OIII]5008 / Hβ")
 
 #: Columns of the selection table, in order.
 TABLE_COLUMNS = ("galaxy_id", "anomaly_score", "anomaly_pct", "bpt_class", "z", "top_line")
@@ -72,7 +74,7 @@ class AppData:
 
     @property
     def name(self) -> str:
-        return str(self.run.manifest.get("name") or self.run.name)
+        return str(self.run.manifest.name or self.run.name)
 
     @property
     def n(self) -> int:
@@ -187,12 +189,12 @@ def open_app_data(path) -> AppData:
     x, y = _f64(cat["umap_x"]), _f64(cat["umap_y"])
     bpt_xy = {key: (_f64(cat[col]), _f64(cat[BPT_Y[0]])) for key, (col, _) in DIAGRAMS.items()}
     frames = {key: pd.DataFrame({"x": a, "y": b}) for key, (a, b) in {"latent": (x, y), **bpt_xy}.items()}
-    score_meta = run.manifest.get("score") or {}
+    score_meta = run.manifest.score
     return AppData(
         run=run, catalogue=cat, x=x, y=y, score=score, order=order, bpt=bpt_xy,
         numeric_colours=tuple(numeric), categorical_colours=tuple(categorical), frames=frames,
-        median=float(score_meta.get("median", np.median(score))),
-        p90=float(score_meta.get("p90", np.percentile(score, 90))),
+        median=float(score_meta.median if score_meta else np.median(score)),
+        p90=float(score_meta.p90 if score_meta else np.percentile(score, 90)),
         _ids=pd.Index(cat["galaxy_id"].astype(str)),
     )
 
@@ -207,21 +209,14 @@ def _fmt(v) -> str:
     return str(v)
 
 
-def describe_model(manifest: dict) -> str:
-    """The run's model in one line ("ae, latent 128, config demo").
-
-    Reads ``model_args`` (what ``fit`` records) or a ``model`` dict, with ``model`` as a
-    plain name and ``config`` as the named configuration where those are strings.
-    """
-    model = manifest.get("model")
-    args = manifest.get("model_args") or (model if isinstance(model, dict) else {})
-    parts = [str(args.get("kind") or (model if isinstance(model, str) else "unknown model"))]
-    if "latent_dim" in args:
-        parts.append(f"latent {args['latent_dim']}")
-    if isinstance(args.get("parameters"), (int, np.integer)):
-        parts.append(f"{args['parameters']:,} parameters")
-    if isinstance(manifest.get("config"), str):
-        parts.append(f"config {manifest['config']}")
+def describe_model(manifest: RunManifest) -> str:
+    """The run's model in one line ("ae, latent 128, 1,087,169 parameters, config demo")."""
+    parts = [manifest.model]
+    if "latent_dim" in manifest.model_args:
+        parts.append(f"latent {manifest.model_args['latent_dim']}")
+    if manifest.parameters is not None:
+        parts.append(f"{manifest.parameters:,} parameters")
+    parts.append(f"config {manifest.config}")
     return ", ".join(parts)
 
 
@@ -230,10 +225,10 @@ _EVAL_SKIP = ("file", "seconds", "catalogue_sha256")
 _EVAL_NAMES = {"roc_auc": "ROC-AUC", "average_precision": "AP"}
 
 
-def evaluation_figures(evaluation) -> dict[str, str]:
+def evaluation_figures(evaluation: Evaluation | None) -> dict[str, str]:
     """The evaluation figures of the manifest, label -> text ("model" -> "ROC-AUC 0.912, AP 0.587")."""
     out = {}
-    for key, value in (evaluation or {}).items():
+    for key, value in (asdict(evaluation) if evaluation else {}).items():
         if key in _EVAL_SKIP or value is None:
             continue
         if isinstance(value, dict):
@@ -255,7 +250,7 @@ def run_summary(data: AppData) -> dict[str, str]:
         "Galaxies": f"{data.n:,}",
         "Model": describe_model(m),
         "Lines": f"{len(lines)} ({lines[0]} … {lines[-1]})" if lines else "none",
-        "Normalisation": str(m.get("norm", data.run.dataset.norm)),
+        "Normalisation": m.norm,
         "Median score": _fmt(data.median),
         "90th percentile": _fmt(data.p90),
     }

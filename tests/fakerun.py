@@ -1,7 +1,8 @@
 """A fake but plausible run directory, for the dashboard tests and the latency benchmark.
 
 ``make_fake_run(path)`` writes a dataset folder (``core.dataset`` format, inside the run as
-``path/dataset``) and a run directory (``core.run`` format) with the structure the
+``path/dataset``) and a run directory (``core.run`` format), their manifests through the
+same writers as the real stages (``DatasetManifest``, ``RunManifest``), with the structure the
 dashboard has to show: clusters in the UMAP plane, one per truth class, a sprinkle of rare
 anomalous galaxies far from them, BPT line ratios on the right side of the demarcation
 lines, hexagonal IFU footprints with masked corners, reconstructions that miss the
@@ -19,11 +20,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from core import bpt
-from core.dataset import FORMAT as DATASET_FORMAT
-from core.io import open_npy_memmap, save_npy, save_parquet, write_json
+from core import bpt, scoring
+from core.dataset import DatasetManifest, IngestOptions
+from core.io import open_npy_memmap, save_npy, save_parquet
 from core.lines import BPT_LINES, DEFAULT_LINES, check_lines
-from core.run import FORMAT as RUN_FORMAT
+from core.run import Evaluation, RunManifest, ScoreInfo, Split
 
 #: Truth classes: (name, anomalous, log [NII]/Ha, log [OIII]/Hb, log [SII]/Ha, log [OI]/Ha, share).
 CLASSES = (
@@ -145,7 +146,7 @@ def _catalogue(n: int, lines, rng, with_truth: bool) -> tuple[pd.DataFrame, np.n
         "galaxy_id": _galaxy_ids(n),
         "ra": rng.uniform(0, 360, n), "dec": np.degrees(np.arcsin(rng.uniform(-0.3, 1, n))),
         "z": rng.uniform(0.01, 0.15, n),
-        "anomaly_score": score, "anomaly_pct": pct, "flagged": pct >= 90,
+        "anomaly_score": score, "anomaly_pct": pct, "flagged": score >= scoring.flag_threshold(score),
     })
     for j, name in enumerate(lines):
         cat[f"err_{name}"] = err[:, j]
@@ -214,29 +215,29 @@ def make_fake_run(path, n: int = 300, n_lines: int = 19, size: int = 32, seed: i
         commit()
     ds_cat = cat[["galaxy_id", "ra", "dec", "z"]].assign(scale=brightness)
     save_parquet(data_dir / "catalogue.parquet", ds_cat)
-    write_json(data_dir / "manifest.json", {
-        "format": DATASET_FORMAT, "n_galaxies": n, "lines": list(lines), "size": size, "norm": "none",
-        "mask_bits": ["NOCOV", "UNRELIABLE", "DONOTUSE"], "sources": [], "skipped": [], "source": "tests/fakerun.py",
-    })
+    DatasetManifest(options=IngestOptions(lines=lines, size=size), n_galaxies=n).write(data_dir)
 
     save_parquet(path / "catalogue.parquet", cat)
     save_npy(path / "latents.npy", latents)
     save_npy(path / "neighbours.npy", _neighbours(cat[["umap_x", "umap_y"]].to_numpy(np.float64), K_NEIGHBOURS))
     score = cat["anomaly_score"].to_numpy()
-    manifest = {
-        "format": RUN_FORMAT, "name": path.name, "dataset": "dataset", "lines": list(lines), "size": size,
-        "norm": "none",
-        "model": {"kind": "vae", "latent_dim": LATENT_DIM, "hidden": [8, 16], "parameters": 51234},
-        "config": {"epochs": 3, "batch_size": 64, "lr": 1e-3, "augment": "3x", "seed": seed},
-        "score": {"median": float(np.median(score)), "p90": float(np.percentile(score, 90)), "flag_pct": 90.0},
-        "stages": {"fit": "2026-01-01T00:00:00+00:00", "embed": "2026-01-01T00:01:00+00:00"},
-    }
+    threshold = scoring.flag_threshold(score)
+    manifest = RunManifest(
+        name=path.name, dataset="dataset", lines=list(lines), size=size, norm="none", model="vae", config="demo",
+        model_args={"kind": "vae", "n_lines": len(lines), "size": size, "latent_dim": LATENT_DIM},
+        train_config={"epochs": 3, "batch_size": 64, "lr": 1e-3, "repeats": 3, "seed": seed},
+        split=Split(val_fraction=0.1, seed=seed), parameters=51234,
+        stages={"fit": "2026-01-01T00:00:00+00:00", "embed": "2026-01-01T00:01:00+00:00"},
+        score=ScoreInfo(definition=scoring.SCORE_DEFINITION, pct_definition=scoring.PCT_DEFINITION, normalisation="none",
+                        median=float(np.median(score)), p90=float(np.percentile(score, 90)), mean=float(score.mean()),
+                        max=float(score.max()), flag_pct=scoring.FLAG_PCT, flag_threshold=threshold,
+                        n_flagged=int(cat["flagged"].sum())),
+        n_galaxies=n)
     if with_truth:
         # The shape ``python -m train evaluate`` writes: the headline task, per method.
-        manifest["stages"]["evaluate"] = "2026-01-01T00:02:00+00:00"
-        manifest["evaluation"] = {"task": "anomaly", "model": {"roc_auc": 0.912, "average_precision": 0.587},
-                                  "pca": {"roc_auc": 0.781, "average_precision": 0.301},
-                                  "iforest": {"roc_auc": 0.744, "average_precision": 0.215},
-                                  "file": "evaluation.json", "seconds": 1.5}
-    write_json(path / "manifest.json", manifest)
+        manifest.stages["evaluate"] = "2026-01-01T00:02:00+00:00"
+        manifest.evaluation = Evaluation(task="anomaly", model={"roc_auc": 0.912, "average_precision": 0.587},
+                                         pca={"roc_auc": 0.781, "average_precision": 0.301},
+                                         iforest={"roc_auc": 0.744, "average_precision": 0.215}, seconds=1.5)
+    manifest.write(path)
     return path

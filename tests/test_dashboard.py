@@ -13,6 +13,7 @@ import json
 import socket
 import subprocess
 import sys
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 
@@ -81,7 +82,7 @@ def test_fake_run_has_the_run_directory_format(run_path, data):
         assert col in cat.columns, col
     assert all(f"err_{line}" in cat.columns for line in run.lines)
     assert cat["galaxy_id"].is_unique
-    assert run.manifest["format"] == "blueberry-run/1"
+    assert run.manifest.format == "blueberry-run/1"
     assert run.recon.shape == run.dataset.flux.shape == (300, 19, 32, 32)
     assert run.neighbours.shape == (300, 8) and (run.neighbours != np.arange(300)[:, None]).all()
     # Masked corners: the footprint leaves spaxels uncovered, and they are NaN in the flux.
@@ -96,7 +97,7 @@ def test_fake_run_scales_in_chunks(tmp_path):
     run = open_run(make_fake_run(tmp_path / "big", n=5000, n_lines=7, size=4, with_truth=False))
     assert run.recon.shape == (5000, 7, 4, 4)
     assert "Ha-6564" in run.lines and "truth_class" not in run.catalogue.columns
-    assert "evaluation" not in run.manifest
+    assert run.manifest.evaluation is None
 
 
 # ------------------------------------------------------------------ selections
@@ -337,9 +338,10 @@ def test_header_values(data):
     summary = run_summary(data)
     score = data.catalogue["anomaly_score"]
     assert summary["Run"] == "fake-run" and summary["Galaxies"] == "300"
-    assert summary["Model"] == "vae, latent 16, 51,234 parameters"
-    assert describe_model({"model": "ae", "config": "demo", "model_args": {"kind": "ae", "latent_dim": 128}}) \
-        == "ae, latent 128, config demo"
+    assert summary["Model"] == "vae, latent 16, 51,234 parameters, config demo"
+    # a run whose fit did not record its parameter count
+    older = replace(data.run.manifest, model="ae", model_args={"kind": "ae", "latent_dim": 128}, parameters=None)
+    assert describe_model(older) == "ae, latent 128, config demo"
     assert summary["Lines"] == "19 (Heta-3836 … SII-6732)"
     assert summary["Normalisation"] == "none"
     assert summary["Median score"] == f"{np.median(score):,.0f}"

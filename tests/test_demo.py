@@ -18,10 +18,10 @@ def test_demo_end_to_end_then_instant(tmp_path, capsys):
     for i, stage in enumerate(STAGES, 1):
         assert re.search(rf"\[{i}/5\] {stage}\s+done in \d+\.\d s", first), stage
     run = open_run(out / "demo")
-    skipped = len(run.dataset.manifest["skipped"]) + len(run.dataset.manifest["duplicates"])
+    skipped = len(run.dataset.manifest.skipped) + len(run.dataset.manifest.duplicates)
     assert len(run.catalogue) + skipped == 40 and len(run.catalogue) >= 30
-    assert set(run.manifest["stages"]) >= set(STAGES[2:])
-    assert run.manifest["train_config"]["epochs"] == 1
+    assert set(run.manifest.stages) >= set(STAGES[2:])
+    assert run.manifest.train_config["epochs"] == 1
     evaluation = read_json(out / "demo" / "evaluation.json")
     assert evaluation["tasks"][0]["task"] == "anomaly" and "ROC-AUC" in first
 
@@ -37,7 +37,7 @@ def test_demo_end_to_end_then_instant(tmp_path, capsys):
     assert main(argv) == 0
     third = capsys.readouterr().out
     assert re.search(r"\[4/5\] embed\s+done in", third) and third.count("already done, skipped") == 4
-    assert read_json(out / "demo" / "manifest.json")["checksums"] == run.manifest["checksums"]
+    assert read_json(out / "demo" / "manifest.json")["checksums"] == run.manifest.checksums
 
     # other settings against the same folders: refused, nothing overwritten
     assert main(["demo", "--out", str(out), "--n", "50", "--epochs", "1"]) == 2

@@ -15,7 +15,7 @@ from core.errors import DatasetError
 from core.ingest import IngestOptions, ingest
 from core.lines import DEFAULT_LINES, DR15_CHANNELS, DR17_CHANNELS
 from core.synth import write_maps_file
-from core.maps import DAPPIXMASK_BITS
+from core.maps import DAPPIXMASK_BITS, preprocess
 from train.cli import main
 
 NOCOV, DONOTUSE = DAPPIXMASK_BITS["NOCOV"], DAPPIXMASK_BITS["DONOTUSE"]
@@ -62,7 +62,20 @@ def test_ingest_writes_a_consistent_dataset(survey, tmp_path):
     assert (ds.ivar[ds.mask] == 0).all()
     for col in ("ra", "dec", "z", "source", "sha256", "scale", "good_frac", "log_nii_ha", "bpt_class"):
         assert col in ds.catalogue.columns, col
-    assert {s["galaxy_id"] for s in ds.manifest["sources"]} == set(ds.catalogue.galaxy_id)
+    assert {s["galaxy_id"] for s in ds.manifest.sources} == set(ds.catalogue.galaxy_id)
+
+
+def test_ingest_and_score_share_one_preprocessing(survey, tmp_path):
+    """The dataset's arrays are what ``preprocess`` makes of each file with the options in its manifest."""
+    opts = IngestOptions(size=16, norm="asinh", lines=("Hb-4862", "OIII-5008", "Ha-6564", "NII-6585"))
+    ingest([survey], tmp_path / "ds", opts, workers=1, progress=False)
+    ds = open_dataset(tmp_path / "ds")
+    assert ds.manifest.options == opts
+    for i, source in enumerate(ds.catalogue.source):
+        grid = preprocess(source, ds.manifest.options).grid
+        np.testing.assert_array_equal(ds.mask[i], grid.mask)
+        np.testing.assert_array_equal(ds.flux[i], grid.flux.astype(np.float32))
+        np.testing.assert_array_equal(ds.ivar[i], grid.ivar.astype(np.float32))
 
 
 def test_line_ratios_survive_gridding(survey, tmp_path):
@@ -102,7 +115,7 @@ def test_bad_files_are_skipped_with_reasons(survey, tmp_path):
     assert "EMLINE_GFLUX_IVAR" in reasons["manga-1-4-MAPS-noivar.fits.gz"]
     assert "Ha-6564" in reasons["manga-1-5-MAPS-deadha.fits.gz"]
     manifest = open_dataset(tmp_path / "ds").manifest
-    assert {Path(s["path"]).name for s in manifest["skipped"]} == set(reasons)
+    assert {Path(s["path"]).name for s in manifest.skipped} == set(reasons)
 
 
 def test_rerun_reuses_work_and_new_files_are_added(survey, tmp_path):

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
+from core.dataset import IngestOptions
 from core.errors import BlueberryError, MapsError
 from core.lines import DEFAULT_LINES, DR15_CHANNELS, DR17_CHANNELS
 from core.maps import (
@@ -395,7 +396,7 @@ def test_all_masked_line_is_rejected_by_preprocess(tmp_path):
     path = _write(_hdul(DR15_CHANNELS, flux, ivar, bits), tmp_path / "dark-MAPS.fits")
     assert read_maps(path).mask[DEFAULT_LINES.index("HeII-4687")].all()  # reading alone is fine
     with pytest.raises(MapsError) as info:
-        preprocess(path)
+        preprocess(path, IngestOptions())
     assert str(path) in str(info.value) and "no good spaxels in line(s) HeII-4687" in str(info.value)
 
 
@@ -458,7 +459,8 @@ def test_normalise_guards(grid):
 
 
 def test_preprocess_chains_read_grid_normalise(small_file):
-    g, grid, scale = preprocess(small_file, size=24, norm="ha_peak")
+    p = preprocess(small_file, IngestOptions(size=24, norm="ha_peak"))
+    g, grid, scale = p.maps, p.grid, p.scale
     assert g.flux.shape == (19, 37, 41) and grid.flux.shape == (19, 24, 24)
     assert grid.norm == "ha_peak" and grid.scale == scale
     physical = to_grid(read_maps(small_file), size=24)

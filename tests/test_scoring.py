@@ -8,17 +8,17 @@ import pandas as pd
 import pytest
 
 from core import scoring
-from core.embed import nearest_neighbours, umap_embedding
+from core.embed import embed_run
+from core.evaluate import evaluate_run
 from core.ingest import IngestOptions, ingest
 from core.io import read_json, sha256_file
 from core.lines import DR15_CHANNELS
 from core.maps import DAPPIXMASK_BITS
-from core.run import open_run
+from core.latent import nearest_neighbours, umap_embedding
+from core.run import STAGE_OUTPUTS, open_run
 from core.synth import write_maps_file
-from core.training import fit, make_split, train_config_for
+from core.training import fit, train_config_for
 from train.cli import main
-from train.embed import OUTPUTS, embed_run
-from train.evaluate import evaluate_run
 
 SIZE = 16
 #: A model small enough to train in seconds on 16 x 16 maps.
@@ -82,13 +82,13 @@ def test_embed_writes_every_artifact(trained):
         run.dataset.catalogue[["truth_class", "truth_anomaly", "bpt_class", "log_oiii_hb"]])
     assert np.isfinite(cat[["umap_x", "umap_y", "anomaly_score"]].to_numpy()).all()
     m = run.manifest
-    assert "fit" in m["stages"] and "embed" in m["stages"]
-    for f in (*OUTPUTS, "model.pt"):
-        assert m["checksums"][f] == sha256_file(trained / f), f
-    assert m["score"]["median"] == pytest.approx(np.median(cat.anomaly_score))
-    assert m["score"]["p90"] == pytest.approx(np.percentile(cat.anomaly_score, 90))
-    assert m["neighbours"]["k"] == 5 and m["umap"]["random_state"] == 0
-    split = make_split(n, **m["split"])
+    assert "fit" in m.stages and "embed" in m.stages
+    for f in (*STAGE_OUTPUTS["embed"], "model.pt"):
+        assert m.checksums[f] == sha256_file(trained / f), f
+    assert m.score.median == pytest.approx(np.median(cat.anomaly_score))
+    assert m.score.p90 == pytest.approx(np.percentile(cat.anomaly_score, 90))
+    assert m.neighbours["k"] == 5 and m.umap["random_state"] == 0
+    split = m.split.mask(n)
     assert list(cat.split) == ["val" if v else "train" for v in split]
 
 

@@ -13,10 +13,10 @@ import pandas as pd
 import pytest
 import torch
 
-from core.dataset import write_dataset
+from core.dataset import IngestOptions, write_dataset
 from core.models import ModelArgs
-from core.run import read_manifest
-from core.training import TrainConfig, fit, load_model, make_split
+from core.run import RunManifest, Split, make_split
+from core.training import TrainConfig, fit, load_model
 from core.scoring import cell_weights
 from train.cli import main
 
@@ -35,7 +35,7 @@ def make_dataset(path: Path, n: int = 16, n_lines: int = 3, size: int = 16, seed
         path, flux=flux, mask=mask, ivar=np.where(mask, 0.0, 1.0).astype(np.float32),
         bpt_map=np.zeros((n, size, size), np.int8),
         catalogue=pd.DataFrame({"galaxy_id": [f"g{i}" for i in range(n)]}),
-        manifest={"lines": [f"L{i}" for i in range(n_lines)], "size": size, "norm": "none"})
+        options=IngestOptions(lines=tuple(f"L{i}" for i in range(n_lines)), size=size, norm="none"))
 
 
 @pytest.fixture(scope="module")
@@ -68,17 +68,17 @@ def test_make_split_is_deterministic_and_sized():
 def test_fit_writes_a_complete_run(tiny16, tmp_path):
     run = tmp_path / "run"
     metrics = tiny_fit(tiny16, run, kind="vae")
-    manifest = read_manifest(run)
-    assert manifest["format"] == "blueberry-run/1" and manifest["name"] == "run"
-    assert manifest["dataset"] == str(tiny16.resolve())
-    assert manifest["lines"] == ["L0", "L1", "L2"] and manifest["size"] == 16 and manifest["norm"] == "none"
-    assert manifest["model"] == "vae" and manifest["config"] == "demo"
-    assert manifest["model_args"]["latent_dim"] == 4
-    assert manifest["split"] == {"val_fraction": 0.1, "seed": 0}
-    assert set(manifest["versions"]) == {"python", "torch", "numpy", "blueberry"}
-    assert manifest["metrics"] == metrics and metrics["epochs_run"] == 2 and metrics["device"] == "cpu"
+    manifest = RunManifest.read(run)
+    assert manifest.format == "blueberry-run/1" and manifest.name == "run"
+    assert manifest.dataset == str(tiny16.resolve())
+    assert manifest.lines == ["L0", "L1", "L2"] and manifest.size == 16 and manifest.norm == "none"
+    assert manifest.model == "vae" and manifest.config == "demo"
+    assert manifest.model_args["latent_dim"] == 4
+    assert manifest.split == Split(val_fraction=0.1, seed=0)
+    assert set(manifest.versions) == {"python", "torch", "numpy", "blueberry"}
+    assert manifest.metrics == metrics and metrics["epochs_run"] == 2 and metrics["device"] == "cpu"
     assert metrics["galaxies_per_second"] > 0
-    assert "fit" in manifest["stages"]
+    assert "fit" in manifest.stages
     history = pd.read_csv(run / "history.csv")
     assert list(history.columns[:4]) == ["epoch", "train_loss", "val_loss", "seconds"]
     assert history["epoch"].tolist() == [1, 2] and np.isfinite(history[["train_loss", "val_loss"]]).all().all()
@@ -91,7 +91,7 @@ def test_fit_writes_a_complete_run(tiny16, tmp_path):
     # model.pt is the best epoch: its validation loss (the score-weighted error) is what the manifest reports.
     is_val = make_split(16, 0.1, 0)
     flux, mask = np.load(tiny16 / "flux.npy")[is_val], np.load(tiny16 / "mask.npy")[is_val]
-    weights = cell_weights(flux, mask, np.load(tiny16 / "ivar.npy")[is_val], manifest["lines"])
+    weights = cell_weights(flux, mask, np.load(tiny16 / "ivar.npy")[is_val], manifest.lines)
     x = torch.from_numpy(np.nan_to_num(flux))[:, :, None]  # (B, T, 1, S, S)
     from core.models import kl_divergence, masked_loss
     with torch.no_grad():
@@ -184,8 +184,8 @@ def test_two_process_gloo_ddp_epoch(tiny32, tmp_path):
          "--data", str(tiny32), "--run-dir", str(run), "--epochs", "1", "--batch-size", "4", "--device", "cpu"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    manifest = read_manifest(run)
-    assert manifest["metrics"]["epochs_run"] == 1 and "fit" in manifest["stages"]
+    manifest = RunManifest.read(run)
+    assert manifest.metrics["epochs_run"] == 1 and "fit" in manifest.stages
     history = pd.read_csv(run / "history.csv")
     assert len(history) == 1 and np.isfinite(history["val_loss"]).all()
     load_model(run)

@@ -30,7 +30,9 @@ def run(args) -> int:
     from pathlib import Path
 
     from core.errors import RunError
-    from train.evaluate import report
+    from core.evaluate import report
+    from core.ingest import looks_current
+    from core.run import is_done
 
     if args.n < 10:
         raise RunError(f"--n {args.n}: the demo needs at least 10 galaxies")
@@ -41,13 +43,13 @@ def run(args) -> int:
     stages = [
         ("synth", f"{args.n} synthetic galaxies -> {survey}", lambda: _survey_ready(survey, args.n, args.seed, out),
          lambda: ["synth", "--out", str(survey), "--n", str(args.n), "--seed", seed, "--release", RELEASE, *workers]),
-        ("ingest", f"MAPS files -> {dataset}", lambda: _dataset_ready(dataset, survey),
+        ("ingest", f"MAPS files -> {dataset}", lambda: looks_current(dataset, [survey], also=[survey / "truth.csv"]),
          lambda: ["ingest", str(survey), "--out", str(dataset), *workers]),
-        ("fit", f"train the demo model -> {run_dir}", lambda: _fit_ready(run_dir, dataset, args.epochs, out),
+        ("fit", f"train the demo model -> {run_dir}", lambda: _fit_ready(run_dir, args.epochs, out),
          lambda: _fit_command(run_dir, dataset, seed, args.epochs)),
-        ("embed", "scores, latents, UMAP, neighbours", lambda: _embed_ready(run_dir),
+        ("embed", "scores, latents, UMAP, neighbours", lambda: is_done(run_dir, "embed"),
          lambda: ["embed", "--run", str(run_dir), "--seed", seed]),
-        ("evaluate", "detection quality against the truth", lambda: _evaluate_ready(run_dir),
+        ("evaluate", "detection quality against the truth", lambda: is_done(run_dir, "evaluate"),
          lambda: ["evaluate", "--run", str(run_dir)]),
     ]
     t_all = time.perf_counter()
@@ -65,8 +67,9 @@ def run(args) -> int:
     print(f"demo ready in {time.perf_counter() - t_all:.1f} s: {run_dir}")
     if not evaluated_now:  # else the evaluate stage has just printed it
         from core.io import read_json
+        from core.run import EVALUATION_FILE
 
-        print(report(read_json(run_dir / "evaluation.json")))
+        print(report(read_json(run_dir / EVALUATION_FILE)))
     print(f"explore it:  panel serve dashboard --plugins dashboard.export --args --run {run_dir}")
     return 0
 
@@ -108,38 +111,21 @@ def _survey_ready(survey, n: int, seed: int, out) -> bool:
         return False
 
 
-def _dataset_ready(dataset, survey) -> bool:
-    """The dataset read back and covers exactly the survey's files, all older than it (as make does)."""
-    from core.dataset import open_dataset
-    from core.errors import DatasetError
-    from core.ingest import find_inputs
-
-    try:
-        manifest = open_dataset(dataset).manifest
-    except DatasetError:
-        return False
-    files = find_inputs([survey])
-    seen = {s["path"] for s in manifest["sources"]} | {s["path"] for s in manifest["skipped"]} \
-        | {d["dropped"] for d in manifest.get("duplicates", [])}
-    newest = max(f.stat().st_mtime for f in [*files, survey / "truth.csv"])
-    return seen == {str(f) for f in files} and (dataset / "manifest.json").stat().st_mtime >= newest
-
-
-def _fit_ready(run_dir, dataset, epochs, out) -> bool:
-    from core.run import read_manifest
+def _fit_ready(run_dir, epochs, out) -> bool:
+    """Trained with the demo's epochs (else the folders belong to other settings) and finished."""
+    from core.run import RunManifest, is_done, trained_before_dataset
     from core.training import train_config_for
 
     if not (run_dir / "manifest.json").is_file():
         return False
-    manifest = read_manifest(run_dir)
     wanted = epochs or train_config_for("demo").epochs
-    trained = manifest.get("train_config", {}).get("epochs")
+    trained = RunManifest.read(run_dir).train_config.get("epochs")
     if trained != wanted:
         raise _mismatch(f"{run_dir} was trained for {trained} epochs, not {wanted}", out)
-    if "fit" not in manifest.get("stages", {}) or not (run_dir / "model.pt").is_file():
+    if not is_done(run_dir, "fit"):
         return False  # interrupted: _fit_command resumes it
-    if (run_dir / "model.pt").stat().st_mtime < (dataset / "manifest.json").stat().st_mtime:
-        raise _mismatch(f"{run_dir} was trained before {dataset} was rebuilt", out)
+    if trained_before_dataset(run_dir):
+        raise _mismatch(f"{run_dir} was trained before its dataset was rebuilt", out)
     return True
 
 
@@ -148,25 +134,3 @@ def _fit_command(run_dir, dataset, seed: str, epochs) -> list[str]:
         return ["fit", "--run", str(run_dir), "--resume"]
     return ["fit", "--data", str(dataset), "--run", str(run_dir), "--config", "demo", "--seed", seed,
             *([] if epochs is None else ["--epochs", str(epochs)])]
-
-
-def _embed_ready(run_dir) -> bool:
-    """Stamped, and every cached file (and the model it came from) still has its recorded sha256."""
-    from core.io import sha256_file
-    from core.run import read_manifest
-    from train.embed import OUTPUTS
-
-    manifest = read_manifest(run_dir)
-    sums = manifest.get("checksums", {})
-    if "embed" not in manifest.get("stages", {}):
-        return False
-    return all((run_dir / f).is_file() and sums.get(f) == sha256_file(run_dir / f) for f in (*OUTPUTS, "model.pt"))
-
-
-def _evaluate_ready(run_dir) -> bool:
-    from core.run import read_manifest
-
-    manifest = read_manifest(run_dir)
-    evaluation = manifest.get("evaluation") or {}
-    return ("evaluate" in manifest.get("stages", {}) and (run_dir / "evaluation.json").is_file()
-            and evaluation.get("catalogue_sha256") == manifest.get("checksums", {}).get("catalogue.parquet"))

@@ -14,9 +14,6 @@ the training split), and an isolation forest on the catalogue's log line ratios.
 Prints ROC-AUC / average precision and writes RUN/evaluation.json and manifest "evaluation".
 """
 
-STAGE = "evaluate"
-METHODS = ("model", "pca", "iforest")
-
 
 def add_arguments(p) -> None:
     p.add_argument("--run", required=True, metavar="RUN", help="run directory after `python -m train embed`")
@@ -24,6 +21,8 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
+    from core.evaluate import evaluate_run, report
+
     result = evaluate_run(args.run, seed=args.seed)
     if result is None:
         print(f"{args.run}: the catalogue has no truth columns (truth_anomaly, truth_class), so there is nothing "
@@ -31,81 +30,3 @@ def run(args) -> int:
         return 0
     print(report(result))
     return 0
-
-
-def evaluate_run(run_dir, seed: int = 0) -> dict | None:
-    """Compute, print nothing, write evaluation.json and the manifest entry; None without truth columns."""
-    import time
-    from pathlib import Path
-
-    import numpy as np
-
-    from core import scoring
-    from core.io import write_json
-    from core.run import open_run
-    from train.embed import mark_stage
-
-    t0 = time.perf_counter()
-    run_dir = Path(run_dir)
-    run = open_run(run_dir)
-    cat = run.catalogue
-    tasks = scoring.truth_tasks(cat)
-    if not tasks:
-        return None
-    train_rows = np.flatnonzero(cat["split"].to_numpy() == "train")
-    if len(train_rows) == 0:
-        train_rows = np.arange(len(cat))
-    methods = {
-        "model": cat["anomaly_score"].to_numpy(dtype=np.float64),
-        "pca": scoring.pca_errors(run.dataset.flux, run.dataset.mask, run.dataset.ivar, run.lines, train_rows,
-                                  n_components=run.latents.shape[1], seed=seed),
-        "iforest": scoring.isolation_forest_scores(cat, seed=seed),
-    }
-    rows = scoring.detection_metrics(tasks, methods)
-    is_val = cat["split"].to_numpy() == "val"
-    if is_val.any():
-        val_rows = scoring.detection_metrics([t for t in tasks if t[0] == "anomaly"], methods, subset=is_val)
-        for row in val_rows:
-            row["task"] += " (val)"
-        rows += val_rows
-    result = {
-        "tasks": rows,
-        "methods": {
-            "model": f"the run's anomaly score: {scoring.SCORE_DEFINITION}",
-            "pca": f"PCA reconstruction of the same maps (masked cells 0), scored like the model, "
-                   f"{run.latents.shape[1]} components fitted on the training split",
-            "iforest": "isolation forest (300 trees) on " + ", ".join(c for c in scoring.RATIO_FEATURES if c in cat)
-                       + " (missing ratios: median plus an indicator)",
-        },
-        "seed": seed,
-        "n_galaxies": len(cat),
-        "catalogue_sha256": run.manifest.get("checksums", {}).get("catalogue.parquet"),
-    }
-    if "truth_anomaly" in cat:
-        truth = cat["truth_anomaly"].fillna(False).astype(bool).to_numpy()
-        flagged = cat["flagged"].to_numpy(dtype=bool)
-        result["flagged"] = {"n_flagged": int(flagged.sum()), "n_true_anomalies": int(truth.sum()),
-                             "true_anomalies_flagged": int((flagged & truth).sum()),
-                             "precision": float((flagged & truth).sum() / max(flagged.sum(), 1)),
-                             "recall": float((flagged & truth).sum() / max(truth.sum(), 1))}
-    write_json(run_dir / "evaluation.json", result)
-    headline = rows[0]  # the "anomaly" task where truth_anomaly exists (truth_tasks lists it first)
-    summary = {"task": headline["task"], **{m: headline[m] for m in METHODS}, "file": "evaluation.json"}
-    summary["seconds"] = round(time.perf_counter() - t0, 2)
-    summary["catalogue_sha256"] = result["catalogue_sha256"]
-    mark_stage(run_dir, STAGE, True, evaluation=summary)
-    return result
-
-
-def report(result: dict) -> str:
-    from core.scoring import format_table
-
-    lines = ["ROC-AUC / average precision (higher is better; 0.5 AUC = chance)",
-             format_table(result["tasks"], METHODS)]
-    flagged = result.get("flagged")
-    if flagged:
-        lines.append(f"flagged: {flagged['n_flagged']} galaxies, {flagged['true_anomalies_flagged']} of the "
-                     f"{flagged['n_true_anomalies']} true anomalies (precision {flagged['precision']:.2f}, "
-                     f"recall {flagged['recall']:.2f})")
-    lines += [f"  {m}: {d}" for m, d in result["methods"].items()]
-    return "\n".join(lines)

@@ -48,14 +48,14 @@ def add_arguments(p) -> None:
 
 def run(args) -> int:
     from core.errors import BlueberryError
-    from core.run import read_manifest
+    from core.run import RunManifest
     from core.training import fit, train_config_for
 
     data = args.data
     if data is None:
         if not args.resume:
             raise BlueberryError("--data DATASET is required (a folder from `python -m train ingest`)")
-        data = read_manifest(args.run)["dataset"]
+        data = RunManifest.read(args.run).dataset
     cfg = train_config_for(
         args.config, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, beta=args.beta,
         repeats=args.repeats, patience=args.patience, val_fraction=args.val_fraction, seed=args.seed,

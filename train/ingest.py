@@ -14,24 +14,28 @@ Re-running on the same inputs reuses what was already done (DATASET/.parts holds
 
 
 def add_arguments(p) -> None:
-    from core.lines import DEFAULT_LINES
-    from core.maps import DEFAULT_BAD_BITS, NORMALISATIONS
+    from core.dataset import IngestOptions
+    from core.maps import NORMALISATIONS
 
+    defaults = IngestOptions()
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="MAPS files, folders (searched recursively) or glob patterns")
     p.add_argument("--out", required=True, metavar="DATASET", help="dataset folder to write")
-    p.add_argument("--size", type=int, default=32, help="grid size S of the maps (32 demo, 64 paper; default 32)")
-    p.add_argument("--lines", nargs="+", default=list(DEFAULT_LINES), metavar="LINE",
+    p.add_argument("--size", type=int, default=defaults.size,
+                   help=f"grid size S of the maps (32 demo, 64 paper; default {defaults.size})")
+    p.add_argument("--lines", nargs="+", default=list(defaults.lines), metavar="LINE",
                    help="DAP channel names of the sequence (default: the 19 lines between 3800 and 8000 A)")
-    p.add_argument("--norm", default="none", choices=NORMALISATIONS, help="per-galaxy normalisation (default none)")
-    p.add_argument("--bad-bits", nargs="+", default=list(DEFAULT_BAD_BITS), metavar="BIT",
-                   help=f"MANGA_DAPPIXMASK bits that mark a spaxel bad (default {' '.join(DEFAULT_BAD_BITS)})")
+    p.add_argument("--norm", default=defaults.norm, choices=NORMALISATIONS,
+                   help=f"per-galaxy normalisation (default {defaults.norm})")
+    p.add_argument("--bad-bits", nargs="+", default=list(defaults.bad_bits), metavar="BIT",
+                   help=f"MANGA_DAPPIXMASK bits that mark a spaxel bad (default {' '.join(defaults.bad_bits)})")
     p.add_argument("--workers", type=int, default=None, help="worker processes (default: one per core)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def run(args) -> int:
     from core.errors import DatasetError
-    from core.ingest import IngestOptions, ingest, summary
+    from core.dataset import IngestOptions
+    from core.ingest import ingest, summary
     from core.lines import check_lines
 
     try:

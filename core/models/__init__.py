@@ -5,7 +5,8 @@ Typical use::
     from core.models import model_args_for, build_model, masked_loss, load_model
     model = build_model(model_args_for("demo", "ae", n_lines=19, size=32))
     out = model(x)                      # x (B, T, 1, S, S) -> ModelOutput
-    err = masked_loss(out.recon, x, mask)  # (B,) per-galaxy masked MSE: the anomaly score
+    err = masked_loss(out.recon, x, mask, w)  # (B,) per-galaxy masked weighted squared error;
+                                              # with core.scoring.cell_weights as w: the anomaly score
     model, payload = load_model("runs/demo")  # eval mode, rebuilt from payload["model_args"]
 """
 from __future__ import annotations

@@ -1,0 +1,68 @@
+"""Scoring new MAPS files with a finished run (``train score``), against the run's own population.
+
+Each file goes through ``core.maps.preprocess`` with the ``IngestOptions`` recorded in the
+run's dataset manifest, so it is read, gridded and normalised exactly as the run's galaxies
+were; the arithmetic of the score is ``core.scoring``'s, as in ``embed``.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from core import maps, scoring
+from core.errors import BlueberryError, RunError
+from core.ingest import find_inputs
+from core.run import open_run
+
+
+def score_files(run_dir, inputs, batch_size: int = scoring.BATCH_SIZE, device="auto", progress: bool = True):
+    """Score MAPS files with a run: ``(table, skipped)``, skipped a list of ``(path, reason)``.
+
+    Raises :class:`core.errors.BlueberryError` when no file could be scored.
+    """
+    from tqdm.auto import tqdm
+
+    from core.models import load_model, resolve_device
+
+    run = open_run(run_dir)
+    score_info = run.manifest.score
+    if score_info is None or "anomaly_score" not in run.catalogue:
+        raise RunError(f"{run.path}: the run has no scores yet; run `python -m train embed --run {run.path}`")
+    options = run.dataset.manifest.options
+    dev = resolve_device(device)
+    model, _ = load_model(run.path, device=dev)
+    population = run.catalogue["anomaly_score"].to_numpy(dtype=np.float64)
+    lines = list(run.lines)
+
+    files = find_inputs(inputs)
+    tables, skipped = [], []
+    bar = tqdm(total=len(files), desc="score", unit="file", disable=not progress)
+    for start in range(0, len(files), batch_size):
+        grids, sources = [], []
+        for path in files[start:start + batch_size]:
+            try:
+                grid = maps.preprocess(path, options).grid
+            except BlueberryError as exc:
+                skipped.append((str(path), getattr(exc, "problem", str(exc))))
+            except Exception as exc:  # an unforeseen file must not stop the others
+                skipped.append((str(path), f"unexpected {type(exc).__name__}: {exc}"))
+            else:
+                grids.append(grid)
+                sources.append(str(path))
+            bar.update()
+        if not grids:
+            continue
+        flux = np.stack([g.flux for g in grids]).astype(np.float32)
+        mask = np.stack([g.mask for g in grids])
+        ivar = np.stack([g.ivar for g in grids]).astype(np.float32)
+        (_, _, recon), = scoring.reconstruct(model, flux, mask, batch_size=len(grids), device=dev, progress=False)
+        scores, shares = scoring.galaxy_errors(recon, flux, mask, ivar, lines)
+        cols = scoring.score_columns(scores, shares, lines, population, score_info.flag_threshold)
+        cols.insert(0, "source", sources)
+        cols.insert(0, "galaxy_id", [g.galaxy_id for g in grids])
+        tables.append(cols)
+    bar.close()
+    if not tables:
+        listing = "\n".join(f"  {p}: {r}" for p, r in skipped[:20])
+        raise BlueberryError(f"none of the {len(files)} file(s) could be scored:\n{listing}")
+    return pd.concat(tables, ignore_index=True), skipped
