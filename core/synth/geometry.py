@@ -75,6 +75,7 @@ class Grid:
 
 
 def make_grid(rng, fibres: int, config: SynthConfig) -> Grid:
+    """The grid of a galaxy in bundle ``fibres``, with its drawn PSF."""
     pix = config.pixscale
     n = int(round(BUNDLES[fibres] / pix)) + 8
     psf = float(np.clip(rng.normal(config.psf_fwhm, config.psf_scatter), 0.6 * config.psf_fwhm, 1.5 * config.psf_fwhm))
@@ -102,6 +103,7 @@ class Stars:
 
 
 def make_stars(rng, grid: Grid, host: str) -> Stars:
+    """Size, shape and orientation of a galaxy of class ``host``, and its starlight."""
     re = uniform(rng, 0.3, 0.9) if host == "blueberry" else grid.radius / uniform(rng, 1.2, 2.6)
     if host in EARLY:
         ba = uniform(rng, 0.45, 1.0)
@@ -162,6 +164,7 @@ class Feature:
 
 
 def make_feature(rng, grid: Grid, truth_class: str) -> Feature:
+    """The region of an anomaly's own emission, if its class has one."""
     truth = dict.fromkeys(("anomaly_x", "anomaly_y", "anomaly_size", "anomaly_angle", "cone_half_angle"), np.nan)
     if truth_class == "offnuclear":
         return _offnuclear(rng, grid, truth)

@@ -49,6 +49,22 @@ def _write_one(task) -> dict:
     return galaxy.truth
 
 
+def _write_all(tasks: list, workers: int, progress: bool) -> list[dict]:
+    """Make and write the galaxies of ``tasks`` on ``workers`` processes; their truth rows, in order."""
+    import multiprocessing
+
+    from tqdm.auto import tqdm
+
+    def bar(rows):
+        return tqdm(rows, total=len(tasks), desc="synth", unit="galaxy", disable=not progress)
+
+    if workers == 1:
+        return [_write_one(task) for task in bar(tasks)]
+    # spawn, not fork: the parent may hold torch or BLAS threads that fork would copy.
+    with multiprocessing.get_context("spawn").Pool(workers) as pool:
+        return list(bar(pool.imap(_write_one, tasks, chunksize=max(1, min(16, len(tasks) // (4 * workers))))))
+
+
 def generate_survey(out_dir, n: int, seed: int, release: str = "dr15", workers: int | None = None,
                     progress: bool = True, config: SynthConfig = SynthConfig()):
     """Write ``n`` synthetic MaNGA galaxies as MAPS files into ``out_dir``, plus ``truth.csv``.
@@ -61,10 +77,7 @@ def generate_survey(out_dir, n: int, seed: int, release: str = "dr15", workers: 
     usual ``if __name__ == "__main__":`` guard. A folder that holds other MAPS files is
     refused: an ingest of it would mix them in.
     """
-    import multiprocessing
-
     import pandas as pd
-    from tqdm.auto import tqdm
 
     if n < 1:
         raise BlueberryError(f"the survey needs at least one galaxy, got n={n}")
@@ -74,26 +87,14 @@ def generate_survey(out_dir, n: int, seed: int, release: str = "dr15", workers: 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     classes = assign_classes(n, seed, config)
-    tasks = [(i, seed, c, release, config, str(out)) for i, c in enumerate(classes)]
     ours = {galaxy_file_name(i, seed, c, config) for i, c in enumerate(classes)}
     others = sorted(p.name for p in out.glob("manga-*-MAPS-*.fits*") if p.name not in ours)
     if others:
         raise BlueberryError(f"{out}: holds {len(others)} MAPS files that are not part of this survey "
                              f"(e.g. {others[0]}); write into an empty folder or remove them")
     workers = min(os.cpu_count() or 1, n) if workers is None else max(1, min(int(workers), n))
-    rows = []
-    with tqdm(total=n, desc="synth", unit="galaxy", disable=not progress) as bar:
-        if workers == 1:
-            for task in tasks:
-                rows.append(_write_one(task))
-                bar.update()
-        else:
-            # spawn, not fork: the parent may hold torch or BLAS threads that fork would copy.
-            with multiprocessing.get_context("spawn").Pool(workers) as pool:
-                for row in pool.imap(_write_one, tasks, chunksize=max(1, min(16, n // (4 * workers)))):
-                    rows.append(row)
-                    bar.update()
-    truth = pd.DataFrame(rows)
+    tasks = [(i, seed, c, release, config, str(out)) for i, c in enumerate(classes)]
+    truth = pd.DataFrame(_write_all(tasks, workers, progress))
     with atomic_path(out / "truth.csv") as tmp:
         truth.to_csv(tmp, index=False)
     write_json(out / "synth.json", {"n": n, "seed": seed, "release": release, "config": asdict(config),
