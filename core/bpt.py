@@ -32,6 +32,11 @@ _NAMES = np.array(CLASSES)
 RATIOS: tuple[str, ...] = ("log_nii_ha", "log_oiii_hb", "log_sii_ha", "log_oi_ha")
 FRACTIONS: tuple[str, ...] = ("frac_sf", "frac_comp", "frac_seyfert", "frac_liner", "frac_ambiguous")
 
+#: Default radius (arcsec) of the central aperture whose summed fluxes give a galaxy's class.
+APERTURE = 1.5
+#: Default per-line signal-to-noise cut of the ratios.
+SNR_CUT = 3.0
+
 # Asymptotes of the hyperbolic demarcations (x where the denominator vanishes).
 _KA03_NII_X = 0.05
 _KE01_NII_X = 0.47
@@ -288,7 +293,7 @@ def _log_ratio(num, den):
         return np.log10(num / den)
 
 
-def log_ratios(flux: Mapping, ivar: Mapping | None = None, snr=3.0) -> dict:
+def log_ratios(flux: Mapping, ivar: Mapping | None = None, snr=SNR_CUT) -> dict:
     """The four BPT log line ratios from fluxes.
 
     ``flux`` (and ``ivar``, the inverse variances) map DAP line names (the values of
@@ -369,7 +374,7 @@ def _bpt_maps(flux, ivar, mask, lines):
     return f, iv
 
 
-def spaxel_classes(flux, ivar, mask, lines: Sequence[str], snr=3.0) -> np.ndarray:
+def spaxel_classes(flux, ivar, mask, lines: Sequence[str], snr=SNR_CUT) -> np.ndarray:
     """Per-spaxel Kewley et al. 2006 class codes, a ``(ny, nx)`` int8 map (:data:`CLASS_CODES`).
 
     ``flux``/``ivar``/``mask`` are ``(L, ny, nx)`` over ``lines`` (``mask`` True = bad;
@@ -409,8 +414,8 @@ def _integrated(fs, ivs, snr) -> dict:
     }
 
 
-def galaxy_bpt(flux, ivar, mask, lines: Sequence[str], center, pixscale: float, aperture: float = 1.5,
-               snr=3.0) -> dict:
+def galaxy_bpt(flux, ivar, mask, lines: Sequence[str], center, pixscale: float, aperture: float = APERTURE,
+               snr=SNR_CUT) -> dict:
     """The per-galaxy BPT catalogue columns of one galaxy.
 
     ``flux``/``ivar``/``mask``: ``(L, ny, nx)`` over ``lines`` (``mask`` True = bad;

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from core import __version__
+from core import __version__, bpt
 from core.errors import DatasetError
 from core.io import known_fields, read_versioned, save_parquet, save_npy, write_json
 from core.lines import DEFAULT_BAD_BITS, DEFAULT_LINES
@@ -46,8 +46,8 @@ class IngestOptions:
     norm: str = "none"  # normalisation, one of core.maps.NORMALISATIONS
     bad_bits: tuple[str, ...] = DEFAULT_BAD_BITS  # MANGA_DAPPIXMASK bits that mark a spaxel bad
     min_good: float = 0.5  # a grid cell is bad when less than this fraction of it is good
-    aperture: float = 1.5  # radius (arcsec) of the central aperture of the per-galaxy BPT class
-    snr: float = 3.0  # per-line signal-to-noise cut of the BPT ratios
+    aperture: float = bpt.APERTURE  # radius (arcsec) of the central aperture of the per-galaxy BPT class
+    snr: float = bpt.SNR_CUT  # per-line signal-to-noise cut of the BPT ratios
 
     def key(self) -> str:
         """Short hash of everything that changes a part; parts of other options are not reused."""

@@ -74,6 +74,9 @@ BPT_LINES = {
     "nii": "NII-6585", "sii_a": "SII-6718", "sii_b": "SII-6732",
 }
 
+#: Name of the DAP's pixel mask, written in the MASKNAME header key of every mask extension.
+DAPPIXMASK = "MANGA_DAPPIXMASK"
+
 #: Bit numbers of the MANGA_DAPPIXMASK (sdssMaskbits.par), used by every DAP map mask.
 DAPPIXMASK_BITS: dict[str, int] = {
     "NOCOV": 0,  # no coverage in this spaxel

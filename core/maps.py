@@ -35,7 +35,7 @@ from astropy.wcs.utils import proj_plane_pixel_scales
 
 from core.dataset import IngestOptions
 from core.errors import BlueberryError, MapsError
-from core.lines import BPT_LINES, DAPPIXMASK_BITS, DEFAULT_BAD_BITS, DEFAULT_LINES, wavelength
+from core.lines import BPT_LINES, DAPPIXMASK, DAPPIXMASK_BITS, DEFAULT_BAD_BITS, DEFAULT_LINES, wavelength
 
 #: The extensions read, in the order flux, inverse variance, mask.
 EXTENSIONS: tuple[str, str, str] = ("EMLINE_GFLUX", "EMLINE_GFLUX_IVAR", "EMLINE_GFLUX_MASK")
@@ -125,9 +125,9 @@ def read_maps(path, lines=DEFAULT_LINES, bad_bits=DEFAULT_BAD_BITS) -> GalaxyMap
     shapes = {ext: arr.shape for ext, arr in zip(EXTENSIONS, (flux, ivar, bits))}
     if len(set(shapes.values())) > 1:
         raise MapsError(path, "the shapes disagree: " + ", ".join(f"{e} {s}" for e, s in shapes.items()))
-    masktype = headers[2].get("MASKNAME", "MANGA_DAPPIXMASK")
-    if masktype != "MANGA_DAPPIXMASK":
-        raise MapsError(path, f"{EXTENSIONS[2]} uses mask bits {masktype!r}, not MANGA_DAPPIXMASK")
+    masktype = headers[2].get("MASKNAME", DAPPIXMASK)
+    if masktype != DAPPIXMASK:
+        raise MapsError(path, f"{EXTENSIONS[2]} uses mask bits {masktype!r}, not {DAPPIXMASK}")
 
     channels = _channel_names(path, EXTENSIONS[0], headers[0], flux.shape[0])
     for ext, hdr in zip(EXTENSIONS[1:], headers[1:]):

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from core import bpt
 from core.maps import MANGA_PIXSCALE
 
 NORMAL_CLASSES: tuple[str, ...] = ("sf", "comp", "seyfert", "liner", "retired")
@@ -11,9 +12,8 @@ ANOMALY_KINDS: tuple[str, ...] = ("blueberry", "offnuclear", "cones")
 #: Retired galaxies are LIERs: LINER-like ratios from old stars, not from a nucleus.
 CENTRAL_BPT = {"sf": "sf", "comp": "comp", "seyfert": "seyfert", "liner": "liner", "retired": "liner"}
 
-#: Radius (arcsec) of the central aperture whose summed fluxes define the class
-#: (the default of core.bpt.galaxy_bpt).
-APERTURE = 1.5
+#: Radius (arcsec) of the central aperture whose summed fluxes define the class.
+APERTURE = bpt.APERTURE
 
 #: MaNGA bundles: fibres -> diameter of the hexagonal footprint (arcsec).
 BUNDLES = {19: 12.0, 37: 17.0, 61: 22.0, 91: 27.0, 127: 32.0}

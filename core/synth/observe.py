@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from core.lines import wavelength
-from core.maps import DAPPIXMASK_BITS
+from core.lines import DAPPIXMASK_BITS
 from core.synth.config import SynthConfig
 from core.synth.geometry import uniform
 

@@ -16,7 +16,8 @@ from astropy.io import fits
 
 from core.io import atomic_path
 from core.lines import LINES
-from core.maps import C_KMS, DAPPIXMASK_BITS, EXTENSIONS, MANGA_PIXSCALE
+from core.lines import DAPPIXMASK, DAPPIXMASK_BITS
+from core.maps import C_KMS, EXTENSIONS, MANGA_PIXSCALE
 
 FLUX_UNIT = "1E-17 erg/s/cm^2/spaxel"
 #: gzip level 1: three times faster than astropy's default 9 for ~10 % more disk.
@@ -90,7 +91,7 @@ def _extension_cards(name: str, shape: tuple, dtype: str, channels: tuple, pixsc
     ny, nx = shape[-2:]
     spec = _extension_spec(name, channels)
     hdr = fits.Header(_wcs_cards(nx, ny, 0.0, 0.0, pixscale, len(shape)))
-    hdr["MASKNAME"] = "MANGA_DAPPIXMASK"
+    hdr["MASKNAME"] = DAPPIXMASK
     names = spec.get("channels", ())
     for i, ch in enumerate(names):
         key = f"C{i + 1:02d}" if len(names) > 9 else f"C{i + 1}"
@@ -179,7 +180,7 @@ def _primary_header(*, galaxy_id, mangaid, ra, dec, z, daptype, versdap, pa, ell
     plate, _, ifu = str(galaxy_id).partition("-")
     primary = fits.Header()
     primary["AUTHOR"] = "Blueberry synthetic survey (core.synth)"
-    primary["MASKNAME"] = ("MANGA_DAPPIXMASK", "Bits in sdssMaskbits.par used by mask extension")
+    primary["MASKNAME"] = (DAPPIXMASK, "Bits in sdssMaskbits.par used by mask extension")
     primary["TELESCOP"] = ("SDSS 2.5-M", "Sloan Digital Sky Survey")
     primary["INSTRUME"] = ("MaNGA", "SDSS-IV MaNGA IFU (simulated)")
     primary["OBJSYS"] = ("ICRS", "The TCC objSys")
