@@ -61,7 +61,7 @@ class TrainConfig:
     batch_size: int = 32  # galaxies per optimiser step (per rank under DDP)
     lr: float = 3e-3  # peak learning rate of the one-cycle schedule (AdamW)
     weight_decay: float = 1e-4  # AdamW decoupled weight decay
-    beta: float = 1e-3  # VAE only: loss = masked reconstruction loss (see weighting) + beta * KL (KL summed over latent dims)
+    beta: float = 1e-3  # VAE only: loss = weighted masked reconstruction loss + beta * KL (summed over latent dims)
     augment: bool = True  # random dihedral orientation (rotations and flips) of every item
     repeats: int = 3  # orientations of each galaxy per epoch (the paper's "3x")
     val_fraction: float = 0.1  # share of galaxies held out for validation and early stopping
