@@ -31,11 +31,39 @@ def prepared(path: str) -> AppData:
 
     A failure is not cached, so a page reload after building the run picks it up.
     """
-    from dashboard.views import warm_up
-
     data = open_app_data(path)
     warm_up(data)
     return data
+
+
+def warm_up(data: AppData) -> None:
+    """Render every view once and replay each gesture, so numba has compiled all it needs.
+
+    numba compiles on first call and per argument type (a read-only array is a different
+    type); datashader compiles per frame schema. Rendering the real views on the run's real
+    arrays into a throwaway document, and making a selection of each kind, runs exactly
+    the aggregations, spreads and kernels the first visitor would otherwise wait for.
+    Categorical colourings other than the first compile when first chosen (~1 s each).
+    """
+    from bokeh.document import Document
+
+    from dashboard.data import DIAGRAMS
+    from dashboard.views import (BPTDiagrams, Header, Inspector, LatentMap, ScoreHistogram, SelectionTable,
+                                 SimilarGalaxies)
+    from dashboard.views.latent_map import MAP_FRAME, latent_extent
+
+    state = DashboardState(data)
+    for view in (Header, LatentMap, SelectionTable, ScoreHistogram, Inspector, BPTDiagrams, SimilarGalaxies):
+        pn.panel(view(state=state)).get_root(Document())
+    (x0, x1), (y0, y1) = latent_extent(data)
+    state.select_lasso([x0, x1, x1], [y0, y0, y1], "latent")
+    state.select_box(x0, (x0 + x1) / 2, y0, (y0 + y1) / 2, "latent")
+    for key in DIAGRAMS:
+        state.select_lasso([-1.0, 0.0, 0.0], [-1.0, -1.0, 1.0], f"bpt_{key}")
+    state.select_score_range(data.median, data.p90)
+    state.tap(float(data.x[0]), float(data.y[0]), (x0, x1), (y0, y1), MAP_FRAME)
+    if data.categorical_colours:
+        state.colour_by = data.categorical_colours[0]
 
 
 def error_page(path, error: Exception) -> pn.viewable.Viewable:
