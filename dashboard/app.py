@@ -18,6 +18,8 @@ from dashboard.data import AppData, open_app_data
 from dashboard.state import DashboardState
 
 TITLE = "Blueberry"
+#: Milliseconds between drawing one deferred view and the next (see build_app).
+RENDER_PAUSE_MS = 30
 
 # HoloViews sizes plots by frame_width / frame_height and leaves Bokeh's width / height
 # unset, which Bokeh's validator reports as W-1005 at every server start although the
@@ -31,11 +33,39 @@ def prepared(path: str) -> AppData:
 
     A failure is not cached, so a page reload after building the run picks it up.
     """
-    from dashboard.views import warm_up
-
     data = open_app_data(path)
     warm_up(data)
     return data
+
+
+def warm_up(data: AppData) -> None:
+    """Render every view once and replay each gesture, so numba has compiled all it needs.
+
+    numba compiles on first call and per argument type (a read-only array is a different
+    type); datashader compiles per frame schema. Rendering the real views on the run's real
+    arrays into a throwaway document, and making a selection of each kind, runs exactly
+    the aggregations, spreads and kernels the first visitor would otherwise wait for.
+    Categorical colourings other than the first compile when first chosen (~1 s each).
+    """
+    from bokeh.document import Document
+
+    from dashboard.data import DIAGRAMS
+    from dashboard.views import (BPTDiagrams, Header, Inspector, LatentMap, ScoreHistogram, SelectionTable,
+                                 SimilarGalaxies)
+    from dashboard.views.latent_map import MAP_FRAME, latent_extent
+
+    state = DashboardState(data)
+    for view in (Header, LatentMap, SelectionTable, ScoreHistogram, Inspector, BPTDiagrams, SimilarGalaxies):
+        pn.panel(view(state=state)).get_root(Document())
+    (x0, x1), (y0, y1) = latent_extent(data)
+    state.select_lasso([x0, x1, x1], [y0, y0, y1], "latent")
+    state.select_box(x0, (x0 + x1) / 2, y0, (y0 + y1) / 2, "latent")
+    for key in DIAGRAMS:
+        state.select_lasso([-1.0, 0.0, 0.0], [-1.0, -1.0, 1.0], f"bpt_{key}")
+    state.select_score_range(data.median, data.p90)
+    state.tap(float(data.x[0]), float(data.y[0]), (x0, x1), (y0, y1), MAP_FRAME)
+    if data.categorical_colours:
+        state.colour_by = data.categorical_colours[0]
 
 
 def error_page(path, error: Exception) -> pn.viewable.Viewable:
@@ -55,25 +85,31 @@ def build_app(data: AppData) -> tuple[DashboardState, pn.viewable.Viewable]:
     """The state and the page of one session on ``data``.
 
     The header, the latent map and the table render with the page. The other views render
-    after it has loaded, one per event-loop tick, so each is sent as soon as it is drawn
-    and the first paint does not wait for all eleven plots.
+    after it has loaded, one at a time with a pause between them, so each is sent as soon
+    as it is drawn and the first paint does not wait for all seven plots.
     """
     from dashboard.views import (BPTDiagrams, Header, Inspector, LatentMap, ScoreHistogram, SelectionTable,
                                  SimilarGalaxies)
 
     state = DashboardState(data)
     hist, inspector, bpts, similar = (pn.Column(loading=True, min_height=h, **size) for h, size in (
-        (240, {"sizing_mode": "stretch_width"}), (520, {"sizing_mode": "stretch_width"}), (340, {"width": 1110}),
+        (240, {"sizing_mode": "stretch_width"}), (560, {"sizing_mode": "stretch_width"}), (340, {"width": 1110}),
         (340, {"width": 480})))
-    later_queue = [(hist, ScoreHistogram), (inspector, Inspector), (bpts, BPTDiagrams), (similar, SimilarGalaxies)]
+    # The BPT diagrams last: they take the server longest to draw, while the browser lays out the others.
+    later_queue = [(hist, ScoreHistogram), (inspector, Inspector), (similar, SimilarGalaxies), (bpts, BPTDiagrams)]
 
     def render_next():
         slot, view = later_queue.pop(0)
         slot.objects = [view(state=state)]
         slot.loading = False
-        if later_queue:
-            # A new tick per view: its models are sent before the next one is drawn.
-            pn.state.execute(render_next, schedule=True)
+        doc = pn.state.curdoc
+        if later_queue and doc is not None and doc.session_context is not None:
+            # A pause, not merely the next tick: the websocket writes this view's patch only
+            # when the event loop is free, so the browser lays it out while the server draws
+            # the next one (on the next tick, all patches left together after the last view).
+            pn.state.add_periodic_callback(render_next, period=RENDER_PAUSE_MS, count=1)
+        elif later_queue:
+            render_next()
 
     pn.state.onload(render_next)
     # A plain column, not a Panel template: measured ~0.8 s faster to first paint, and no

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import warnings
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -149,14 +150,21 @@ class AppData:
         mask = np.asarray(ds.mask[row], dtype=bool)
         data = np.where(mask, np.nan, np.asarray(ds.flux[row], dtype=np.float32))
         model = np.where(mask, np.nan, np.asarray(self.run.recon[row], dtype=np.float32))
-        finite = np.where(np.isfinite(data), np.abs(data), np.nan)
-        with np.errstate(all="ignore"):
-            scale = np.nanpercentile(finite.reshape(len(data), -1), 99, axis=1) if np.isfinite(finite).any() \
-                else np.ones(len(data))
-        scale = np.where(np.isfinite(scale) & (scale > 0), scale, 1.0).astype(np.float32)
+        scale = peaks(data)
         s = scale[:, None, None]
         return {"data": data / s, "model": model / s, "residual": (data - model) / s, "scale": scale,
                 "bpt_map": np.asarray(ds.bpt_map[row])}
+
+
+def peaks(maps: np.ndarray) -> np.ndarray:
+    """Each map's robust peak, the 99th percentile of |value| over its finite (unmasked) spaxels; 1
+    where that is not positive. (n, S, S) maps -> (n,) float32. Every map the app draws is "scaled
+    to its own peak" by this, so faint and bright lines share one colour scale."""
+    finite = np.abs(maps.reshape(len(maps), -1))  # (n, S, S) -> (n, S * S)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # an all-masked map has no peak: it gets 1 below
+        scale = np.nanpercentile(finite, 99, axis=1)
+    return np.where(np.isfinite(scale) & (scale > 0), scale, 1.0).astype(np.float32)
 
 
 def _colour_rank(col: str):

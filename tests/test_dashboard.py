@@ -379,7 +379,7 @@ def test_run_path_from_args_env_or_default():
 
 
 def test_mosaic_geometry_round_trips():
-    from dashboard.views import Mosaic
+    from dashboard.views.glyphs import Mosaic
 
     m = Mosaic(19, 32, 5)
     assert (m.nrows, m.ncols) == (4, 5)
