@@ -7,6 +7,8 @@ BIN := $(VENV)/bin
 # The CPU wheel. On a machine with a GPU: make setup TORCH_SPEC="torch>=2.3"
 TORCH_SPEC ?= torch==2.13.0
 PORT ?= 5006
+# 127.0.0.1: this machine only. To serve to a network see `python -m train serve --help`.
+ADDRESS ?= 127.0.0.1
 RUN ?= runs/demo
 
 .PHONY: setup demo serve test browser-deps clean
@@ -26,8 +28,7 @@ demo: setup
 	$(MAKE) --no-print-directory serve
 
 serve: setup
-	@echo "Blueberry: open http://localhost:$(PORT)/dashboard"
-	$(BIN)/panel serve dashboard --plugins dashboard.export --port $(PORT) --warm --args --run $(RUN)
+	$(BIN)/python -m train serve --run $(RUN) --port $(PORT) --address $(ADDRESS)
 
 test: setup browser-deps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -13,7 +13,7 @@ import sys
 
 from core.errors import BlueberryError
 
-COMMANDS = ("synth", "ingest", "fit", "embed", "score", "evaluate", "demo")
+COMMANDS = ("synth", "ingest", "fit", "embed", "score", "evaluate", "demo", "serve")
 
 DESCRIPTION = """Blueberry: find the odd galaxies in IFS surveys.
 
@@ -24,6 +24,7 @@ Typical sequence:
   python -m train embed  --run runs/mine
   python -m train evaluate --run runs/mine
 or all of it at once:  python -m train demo
+then explore it:      python -m train serve --run runs/demo
 """
 
 

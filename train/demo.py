@@ -5,7 +5,7 @@ HELP = "build the demo run from nothing: synth, ingest, fit, embed and evaluate 
 EXAMPLES = """\
   python -m train demo                      # runs/demo-survey, runs/demo-dataset, runs/demo
   python -m train demo --out /tmp/runs --n 200 --epochs 2    # a quick small one
-  panel serve dashboard --plugins dashboard.export --args --run runs/demo   # then explore it
+  python -m train serve --run runs/demo     # then explore it at http://localhost:5006/dashboard
 
 A stage whose output is already there and up to date is skipped, so running the demo again
 is instant and an interrupted demo continues where it stopped (training resumes from its
@@ -70,7 +70,7 @@ def run(args) -> int:
         from core.run import EVALUATION_FILE
 
         print(report(read_json(run_dir / EVALUATION_FILE)))
-    print(f"explore it:  panel serve dashboard --plugins dashboard.export --args --run {run_dir}")
+    print(f"explore it:  python -m train serve --run {run_dir}")
     return 0
 
 

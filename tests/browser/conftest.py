@@ -1,7 +1,7 @@
 """Fixtures of the browser tests: a served dashboard on a fake run, and headless Chromium.
 
-The server is the real command (``panel serve dashboard --plugins dashboard.export
---args --run RUN``) in a subprocess; Playwright drives the Debian Chromium at
+The server is the real command (``python -m train serve --run RUN``, which becomes
+``panel serve dashboard --plugins dashboard.export ...``) in a subprocess; Playwright drives the Debian Chromium at
 /usr/bin/chromium (never a downloaded browser). Everything skips, with the reason, where
 that Chromium is absent.
 """
@@ -41,15 +41,12 @@ def fake_run(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def server(fake_run, tmp_path_factory):
-    """Base URL of ``panel serve dashboard`` on the fake run; the log is printed if it dies."""
+    """Base URL of ``python -m train serve`` on the fake run; the log is printed if it dies."""
     if not CHROMIUM.is_file():
         pytest.skip(f"no Chromium at {CHROMIUM}; the browser tests drive that binary and never download one")
     port = _free_port()
     log_path = tmp_path_factory.mktemp("server") / "panel.log"
-    panel = Path(sys.executable).with_name("panel")
-    cmd = [str(panel), "serve", "dashboard", "--port", str(port), "--address", "127.0.0.1", "--log-level", "warning",
-           "--allow-websocket-origin", f"127.0.0.1:{port}", "--plugins", "dashboard.export",
-           "--args", "--run", str(fake_run)]
+    cmd = [sys.executable, "-m", "train", "serve", "--run", str(fake_run), "--port", str(port)]
     with open(log_path, "w") as log:
         proc = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
