@@ -57,7 +57,7 @@ def add_arguments(p) -> None:
 
 def run(args) -> int:
     from core.errors import BlueberryError
-    from core.run import RunManifest
+    from core.run import RunManifest, dataset_path
     from core.training import fit, train_config_for
 
     if args.resume:
@@ -74,7 +74,7 @@ def run(args) -> int:
     if data is None:
         if not args.resume:
             raise BlueberryError("--data DATASET is required (a folder from `python -m train ingest`)")
-        data = manifest.dataset
+        data = dataset_path(args.run, manifest)
     cfg = train_config_for(
         args.config, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, beta=args.beta,
         repeats=args.repeats, patience=args.patience, val_fraction=args.val_fraction, seed=args.seed,
