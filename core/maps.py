@@ -65,7 +65,7 @@ MANGA_PIXSCALE = 0.5
 #: under 1 GB uncompressed: some tens of MB (DR17, 127-fibre bundle: ~1,100 planes of 74 x 74
 #: spaxels; the 42 x 42 DR15 file of the tests is 5 MB). A file past this is a decompression
 #: bomb or not a MAPS file: reading stops there, so an ingest worker holds at most this much
-#: and refuses a bomb in about a second (zlib inflates ~200 MB/s). Raise it here if needed.
+#: and refuses a bomb after inflating this much (~2 s on one core). Raise it here if needed.
 MAX_FILE_BYTES = 256 << 20
 
 #: Bytes read (or decompressed) at a time while checking :data:`MAX_FILE_BYTES`.

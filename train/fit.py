@@ -51,7 +51,8 @@ def add_arguments(p) -> None:
                    help="CPU threads of torch (default: all cores; 1 is fastest when other work shares the CPU)")
     p.add_argument("--seed", type=random_seed, help="seed of the split, the weights and the data order (default 0)")
     p.add_argument("--compile", action="store_true", help="torch.compile the model (worth it on GPUs)")
-    p.add_argument("--resume", action="store_true", help="continue the run from its checkpoint.pt")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run from its checkpoint.pt, with the settings recorded in it")
     p.add_argument("--dry-run", action="store_true", help="run one train and one validation batch, write nothing")
 
 
