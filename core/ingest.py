@@ -42,7 +42,11 @@ class IngestReport:
 
 
 def find_inputs(inputs) -> list[Path]:
-    """Files, folders (searched recursively for MAPS files) and glob patterns -> sorted unique files."""
+    """Files, folders (searched recursively for MAPS files) and glob patterns -> sorted unique files.
+
+    Neither search follows links to folders (``glob.glob``'s ``**`` would, endlessly in a
+    link loop); a file found that is a looping or dangling link is a DatasetError naming it.
+    """
     found: list[Path] = []
     for item in inputs:
         item = str(item)
@@ -53,15 +57,38 @@ def find_inputs(inputs) -> list[Path]:
         elif p.is_file():
             found.append(p)
         else:
-            matches = [Path(m) for m in glob.glob(item, recursive=True)]
+            matches = _glob(p)
             if not matches:
                 raise DatasetError(f"{item}: no such file, folder or matching files")
-            found.extend(m for m in matches if m.is_file())
-    unique = sorted({f.resolve() for f in found})
+            found.extend(m for m in matches if not m.is_dir())
+    unique = sorted({_resolve(f) for f in found})
     if not unique:
         raise DatasetError(f"no MAPS files found in {', '.join(map(str, inputs))} "
                            f"(folders are searched for {' or '.join(MAPS_PATTERNS)})")
     return unique
+
+
+def _glob(pattern: Path) -> list[Path]:
+    """The paths matching ``pattern`` (``**``: any depth), through pathlib, whose ``**`` does
+    not follow links to folders."""
+    parts = pattern.parts
+    first = next((i for i, part in enumerate(parts) if glob.has_magic(part)), len(parts))
+    root = Path(*parts[:first]) if first else Path(".")
+    if first == len(parts):  # no wildcard: the path itself, if there is anything (even a broken link)
+        return [root] if os.path.lexists(root) else []
+    return list(root.glob(str(Path(*parts[first:]))))
+
+
+def _resolve(path: Path) -> Path:
+    """``path`` with every link followed; a link that loops or leads nowhere is a DatasetError naming it."""
+    try:
+        return path.resolve(strict=True)
+    except FileNotFoundError:
+        raise DatasetError(f"{path}: leads to no file (a symbolic link to a missing file?); "
+                           "fix or remove the link") from None
+    except (OSError, RuntimeError):  # RuntimeError: Python < 3.13's "Symlink loop"
+        raise DatasetError(f"{path}: a symbolic link loop (following it never reaches a file); "
+                           "fix or remove the link") from None
 
 
 def _process(path: Path, opts: IngestOptions, part: Path) -> dict:

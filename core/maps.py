@@ -61,6 +61,32 @@ C_KMS = 299792.458
 #: Spaxel size of MaNGA cubes in arcsec, used when a file has no celestial WCS.
 MANGA_PIXSCALE = 0.5
 
+#: The most bytes a MAPS file may hold once decompressed. The largest real MAPS file is well
+#: under 1 GB uncompressed: some tens of MB (DR17, 127-fibre bundle: ~1,100 planes of 74 x 74
+#: spaxels; the 42 x 42 DR15 file of the tests is 5 MB). A file past this is a decompression
+#: bomb or not a MAPS file: reading stops there, so an ingest worker holds at most this much
+#: and refuses a bomb after inflating this much (~2 s on one core). Raise it here if needed.
+MAX_FILE_BYTES = 256 << 20
+
+#: Bytes read (or decompressed) at a time while checking :data:`MAX_FILE_BYTES`.
+READ_CHUNK = 1 << 20
+
+#: The fewest spaxels across a map, and across its covered footprint, that make a galaxy:
+#: MaNGA's smallest bundle (19 fibres) covers about 25 spaxels; a map of a few spaxels
+#: would be stretched over the whole grid, its cells invented from one or two values.
+MIN_MAP_SPAXELS = 8
+
+#: The largest |flux| believed, in 1E-17 erg/s/cm^2 per spaxel: 1E-11 erg/s/cm^2 from a
+#: 0.5" spaxel, far above any galaxy MaNGA observes (the real DR15 file of the tests peaks at
+#: 88). Beyond it a value is a fill value or a failed fit, not a measurement (e.g. float32's
+#: 3.4E38, which overflows every sum it enters).
+MAX_ABS_FLUX = 1e6
+
+#: The grid sizes ``--size`` accepts: below 4 cells there is no map; above 256 the grid is
+#: three times finer than the largest MaNGA map (74 spaxels across) and its arrays grow as S^2
+#: with nothing new in them.
+MIN_GRID, MAX_GRID = 4, 256
+
 
 @dataclass
 class GalaxyMaps:
@@ -109,8 +135,10 @@ def read_maps(path, lines=DEFAULT_LINES, bad_bits=DEFAULT_BAD_BITS) -> GalaxyMap
     """Read the emission-line maps ``lines`` of a DAP MAPS file.
 
     A spaxel is bad (``mask`` True) where any of ``bad_bits`` (names of
-    :data:`DAPPIXMASK_BITS`) is set, where ``ivar <= 0``, or where flux or ivar is NaN or inf.
-    Raises :class:`MapsError` naming the file and the problem when the file cannot be used.
+    :data:`DAPPIXMASK_BITS`) is set, where ``ivar <= 0``, where flux or ivar is NaN or inf,
+    or where ``|flux|`` exceeds :data:`MAX_ABS_FLUX`. Raises :class:`MapsError` naming the
+    file and the problem when the file cannot be used: among others a decompressed size over
+    :data:`MAX_FILE_BYTES`, a channel name given twice, maps under :data:`MIN_MAP_SPAXELS` across.
     """
     path = Path(path)
     lines = (lines,) if isinstance(lines, str) else tuple(lines)
@@ -125,6 +153,9 @@ def read_maps(path, lines=DEFAULT_LINES, bad_bits=DEFAULT_BAD_BITS) -> GalaxyMap
     shapes = {ext: arr.shape for ext, arr in zip(EXTENSIONS, (flux, ivar, bits))}
     if len(set(shapes.values())) > 1:
         raise MapsError(path, "the shapes disagree: " + ", ".join(f"{e} {s}" for e, s in shapes.items()))
+    if min(flux.shape[1:]) < MIN_MAP_SPAXELS:
+        raise MapsError(path, f"the maps are {flux.shape[1]} x {flux.shape[2]} spaxels; a galaxy needs at least "
+                              f"{MIN_MAP_SPAXELS} x {MIN_MAP_SPAXELS}")
     masktype = headers[2].get("MASKNAME", DAPPIXMASK)
     if masktype != DAPPIXMASK:
         raise MapsError(path, f"{EXTENSIONS[2]} uses mask bits {masktype!r}, not {DAPPIXMASK}")
@@ -145,8 +176,10 @@ def read_maps(path, lines=DEFAULT_LINES, bad_bits=DEFAULT_BAD_BITS) -> GalaxyMap
     flux = flux[idx].astype(np.float32)  # (L, ny, nx)
     ivar = ivar[idx].astype(np.float32)  # (L, ny, nx)
     bits = bits[idx].astype(np.int32)  # (L, ny, nx)
+    # An absurd flux is masked like NaN and inf rather than refusing the file: it is one failed
+    # fit, and the galaxy's other spaxels are fine (a line left with none is refused by preprocess).
     with np.errstate(invalid="ignore"):
-        mask = ((bits & bad_value) != 0) | ~(ivar > 0) | ~np.isfinite(ivar) | ~np.isfinite(flux)
+        mask = ((bits & bad_value) != 0) | ~(ivar > 0) | ~np.isfinite(ivar) | ~(np.abs(flux) <= MAX_ABS_FLUX)
     footprint = ~((bits & (1 << DAPPIXMASK_BITS["NOCOV"])) != 0).any(axis=0)
 
     ra = _header_float(primary, "OBJRA", "IFURA")
@@ -193,31 +226,20 @@ def _bit_value(path, bad_bits) -> int:
 def _read_fits(path: Path):
     """Return (primary header, [flux, ivar, mask headers], (flux, ivar, mask arrays)).
 
-    The whole file is read into memory first: a ``.gz`` file is decompressed in one go,
-    which checks its CRC and length (astropy's lazy gzip reads would silently stop at a
-    truncation and report a "missing" extension instead, or return damaged bytes that lie
-    before the first failing block), at about the same speed. Astropy's truncation and
-    header-verification warnings become errors, so a damaged file never yields partial data.
+    The whole file is read into memory first (:func:`_read_capped`): a ``.gz`` file is
+    decompressed to its end, which checks its CRC and length (astropy's lazy gzip reads
+    would silently stop at a truncation and report a "missing" extension instead, or return
+    damaged bytes that lie before the first failing block), at about the same speed.
+    Astropy's truncation and header-verification warnings become errors, so a damaged file
+    never yields partial data.
     """
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise MapsError(path, "file not found") from None
-    except OSError as exc:
-        raise MapsError(path, f"cannot read the file: {exc.strerror or exc}") from None
-    if raw[:2] == b"\x1f\x8b":
-        try:
-            raw = gzip.decompress(raw)
-        except EOFError:
-            raise MapsError(path, "the gzip file is truncated (it ends before the end of its stream)") from None
-        except (OSError, zlib.error) as exc:
-            raise MapsError(path, f"the gzip file is corrupt ({exc})") from None
+    raw = _read_capped(path)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", VerifyWarning)
             warnings.filterwarnings("error", message="File may have been truncated")
             # lazy_load_hdus=False reads every header now, so a truncation anywhere is seen.
-            with fits.open(io.BytesIO(raw), lazy_load_hdus=False) as hdul:
+            with fits.open(raw, lazy_load_hdus=False) as hdul:
                 names = [hdu.name for hdu in hdul]
                 missing = [ext for ext in EXTENSIONS if ext not in names]
                 if missing:
@@ -232,12 +254,50 @@ def _read_fits(path: Path):
     return primary, headers, arrays
 
 
+def _read_capped(path: Path) -> io.BytesIO:
+    """The bytes of ``path``, decompressed when it is gzipped, read in chunks that stop at
+    :data:`MAX_FILE_BYTES`: a decompression bomb is refused after reading that much, never
+    held whole in memory."""
+    try:
+        fh = open(path, "rb")
+    except FileNotFoundError:
+        raise MapsError(path, "file not found") from None
+    except OSError as exc:
+        raise MapsError(path, f"cannot read the file: {exc.strerror or exc}") from None
+    out = io.BytesIO()
+    with fh:
+        gzipped = fh.read(2) == b"\x1f\x8b"
+        fh.seek(0)
+        source = gzip.GzipFile(fileobj=fh, mode="rb") if gzipped else fh
+        try:
+            while chunk := source.read(READ_CHUNK):
+                if out.tell() + len(chunk) > MAX_FILE_BYTES:
+                    raise MapsError(path, f"holds more than {MAX_FILE_BYTES / 2**20:.0f} MiB"
+                                          f"{' once decompressed' if gzipped else ''}, far more than any real "
+                                          "MAPS file (core.maps.MAX_FILE_BYTES); refused")
+                out.write(chunk)
+        except EOFError:
+            raise MapsError(path, "the gzip file is truncated (it ends before the end of its stream)") from None
+        except (OSError, zlib.error) as exc:
+            if not gzipped:
+                raise MapsError(path, f"cannot read the file: {exc.strerror or exc}") from None
+            raise MapsError(path, f"the gzip file is corrupt ({exc})") from None
+    out.seek(0)
+    return out
+
+
 def _channel_names(path, ext: str, header, n: int) -> list[str]:
     names = [str(header[key]).strip() for i in range(1, n + 1) if (key := f"C{i:02d}") in header]
     if not names:
         raise MapsError(path, f"no channel names (header keys C01, C02, ...) in {ext}")
     if len(names) != n:
         raise MapsError(path, f"{ext} names {len(names)} channels in C01, C02, ... but holds {n}")
+    # A name given twice would be read from its first plane, which may be the wrong one.
+    twice = {name: [f"C{i:02d}" for i, other in enumerate(names, 1) if other == name]
+             for name in names if names.count(name) > 1}
+    if twice:
+        raise MapsError(path, f"{ext} names a channel more than once: "
+                              + "; ".join(f"{name} in {', '.join(keys)}" for name, keys in twice.items()))
     return names
 
 
@@ -303,7 +363,11 @@ def to_grid(g: GalaxyMaps, size: int = 32, min_good: float = 0.5, margin: float 
     ny, nx = g.footprint.shape
     rows = np.flatnonzero(g.footprint.any(axis=1))
     cols = np.flatnonzero(g.footprint.any(axis=0))
-    side = max(rows[-1] + 1 - rows[0], cols[-1] + 1 - cols[0]) + 2.0 * margin
+    height, width = rows[-1] + 1 - rows[0], cols[-1] + 1 - cols[0]
+    if min(height, width) < MIN_MAP_SPAXELS:
+        raise MapsError(g.path, f"the covered footprint is {height} x {width} spaxels; a galaxy needs at least "
+                                f"{MIN_MAP_SPAXELS} x {MIN_MAP_SPAXELS}")
+    side = max(height, width) + 2.0 * margin
     x0 = (cols[0] + cols[-1] + 1) / 2.0 - side / 2.0
     y0 = (rows[0] + rows[-1] + 1) / 2.0 - side / 2.0
     wy = _overlap(y0, side, size, ny)  # (S, ny)

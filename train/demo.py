@@ -1,6 +1,8 @@
 """``python -m train demo``: synthetic survey -> dataset -> trained model -> scores -> evaluation."""
 from __future__ import annotations
 
+from train.args import int_range, out_folder, positive_int, processes, random_seed
+
 HELP = "build the demo run from nothing: synth, ingest, fit, embed and evaluate (each skipped when done)"
 EXAMPLES = """\
   python -m train demo                      # runs/demo-survey, runs/demo-dataset, runs/demo
@@ -15,27 +17,27 @@ checkpoint). The survey is generated with a fixed seed, so every demo is the sam
 SURVEY, DATASET, RUN = "demo-survey", "demo-dataset", "demo"
 #: The smaller DR15 layout (22 channels) writes and reads faster than DR17 (35); the model uses the same 19 lines.
 RELEASE = "dr15"
+#: Fewer galaxies leave too few to train on beside the validation split and the anomalies.
+MIN_GALAXIES = 10
 
 
 def add_arguments(p) -> None:
-    p.add_argument("--out", default="runs", metavar="DIR", help="folder of the demo's survey, dataset and run (default runs)")
-    p.add_argument("--n", type=int, default=2000, help="galaxies in the synthetic survey (default 2000)")
-    p.add_argument("--seed", type=int, default=1, help="seed of the survey, the training and the UMAP (default 1)")
-    p.add_argument("--epochs", type=int, default=None, help="training epochs (default: the demo config's)")
-    p.add_argument("--workers", type=int, default=None, help="processes for synth and ingest (default: one per core)")
+    p.add_argument("--out", default="runs", type=out_folder, metavar="DIR", help="folder of the demo's survey, dataset and run (default runs)")
+    p.add_argument("--n", type=int_range(MIN_GALAXIES), default=2000,
+                   help=f"galaxies in the synthetic survey, at least {MIN_GALAXIES} (default 2000)")
+    p.add_argument("--seed", type=random_seed, default=1, help="seed of the survey, the training and the UMAP (default 1)")
+    p.add_argument("--epochs", type=positive_int, default=None, help="training epochs (default: the demo config's)")
+    p.add_argument("--workers", type=processes, default=None, help="processes for synth and ingest (default: one per core)")
 
 
 def run(args) -> int:
     import time
     from pathlib import Path
 
-    from core.errors import RunError
     from core.evaluate import report
     from core.ingest import looks_current
     from core.run import is_done
 
-    if args.n < 10:
-        raise RunError(f"--n {args.n}: the demo needs at least 10 galaxies")
     out = Path(args.out)
     survey, dataset, run_dir = out / SURVEY, out / DATASET, out / RUN
     workers = [] if args.workers is None else ["--workers", str(args.workers)]

@@ -1,6 +1,8 @@
 """``python -m train embed``: score every galaxy of a trained run and cache what the dashboard reads."""
 from __future__ import annotations
 
+from train.args import device_name, percentile, positive_int, random_seed
+
 HELP = "reconstruct and score every galaxy of a run; write latents, UMAP and nearest neighbours"
 EXAMPLES = """\
   python -m train embed --run runs/demo
@@ -19,24 +21,20 @@ def add_arguments(p) -> None:
     from core.scoring import BATCH_SIZE, FLAG_PCT
 
     p.add_argument("--run", required=True, metavar="RUN", help="run directory written by `python -m train fit`")
-    p.add_argument("--batch-size", type=int, default=BATCH_SIZE, help=f"galaxies per forward pass (default {BATCH_SIZE})")
-    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda[:N] (default auto)")
-    p.add_argument("--neighbours", type=int, default=K_NEIGHBOURS, metavar="K",
+    p.add_argument("--batch-size", type=positive_int, default=BATCH_SIZE, help=f"galaxies per forward pass (default {BATCH_SIZE})")
+    p.add_argument("--device", type=device_name, default="auto", help="auto (CUDA when present), cpu or cuda[:N] (default auto)")
+    p.add_argument("--neighbours", type=positive_int, default=K_NEIGHBOURS, metavar="K",
                    help=f"nearest neighbours kept per galaxy in latent space (default {K_NEIGHBOURS})")
-    p.add_argument("--flag-pct", type=float, default=FLAG_PCT, metavar="PCT",
-                   help=f"flag galaxies at or above this percentile of the score (default {FLAG_PCT:g})")
-    p.add_argument("--seed", type=int, default=0, help="seed of the UMAP (default 0)")
+    p.add_argument("--flag-pct", type=percentile, default=FLAG_PCT, metavar="PCT",
+                   help=f"flag galaxies at or above this percentile of the score, between 0 and 100 "
+                        f"(default {FLAG_PCT:g})")
+    p.add_argument("--seed", type=random_seed, default=0, help="seed of the UMAP (default 0)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def run(args) -> int:
     from core.embed import embed_run
-    from core.errors import RunError
 
-    if not 0.0 < args.flag_pct < 100.0:
-        raise RunError(f"--flag-pct {args.flag_pct}: give a percentile between 0 and 100")
-    if args.neighbours < 1 or args.batch_size < 1:
-        raise RunError("--neighbours and --batch-size must be at least 1")
     summary = embed_run(args.run, batch_size=args.batch_size, device=args.device, k=args.neighbours,
                         flag_pct=args.flag_pct, seed=args.seed, progress=not args.quiet)
     print(summary)

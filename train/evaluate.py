@@ -1,6 +1,8 @@
 """``python -m train evaluate``: detection quality of a run against the truth of a synthetic survey."""
 from __future__ import annotations
 
+from train.args import random_seed
+
 HELP = "measure how well the anomaly score finds the true anomalies (synthetic surveys), next to two baselines"
 EXAMPLES = """\
   python -m train evaluate --run runs/demo
@@ -17,7 +19,7 @@ Prints ROC-AUC / average precision and writes RUN/evaluation.json and manifest "
 
 def add_arguments(p) -> None:
     p.add_argument("--run", required=True, metavar="RUN", help="run directory after `python -m train embed`")
-    p.add_argument("--seed", type=int, default=0, help="seed of the PCA and isolation-forest baselines (default 0)")
+    p.add_argument("--seed", type=random_seed, default=0, help="seed of the PCA and isolation-forest baselines (default 0)")
 
 
 def run(args) -> int:

@@ -1,6 +1,8 @@
 """``python -m train ingest``: MaNGA MAPS files -> a dataset folder."""
 from __future__ import annotations
 
+from train.args import int_range, out_folder, processes
+
 HELP = "read MaNGA DAP MAPS files (real or synthetic) into a dataset folder for training"
 EXAMPLES = """\
   python -m train ingest data/synth --out data/demo-dataset
@@ -15,20 +17,20 @@ Re-running on the same inputs reuses what was already done (DATASET/.parts holds
 
 def add_arguments(p) -> None:
     from core.dataset import IngestOptions
-    from core.maps import NORMALISATIONS
+    from core.maps import MAX_GRID, MIN_GRID, NORMALISATIONS
 
     defaults = IngestOptions()
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="MAPS files, folders (searched recursively) or glob patterns")
-    p.add_argument("--out", required=True, metavar="DATASET", help="dataset folder to write")
-    p.add_argument("--size", type=int, default=defaults.size,
-                   help=f"grid size S of the maps (32 demo, 64 paper; default {defaults.size})")
+    p.add_argument("--out", required=True, type=out_folder, metavar="DATASET", help="dataset folder to write")
+    p.add_argument("--size", type=int_range(MIN_GRID, MAX_GRID), default=defaults.size,
+                   help=f"grid size S of the maps, {MIN_GRID} to {MAX_GRID} (32 demo, 64 paper; default {defaults.size})")
     p.add_argument("--lines", nargs="+", default=list(defaults.lines), metavar="LINE",
                    help="DAP channel names of the sequence (default: the 19 lines between 3800 and 8000 A)")
     p.add_argument("--norm", default=defaults.norm, choices=NORMALISATIONS,
                    help=f"per-galaxy normalisation (default {defaults.norm})")
     p.add_argument("--bad-bits", nargs="+", default=list(defaults.bad_bits), metavar="BIT",
                    help=f"MANGA_DAPPIXMASK bits that mark a spaxel bad (default {' '.join(defaults.bad_bits)})")
-    p.add_argument("--workers", type=int, default=None, help="worker processes (default: one per core)")
+    p.add_argument("--workers", type=processes, default=None, help="worker processes (default: one per core)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -42,8 +44,6 @@ def run(args) -> int:
         lines = check_lines(args.lines)
     except ValueError as exc:
         raise DatasetError(str(exc)) from None
-    if args.size < 4:
-        raise DatasetError(f"--size {args.size} is too small; use 32 (demo) or 64 (paper)")
     opts = IngestOptions(lines=lines, size=args.size, norm=args.norm, bad_bits=tuple(args.bad_bits))
     report = ingest(args.inputs, args.out, opts, workers=args.workers, progress=not args.quiet)
     print(summary(report))

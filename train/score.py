@@ -1,6 +1,8 @@
 """``python -m train score``: score new MAPS files with a trained run, against the run's population."""
 from __future__ import annotations
 
+from train.args import device_name, out_file, positive_int
+
 HELP = "score new MaNGA MAPS files with a trained run (same preprocessing, percentiles against the run)"
 EXAMPLES = """\
   python -m train score --run runs/demo new/manga-*-MAPS-*.fits.gz --out scores.csv
@@ -18,9 +20,9 @@ def add_arguments(p) -> None:
 
     p.add_argument("--run", required=True, metavar="RUN", help="run directory after `python -m train embed`")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="MAPS files, folders (searched recursively) or glob patterns")
-    p.add_argument("--out", required=True, metavar="FILE.csv", help="CSV file to write, one row per scored galaxy")
-    p.add_argument("--batch-size", type=int, default=BATCH_SIZE, help=f"galaxies per forward pass (default {BATCH_SIZE})")
-    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda[:N] (default auto)")
+    p.add_argument("--out", required=True, type=out_file, metavar="FILE.csv", help="CSV file to write, one row per scored galaxy")
+    p.add_argument("--batch-size", type=positive_int, default=BATCH_SIZE, help=f"galaxies per forward pass (default {BATCH_SIZE})")
+    p.add_argument("--device", type=device_name, default="auto", help="auto (CUDA when present), cpu or cuda[:N] (default auto)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 

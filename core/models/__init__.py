@@ -77,12 +77,21 @@ def build_model(model_args: ModelArgs | dict) -> ConvLSTMAutoencoder:
 
 
 def resolve_device(device: str = "auto") -> torch.device:
-    """``auto`` is CUDA when present, else CPU; ``cuda`` without a GPU is a clear error."""
+    """``auto`` is CUDA when present, else CPU; any other device must be ``cpu``, ``cuda`` or
+    ``cuda:N`` and be here, else a :class:`ConfigError` names the devices that are."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("--device cuda but torch sees no CUDA device; use --device cpu or auto")
+    n_cuda = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    here = ", ".join(["cpu", *(f"cuda:{i}" for i in range(n_cuda))])
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        dev = None
+    if dev is None or dev.type not in ("cpu", "cuda"):
+        raise ConfigError(f"--device {device!r} is not a device Blueberry runs on; the devices here: {here} (or auto)")
+    if dev.type == "cuda" and (n_cuda == 0 or (dev.index or 0) >= n_cuda):
+        seen = f"{n_cuda} CUDA device(s)" if n_cuda else "no CUDA device"
+        raise ConfigError(f"--device {device} but torch sees {seen}; the devices here: {here} (or auto)")
     return dev
 
 

@@ -1,6 +1,7 @@
 """The classes of the synthetic survey and the parameters of a survey (:class:`SynthConfig`)."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from core import bpt
@@ -75,5 +76,5 @@ class SynthConfig:
             raise ValueError(f"anomaly_fraction must lie in [0, 1], got {self.anomaly_fraction}")
         if set(self.bundle_weights) - set(BUNDLES):
             raise ValueError(f"bundle_weights keys must be among {tuple(BUNDLES)}, got {tuple(self.bundle_weights)}")
-        if self.noise <= 0 or self.pixscale <= 0 or self.psf_fwhm <= 0:
-            raise ValueError("noise, pixscale and psf_fwhm must be positive")
+        if not all(0 < x < math.inf for x in (self.noise, self.pixscale, self.psf_fwhm)):  # NaN fails too
+            raise ValueError("noise, pixscale and psf_fwhm must be positive and finite")
