@@ -91,6 +91,7 @@ BASE = {
     "score": "score --run {w}/run {w}/survey --out {t}/s.csv --quiet",
     "evaluate": "evaluate --run {w}/run",
     "demo": "demo --out {t}/demo",
+    "serve": "serve --run {w}/run --dry-run",
 }
 #: Every numeric option of every command, with values that are zero, negative, NaN, inf,
 #: not numbers or out of range for it.
@@ -105,6 +106,7 @@ NUMBERS = {
     "score": {"--batch-size": "0 -1 nan"},
     "evaluate": {"--seed": "-1 x"},
     "demo": {"--n": "0 9 -1", "--seed": "-1", "--epochs": "0 -1", "--workers": "0 -1"},
+    "serve": {"--port": "0 -1 65536 nan", "--num-procs": "0 -1 100000"},
 }
 NUMERIC_ROWS = [(f"{cmd}{opt}={value}", f"{BASE[cmd]} {opt} {value}", (f"argument {opt}",))
                 for cmd, options in NUMBERS.items() for opt, values in options.items() for value in values.split()]

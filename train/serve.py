@@ -18,49 +18,29 @@ a JSON file of user credentials (Panel's basic authentication; add --cookie-secr
 `panel serve` yourself with Panel's OAuth options (--oauth-provider ...).
 """
 
+from train.args import int_range, processes
+
 #: The loopback addresses, which only this machine reaches.
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 #: Addresses that mean "every interface": nobody types them into a browser.
 WILDCARD = ("0.0.0.0", "::", "")
+#: Ports a server may listen on.
+port_number = int_range(1, 65535)
 
 
 def add_arguments(p) -> None:
     p.add_argument("--run", default="runs/demo", help="run directory after `python -m train embed` (default runs/demo)")
     p.add_argument("--address", default="127.0.0.1",
                    help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0: every interface)")
-    p.add_argument("--port", type=_port, default=5006, help="port to listen on (default 5006)")
+    p.add_argument("--port", type=port_number, default=5006, help="port to listen on (default 5006)")
     p.add_argument("--allow-origin", action="append", default=[], metavar="HOST[:PORT]",
                    help="another host name that pages may be served from (repeatable); needed with --address")
     p.add_argument("--basic-auth", metavar="PASSWORD|FILE.json",
                    help="require a password, or the credentials in a JSON file (Panel's basic authentication)")
     p.add_argument("--cookie-secret", help="secret that signs the login cookie (with --basic-auth)")
-    p.add_argument("--num-procs", type=_positive, default=1,
+    p.add_argument("--num-procs", type=processes, default=1,
                    help="server processes (default 1); more serve more concurrent sessions on more cores")
     p.add_argument("--dry-run", action="store_true", help="print the panel command and exit")
-
-
-def _port(text: str) -> int:
-    import argparse
-
-    try:
-        port = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
-    if not 1 <= port <= 65535:
-        raise argparse.ArgumentTypeError(f"{port} is not a port number (1 to 65535)")
-    return port
-
-
-def _positive(text: str) -> int:
-    import argparse
-
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value}: give at least 1")
-    return value
 
 
 def panel_command(args) -> list[str]:
