@@ -14,9 +14,10 @@ carries that token, so a download only ever sees its own session's selection. St
 without the plugin, the app falls back to ``FileDownload`` for selections below
 :data:`WEBSOCKET_MAX_ROWS` and says how to enable larger ones.
 
-Every text cell that a spreadsheet could read as a formula (starting with ``=``, ``+``,
-``-``, ``@``, tab or carriage return) is prefixed with a single quote. Numeric columns are
-written as numbers, which spreadsheets never evaluate.
+The CSV is the project's one spreadsheet-safe writer (``core.tables``): formula-like text
+cells are neutralised and a cell holding a line break stays in its row. A session streams
+at most one export at a time, made safe chunk by chunk, so a large selection is never held
+twice.
 """
 from __future__ import annotations
 
@@ -24,16 +25,12 @@ import re
 import secrets
 import threading
 import weakref
-from collections.abc import Iterator
 from datetime import datetime
 
-import pandas as pd
 from tornado.web import HTTPError, RequestHandler
 
-#: Leading characters that make a spreadsheet cell a formula (OWASP "CSV injection").
-FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
-#: Rows per chunk written to the HTTP response.
-CHUNK_ROWS = 50_000
+from core.tables import iter_csv
+
 #: Without the HTTP route, larger selections are not sent through the websocket.
 WEBSOCKET_MAX_ROWS = 100_000
 #: URL path of the route (relative to the server root) and its pattern.
@@ -41,43 +38,9 @@ ROUTE_PREFIX = "blueberry/export"
 EXPORT_PATTERN = rf"/{ROUTE_PREFIX}/([A-Za-z0-9_\-]+)"
 
 _sessions: dict[str, weakref.ref] = {}
+_exporting: set[str] = set()  # tokens whose export is being streamed now
 _lock = threading.Lock()
 _route_served = False
-
-
-def safe_text(values: pd.Series) -> pd.Series:
-    """A text column with every formula-like cell prefixed by ``'``."""
-    text = values.astype("object")
-    risky = text.map(lambda v: isinstance(v, str) and v.startswith(FORMULA_PREFIXES)).to_numpy(dtype=bool)
-    if not risky.any():
-        return values
-    out = text.copy()
-    out[risky] = "'" + text[risky].astype(str)
-    return out
-
-
-def spreadsheet_safe(df: pd.DataFrame) -> pd.DataFrame:
-    """``df`` with its text columns made safe to open in a spreadsheet (numbers untouched)."""
-    out = df.copy(deep=False)
-    for col in df.columns:
-        s = df[col]
-        if not (pd.api.types.is_numeric_dtype(s) or pd.api.types.is_bool_dtype(s)):
-            out[col] = safe_text(s)
-    out.columns = [c if not str(c).startswith(FORMULA_PREFIXES) else "'" + str(c) for c in out.columns]
-    return out
-
-
-def iter_csv(df: pd.DataFrame, chunk_rows: int = CHUNK_ROWS) -> Iterator[str]:
-    """The spreadsheet-safe CSV of ``df`` (header first) in chunks of ``chunk_rows`` rows."""
-    safe = spreadsheet_safe(df)
-    yield safe.iloc[:0].to_csv(index=False)
-    for lo in range(0, len(safe), chunk_rows):
-        yield safe.iloc[lo:lo + chunk_rows].to_csv(index=False, header=False)
-
-
-def to_csv(df: pd.DataFrame) -> str:
-    """The whole spreadsheet-safe CSV of ``df`` as one string."""
-    return "".join(iter_csv(df))
 
 
 def export_filename(run_name: str, when: datetime | None = None) -> str:
@@ -130,15 +93,24 @@ class ExportHandler(RequestHandler):
         state = lookup(token)
         if state is None:
             raise HTTPError(404, "no such dashboard session (it may have been closed); reload the page")
-        frame = state.export_frame()
-        self.set_header("Content-Type", "text/csv; charset=utf-8")
-        self.set_header("Content-Disposition", f'attachment; filename="{export_filename(state.data.name)}"')
-        self.set_header("Cache-Control", "no-store")
-        self.set_header("X-Blueberry-Rows", str(len(frame)))
-        for chunk in iter_csv(frame):
-            self.write(chunk.encode("utf-8"))
-            # Flushing per chunk streams the file (chunked transfer) instead of buffering it all.
-            await self.flush()
+        with _lock:
+            busy = token in _exporting
+            _exporting.add(token)
+        if busy:  # a second download of the same session would hold the selection once more
+            raise HTTPError(429, "this session is already exporting; wait for that download to finish")
+        try:
+            frame = state.export_frame()
+            self.set_header("Content-Type", "text/csv; charset=utf-8")
+            self.set_header("Content-Disposition", f'attachment; filename="{export_filename(state.data.name)}"')
+            self.set_header("Cache-Control", "no-store")
+            self.set_header("X-Blueberry-Rows", str(len(frame)))
+            for chunk in iter_csv(frame):
+                self.write(chunk.encode("utf-8"))
+                # Flushing per chunk streams the file (chunked transfer) instead of buffering it all.
+                await self.flush()
+        finally:
+            with _lock:
+                _exporting.discard(token)
 
 
 def routes() -> list[tuple]:

@@ -221,25 +221,6 @@ def test_table_and_export_rows(state, data):
 # ------------------------------------------------------------------ export
 
 
-def test_csv_cells_that_look_like_formulas_are_made_safe():
-    df = pd.DataFrame({"name": ["=HYPERLINK(\"x\")", "+1", "-2", "@SUM(A1)", "\tx", "ok", None],
-                       "value": [-1.5, 2.0, -3.0, 4.0, 5.0, 6.0, 7.0], "flag": [True] * 7,
-                       "=evil": ["a"] * 7})
-    text = export.to_csv(df)
-    rows = pd.read_csv(io.StringIO(text), keep_default_na=False)
-    assert rows["name"].tolist() == ["'=HYPERLINK(\"x\")", "'+1", "'-2", "'@SUM(A1)", "'\tx", "ok", ""]
-    assert rows["value"].tolist() == [-1.5, 2.0, -3.0, 4.0, 5.0, 6.0, 7.0], "numbers stay numbers"
-    assert "'=evil" in rows.columns
-    assert df["name"].iat[0] == "=HYPERLINK(\"x\")", "the input is not modified"
-
-
-def test_csv_chunks_join_to_the_whole():
-    df = pd.DataFrame({"a": np.arange(1234), "b": [f"g{i}" for i in range(1234)]})
-    chunks = list(export.iter_csv(df, chunk_rows=100))
-    assert len(chunks) == 1 + 13
-    assert "".join(chunks) == df.to_csv(index=False)
-
-
 def test_export_filename_names_the_run_and_time():
     when = datetime(2026, 3, 4, 5, 6, 7)
     assert export.export_filename("demo", when) == "demo_20260304-050607.csv"
@@ -281,17 +262,25 @@ def test_export_route_streams_large_selections_over_http():
                                           streaming_callback=chunks.append)
             with pytest.raises(HTTPClientError) as missing:
                 await client.fetch(f"http://127.0.0.1:{port}/{export.ROUTE_PREFIX}/not-a-token")
-            return response, missing.value.code
+            export._exporting.add(token)  # as while this session's first download is streaming
+            try:
+                with pytest.raises(HTTPClientError) as second:
+                    await client.fetch(f"http://127.0.0.1:{port}{export.export_url(token)}")
+            finally:
+                export._exporting.discard(token)
+            return response, missing.value.code, second.value.code
         finally:
             server.stop()
 
     try:
         # A thread of its own: an earlier test (Playwright's sync API) may leave a loop running here.
         with concurrent.futures.ThreadPoolExecutor(1) as pool:
-            response, missing_code = pool.submit(asyncio.run, fetch()).result()
+            response, missing_code, second_code = pool.submit(asyncio.run, fetch()).result()
     finally:
         export.unregister(token)
     assert missing_code == 404
+    assert second_code == 429, "one export per session at a time"
+    assert not export._exporting, "a finished export frees its session"
     assert response.headers["Content-Type"].startswith("text/csv")
     assert response.headers["Transfer-Encoding"] == "chunked", "streamed, not one message"
     assert 'filename="big_' in response.headers["Content-Disposition"]

@@ -29,13 +29,12 @@ def add_arguments(p) -> None:
 def run(args) -> int:
     import sys
 
-    from core.io import atomic_path
     from core.score import score_files
+    from core.tables import write_csv
 
     table, skipped = score_files(args.run, args.inputs, batch_size=args.batch_size, device=args.device,
                                  progress=not args.quiet)
-    with atomic_path(args.out) as tmp:
-        table.to_csv(tmp, index=False)
+    write_csv(args.out, table)
     for path, reason in skipped:
         print(f"skipped {path}: {reason}", file=sys.stderr)
     print(f"scored {len(table)} galaxies ({int(table['flagged'].sum())} flagged) into {args.out}"

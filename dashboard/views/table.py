@@ -5,6 +5,7 @@ import html
 
 import panel as pn
 
+from core.tables import to_csv
 from dashboard import export
 from dashboard.views.base import PANEL_CSS, StateView
 
@@ -32,7 +33,7 @@ class ExportButton(StateView):
         import io
 
         self._widget.filename = export.export_filename(self.state.data.name)
-        return io.StringIO(export.to_csv(self.state.export_frame()))
+        return io.StringIO(to_csv(self.state.export_frame()))
 
     def _update(self):
         n = len(self.state.selection)
