@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from core import scoring
-from core.io import write_json
+from core.io import remove_stale_tmp, write_json
 from core.run import EVALUATION_FILE, Evaluation, mark_stage, open_run
 
 STAGE = "evaluate"
@@ -35,6 +35,8 @@ def evaluate_run(run_dir, seed: int = 0) -> dict | None:
     tasks = scoring.truth_tasks(cat)
     if not tasks:
         return None
+    remove_stale_tmp(run_dir)
+    mark_stage(run_dir, STAGE, False)
     train_rows = np.flatnonzero(cat["split"].to_numpy() == "train")
     if len(train_rows) == 0:
         train_rows = np.arange(len(cat))
