@@ -167,8 +167,8 @@ def open_dataset(path, mmap: bool = True) -> SurveyDataset:
     for name, stamp in manifest.files.items():
         problem = stamp_problem(path / name, stamp)
         if problem:
-            raise DatasetError(f"{path / name} {problem} since the manifest was written, so the dataset's files no "
-                               f"longer belong together; {todo}")
+            raise DatasetError(f"{path / name}: not the file the manifest recorded ({problem}), so the dataset's "
+                               f"files no longer belong together; {todo}")
     catalogue = load_parquet(path / "catalogue.parquet", DatasetError, todo)
     arrays = {a: load_npy(path / f"{a}.npy", DatasetError, todo, mmap=mmap) for a in ARRAYS}
     n, n_lines, size = len(catalogue), len(manifest.lines), manifest.size

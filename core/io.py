@@ -205,11 +205,11 @@ def stamp_problem(path, stamp: dict) -> str | None:
     try:
         st = os.stat(path)
     except FileNotFoundError:
-        return "is missing"
+        return "missing"
     if st.st_size != stamp.get("bytes"):
-        return f"has {st.st_size} bytes, but {stamp.get('bytes')} were written"
+        return f"{st.st_size} bytes, not the {stamp.get('bytes')} written"
     if st.st_mtime_ns != stamp.get("mtime_ns") and sha256_file(path) != stamp.get("sha256"):
-        return "was changed after it was written (its sha256 differs)"
+        return "its content changed after it was written"
     return None
 
 

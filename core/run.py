@@ -17,9 +17,8 @@
 Stages fill it in order (:data:`STAGE_OUTPUTS`): ``fit`` (``core.training``), ``embed``
 (``core.embed``) and ``evaluate`` (``core.evaluate``). Every file is written atomically
 (``core.io``); the manifest records which stages finished (:func:`mark_stage`: a stage
-removes its stamp, and those of the stages after it, before it rewrites anything, and
-stamps last), and :func:`is_done` says whether a stage's outputs are still the ones it
-recorded. :func:`open_run` refuses a run whose stamps, files and shapes disagree. This module
+removes its stamp before it rewrites anything and stamps last, with a stamp of each file it
+wrote), and :func:`is_done` says whether a stage's outputs are still the ones it recorded. :func:`open_run` refuses a run whose stamps, files and shapes disagree. This module
 reads runs; it imports neither torch nor umap.
 """
 from __future__ import annotations
@@ -168,19 +167,13 @@ class RunManifest:
 
 
 def mark_stage(run_dir, stage: str, done: bool, **fields) -> RunManifest:
-    """Stamp ``stage`` as finished now (UTC) or remove its stamp, set the manifest ``fields``, and write it.
-
-    Removing a stamp removes those of the later stages too: they were made from what the
-    stage is about to rewrite.
-    """
+    """Stamp ``stage`` as finished now (UTC) or remove its stamp, set the manifest ``fields``, and write it."""
     manifest = RunManifest.read(run_dir)
     stages = dict(manifest.stages)
     if done:
         stages[stage] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     else:
-        order = list(STAGE_OUTPUTS)
-        for later in order[order.index(stage):]:
-            stages.pop(later, None)
+        stages.pop(stage, None)
     manifest = replace(manifest, stages=stages, **fields)
     manifest.write(run_dir)
     return manifest
@@ -201,8 +194,8 @@ def is_done(run_dir, stage: str) -> bool:
 
     ``fit``: stamped and model.pt is there (an interrupted fit is not done: resume it).
     ``embed``: stamped, and its outputs and the model.pt they came from have their recorded
-    sha256. ``evaluate``: stamped, evaluation.json is there, and it evaluated the catalogue
-    that is there now.
+    sha256. ``evaluate``: stamped, evaluation.json is the file it wrote, and it evaluated the
+    catalogue that is there now.
     """
     if stage not in STAGE_OUTPUTS:
         raise ValueError(f"unknown stage {stage!r}; stages are {', '.join(STAGE_OUTPUTS)}")
@@ -217,7 +210,9 @@ def is_done(run_dir, stage: str) -> bool:
     if stage == "embed":
         return all((run_dir / f).is_file() and manifest.checksums.get(f) == sha256_file(run_dir / f)
                    for f in (*STAGE_OUTPUTS["embed"], "model.pt"))
+    written = manifest.files.get(EVALUATION_FILE)
     return ((run_dir / EVALUATION_FILE).is_file() and manifest.evaluation is not None
+            and (written is None or stamp_problem(run_dir / EVALUATION_FILE, written) is None)
             and manifest.evaluation.catalogue_sha256 == manifest.checksums.get("catalogue.parquet"))
 
 
@@ -272,7 +267,7 @@ def check_stamps(path, manifest: RunManifest, names) -> None:
         stamp = manifest.files.get(name)
         problem = stamp_problem(path / name, stamp) if stamp is not None else None
         if problem:
-            raise RunError(f"{path / name} {problem} since `embed` scored the run, so the run's files no longer "
+            raise RunError(f"{path / name}: not the file `embed` recorded ({problem}), so the run's files no longer "
                            f"belong together; run `python -m train embed --run {path}` again")
 
 

@@ -332,7 +332,7 @@ def _fit(data, data_path, run_path, model_kind, config_name, model_args, cfg, ck
             raise RunError(f"{run_path / 'checkpoint.pt'}: the saved state does not fit the model "
                            f"({first_line(exc)}); {_restart(run_path)}") from None
         if dd.main and not state["done"]:
-            mark_stage(run_path, "fit", False)  # model.pt will change: embed and evaluate are stale
+            mark_stage(run_path, "fit", False)  # model.pt will change: embed must wait for the end
     elif dd.main:
         run_path.mkdir(parents=True, exist_ok=True)
         RunManifest(

@@ -12,6 +12,7 @@ Typical use::
 from __future__ import annotations
 
 import contextlib
+import pickle
 from dataclasses import asdict, fields
 from pathlib import Path
 
@@ -134,7 +135,10 @@ def read_torch_file(path, keys, todo: str) -> dict:
     """
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises RuntimeError, EOFError, UnpicklingError, ... on a bad file
+    except pickle.UnpicklingError:
+        raise RunError(f"{path}: holds more than tensors and plain values (refused by weights-only loading: "
+                       f"damaged, or not written by Blueberry); {todo}") from None
+    except Exception as exc:  # torch raises RuntimeError, EOFError, OSError, ... on a truncated file
         raise RunError(f"{path}: damaged or not a Blueberry file ({type(exc).__name__}: {first_line(exc)}); "
                        f"{todo}") from None
     missing = [k for k in keys if k not in obj] if isinstance(obj, dict) else list(keys)
