@@ -330,3 +330,36 @@ def test_ingest_killed_is_refused_leaves_no_worker_and_reruns_identically(tmp_pa
         assert (out / name).read_bytes() == (straight / name).read_bytes(), name
     pd.testing.assert_frame_equal(open_dataset(out).catalogue, open_dataset(straight).catalogue)
     assert open_dataset(out).norm == "asinh"
+
+
+@pytest.mark.parametrize("name,damage", [("recon.npy", "truncated"), ("catalogue.parquet", "garbage"),
+                                         ("dataset/manifest.json", "wrong types"), ("dataset/flux.npy", "empty")])
+def test_the_app_shows_its_error_page_for_a_damaged_run(pristine, name, damage, tmp_path):
+    from dashboard.app import create_app
+
+    source, _ = pristine
+    run = tmp_path / "run"
+    shutil.copytree(source, run)
+    READERS[name][0][damage](run / name)
+    text = str(create_app(run).objects[1].object)
+    assert Path(name).name in text and "python -m train" in text, text
+
+
+def test_a_reingest_that_dies_after_its_arrays_leaves_a_refused_dataset(tmp_path, monkeypatch):
+    import core.ingest
+
+    src = tmp_path / "maps"
+    src.mkdir()
+    for i in range(3):
+        blob_galaxy(src / f"manga-96{i:02d}-1901-MAPS-SYNTH-GAU.fits.gz", f"96{i:02d}-1901", seed=i)
+    out = tmp_path / "ds"
+    core.ingest.ingest([src], out, core.ingest.IngestOptions(size=16), workers=1, progress=False)
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt  # the arrays hold the new normalisation, the catalogue the old
+
+    monkeypatch.setattr(core.ingest, "save_parquet", killed)
+    with pytest.raises(KeyboardInterrupt):
+        core.ingest.ingest([src], out, core.ingest.IngestOptions(size=16, norm="asinh"), workers=1, progress=False)
+    with pytest.raises(DatasetError, match="ingest did not finish.*python -m train ingest"):
+        open_dataset(out)
