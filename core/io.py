@@ -21,6 +21,7 @@ import typing
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 #: The temporary names of this module: the writer's pid is in the name, so that a later
 #: process can tell a dead writer's leftovers from a live writer's file.
@@ -148,8 +149,6 @@ def check_array(path, arr: np.ndarray, shape: tuple, dtype, error: type[Exceptio
 
 def load_parquet(path, error: type[Exception], todo: str):
     """``pd.read_parquet``, or ``error`` naming the damaged file and ending with ``todo``."""
-    import pandas as pd
-
     try:
         return pd.read_parquet(path)
     except _READ_ERRORS as exc:
