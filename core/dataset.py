@@ -13,7 +13,9 @@ A dataset folder holds::
 
 Arrays are opened with ``mmap_mode="r"`` so training and the dashboard can read a few
 galaxies of a survey larger than memory. Every file is written atomically, and
-``manifest.json`` last: a folder without a manifest is an unfinished ingest.
+``manifest.json`` last, with a stamp of every file (size, time, sha256): a folder without a
+manifest is an unfinished ingest (a re-ingest removes the old one before it rewrites
+anything), and a file that is not the one stamped is refused by :func:`open_dataset`.
 """
 from __future__ import annotations
 
@@ -28,11 +30,14 @@ import pandas as pd
 
 from core import __version__, bpt
 from core.errors import DatasetError
-from core.io import known_fields, read_versioned, save_parquet, save_npy, write_json
+from core.io import (check_array, known_fields, load_npy, load_parquet, read_versioned, save_npy, save_parquet,
+                     stamp_files, stamp_problem, write_json)
 from core.lines import DEFAULT_BAD_BITS, DEFAULT_LINES
 
 FORMAT = "blueberry-dataset/1"
 ARRAYS = ("flux", "mask", "ivar", "bpt_map")
+#: The files a manifest stamps, written before it.
+FILES = (*(f"{a}.npy" for a in ARRAYS), "catalogue.parquet")
 #: What rebuilds a dataset folder, for error messages.
 REBUILD = "python -m train ingest INPUTS --out {path}"
 
@@ -72,6 +77,7 @@ class DatasetManifest:
     sources: list[dict] = field(default_factory=list)  # [{"path", "sha256", "galaxy_id"}] in array order
     skipped: list[dict] = field(default_factory=list)  # [{"path", "reason"}] files that could not be used
     duplicates: list[dict] = field(default_factory=list)  # [{"galaxy_id", "kept", "dropped"}] repeated galaxies
+    files: dict[str, dict] = field(default_factory=dict)  # FILES -> core.io.file_stamp, checked on every open
     code_version: str = __version__  # Blueberry version that wrote the folder
     created: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
     format: str = FORMAT  # layout version; another one is refused with what to do
@@ -95,8 +101,8 @@ class DatasetManifest:
         write_json(Path(folder) / "manifest.json", {
             "format": self.format, "n_galaxies": self.n_galaxies, "lines": opts["lines"], "size": opts["size"],
             "norm": opts["norm"], "bad_bits": opts["bad_bits"], "options": opts, "sources": self.sources,
-            "skipped": self.skipped, "duplicates": self.duplicates, "code_version": self.code_version,
-            "created": self.created})
+            "skipped": self.skipped, "duplicates": self.duplicates, "files": self.files,
+            "code_version": self.code_version, "created": self.created})
 
     @classmethod
     def read(cls, folder) -> DatasetManifest:
@@ -111,6 +117,8 @@ class DatasetManifest:
             return cls(**{**known_fields(cls, obj), "options": options})
         except (KeyError, TypeError) as exc:
             raise DatasetError(f"{path}: incomplete manifest ({exc}); {todo}") from None
+        except ValueError as exc:
+            raise DatasetError(f"{path}: damaged manifest ({exc}); {todo}") from None
 
 
 @dataclass
@@ -140,27 +148,36 @@ class SurveyDataset:
 
 
 def open_dataset(path, mmap: bool = True) -> SurveyDataset:
-    """Open a dataset folder written by ``python -m train ingest`` (read-only, memory-mapped)."""
+    """Open a dataset folder written by ``python -m train ingest`` (read-only, memory-mapped).
+
+    Refused with a DatasetError naming the file when the manifest is missing (an unfinished
+    ingest), a file is missing or damaged, a file is not the one the manifest stamped (its
+    size; its sha256 when its time moved), or the shapes disagree with the manifest.
+    """
     path = Path(path)
     if not path.is_dir():
         raise DatasetError(f"{path}: no dataset folder here; build one with `{REBUILD.format(path=path)}`")
     if not (path / "manifest.json").is_file():
         raise DatasetError(f"{path}: no manifest.json, so the ingest did not finish; run `python -m train ingest` again")
     manifest = DatasetManifest.read(path)
-    missing = [f"{a}.npy" for a in ARRAYS if not (path / f"{a}.npy").is_file()]
-    if not (path / "catalogue.parquet").is_file():
-        missing.append("catalogue.parquet")
+    missing = [f for f in FILES if not (path / f).is_file()]
     if missing:
         raise DatasetError(f"{path}: missing {', '.join(missing)}; run `python -m train ingest` again")
-    catalogue = pd.read_parquet(path / "catalogue.parquet")
-    arrays = {a: np.load(path / f"{a}.npy", mmap_mode="r" if mmap else None) for a in ARRAYS}
+    todo = f"rebuild the dataset with `{REBUILD.format(path=path)}`"
+    for name, stamp in manifest.files.items():
+        problem = stamp_problem(path / name, stamp)
+        if problem:
+            raise DatasetError(f"{path / name}: not the file the manifest recorded ({problem}), so the dataset's "
+                               f"files no longer belong together; {todo}")
+    catalogue = load_parquet(path / "catalogue.parquet", DatasetError, todo)
+    arrays = {a: load_npy(path / f"{a}.npy", DatasetError, todo, mmap=mmap) for a in ARRAYS}
     n, n_lines, size = len(catalogue), len(manifest.lines), manifest.size
-    expected = {"flux": (n, n_lines, size, size), "mask": (n, n_lines, size, size),
-                "ivar": (n, n_lines, size, size), "bpt_map": (n, size, size)}
-    for name, shape in expected.items():
-        if arrays[name].shape != shape:
-            raise DatasetError(f"{path}/{name}.npy: shape {arrays[name].shape}, expected {shape} "
-                               "from the manifest and catalogue; run `python -m train ingest` again")
+    if manifest.n_galaxies != n:
+        raise DatasetError(f"{path / 'catalogue.parquet'}: {n} rows, but the manifest says {manifest.n_galaxies}; {todo}")
+    expected = {"flux": ((n, n_lines, size, size), np.float32), "mask": ((n, n_lines, size, size), bool),
+                "ivar": ((n, n_lines, size, size), np.float32), "bpt_map": ((n, size, size), np.int8)}
+    for name, (shape, dtype) in expected.items():
+        check_array(path / f"{name}.npy", arrays[name], shape, dtype, DatasetError, todo)
     return SurveyDataset(path=path, manifest=manifest, catalogue=catalogue, **arrays)
 
 
@@ -172,6 +189,7 @@ def write_dataset(path, *, flux, mask, ivar, bpt_map, catalogue: pd.DataFrame, o
     """
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
+    (path / "manifest.json").unlink(missing_ok=True)  # until the new one is written, the folder is unfinished
     n = len(catalogue)
     for name, arr, dtype in (("flux", flux, np.float32), ("mask", mask, bool),
                              ("ivar", ivar, np.float32), ("bpt_map", bpt_map, np.int8)):
@@ -180,5 +198,5 @@ def write_dataset(path, *, flux, mask, ivar, bpt_map, catalogue: pd.DataFrame, o
             raise DatasetError(f"{path}: {name} has {arr.shape[0]} rows, catalogue {n}")
         save_npy(path / f"{name}.npy", arr)
     save_parquet(path / "catalogue.parquet", catalogue.reset_index(drop=True))
-    DatasetManifest(options=options, n_galaxies=n).write(path)
+    DatasetManifest(options=options, n_galaxies=n, files=stamp_files(path, FILES)).write(path)
     return path

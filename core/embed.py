@@ -2,7 +2,8 @@
 
 Writes ``catalogue.parquet``, ``latents.npy``, ``recon.npy`` and ``neighbours.npy`` into the
 run directory (atomically) and records the score summary (:class:`core.run.ScoreInfo`), the
-UMAP parameters and the files' sha256 in its manifest. The score is the reduced chi-square
+UMAP parameters, the files' stamps (size, time, sha256) and the dataset's in its manifest;
+the embed stamp is removed before the first file is rewritten and set last. The score is the reduced chi-square
 with a 1 % error floor of ``core.scoring.SCORE_DEFINITION``. Torch and umap are imported
 inside :func:`embed_run`.
 """
@@ -17,7 +18,7 @@ import numpy as np
 from core import latent, scoring
 from core.dataset import open_dataset
 from core.errors import RunError
-from core.io import open_npy_memmap, save_npy, save_parquet, sha256_file
+from core.io import open_npy_memmap, remove_stale_tmp, save_npy, save_parquet, stamp_files
 from core.run import STAGE_OUTPUTS, RunManifest, ScoreInfo, dataset_path, mark_stage, open_run
 
 STAGE = "embed"
@@ -35,6 +36,10 @@ def embed_run(run_dir, *, batch_size: int = scoring.BATCH_SIZE, device="auto", k
     manifest = RunManifest.read(run_dir)
     if not (run_dir / "model.pt").is_file():
         raise RunError(f"{run_dir}: no model.pt; train the model first with `python -m train fit --run {run_dir}`")
+    if "fit" not in manifest.stages:
+        raise RunError(f"{run_dir}: the training did not finish, so model.pt may still change; finish it with "
+                       f"`python -m train fit --run {run_dir} --resume`")
+    remove_stale_tmp(run_dir)
     data = open_dataset(dataset_path(run_dir, manifest))
     if list(data.lines) != list(manifest.lines) or data.size != manifest.size:
         raise RunError(f"{run_dir}: the model was trained on lines {manifest.lines} at size {manifest.size} "
@@ -75,7 +80,8 @@ def embed_run(run_dir, *, batch_size: int = scoring.BATCH_SIZE, device="auto", k
     save_npy(run_dir / "latents.npy", latents)
     save_npy(run_dir / "neighbours.npy", neighbours)
     save_parquet(run_dir / "catalogue.parquet", catalogue)
-    checksums = {**manifest.checksums, **{f: sha256_file(run_dir / f) for f in (*STAGE_OUTPUTS[STAGE], "model.pt")}}
+    files = stamp_files(run_dir, (*STAGE_OUTPUTS[STAGE], "model.pt"))
+    checksums = {**manifest.checksums, **{f: stamp["sha256"] for f, stamp in files.items()}}
     finite = scores[np.isfinite(scores)]
     score = ScoreInfo(
         definition=scoring.SCORE_DEFINITION, pct_definition=scoring.PCT_DEFINITION, normalisation=data.norm,
@@ -83,9 +89,10 @@ def embed_run(run_dir, *, batch_size: int = scoring.BATCH_SIZE, device="auto", k
         max=float(finite.max()), flag_pct=flag_pct, flag_threshold=threshold,
         n_flagged=int(catalogue["flagged"].sum()))
     seconds = time.perf_counter() - t0
-    mark_stage(run_dir, STAGE, True, score=score, umap=umap_params, checksums=checksums, n_galaxies=n,
+    mark_stage(run_dir, STAGE, True, score=score, umap=umap_params, checksums=checksums, files=files, n_galaxies=n,
                neighbours={"k": int(neighbours.shape[1]), "metric": "euclidean", "space": "latent", "self_excluded": True},
-               embed={"seconds": round(seconds, 2), "device": str(dev), "batch_size": batch_size})
+               embed={"seconds": round(seconds, 2), "device": str(dev), "batch_size": batch_size,
+                      "dataset_sha256": {f: stamp.get("sha256") for f, stamp in data.manifest.files.items()}})
     open_run(run_dir)  # the dashboard must be able to read what was written
     return (f"embedded {n} galaxies of {run_dir} in {seconds:.1f} s: score median {score.median:.4g}, "
             f"90th percentile {score.p90:.4g}; {score.n_flagged} flagged (>= {flag_pct:g}th percentile)")

@@ -2,6 +2,12 @@
 from __future__ import annotations
 
 
+def first_line(exc: BaseException, limit: int = 200) -> str:
+    """The first line of an exception's message (torch's can run to pages), for a one-line error."""
+    lines = str(exc).strip().splitlines()
+    return lines[0][:limit] if lines else ""
+
+
 class BlueberryError(Exception):
     """A problem with the user's input or environment, with a message that says what to do."""
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from core import scoring
-from core.io import write_json
+from core.io import file_stamp, remove_stale_tmp, write_json
 from core.run import EVALUATION_FILE, Evaluation, mark_stage, open_run
 
 STAGE = "evaluate"
@@ -35,6 +35,8 @@ def evaluate_run(run_dir, seed: int = 0) -> dict | None:
     tasks = scoring.truth_tasks(cat)
     if not tasks:
         return None
+    remove_stale_tmp(run_dir)
+    mark_stage(run_dir, STAGE, False)
     train_rows = np.flatnonzero(cat["split"].to_numpy() == "train")
     if len(train_rows) == 0:
         train_rows = np.arange(len(cat))
@@ -75,7 +77,8 @@ def evaluate_run(run_dir, seed: int = 0) -> dict | None:
     headline = rows[0]  # the "anomaly" task where truth_anomaly exists (truth_tasks lists it first)
     summary = Evaluation(task=headline["task"], **{m: headline[m] for m in METHODS},
                          seconds=round(time.perf_counter() - t0, 2), catalogue_sha256=result["catalogue_sha256"])
-    mark_stage(run_dir, STAGE, True, evaluation=summary)
+    files = {**run.manifest.files, EVALUATION_FILE: file_stamp(run_dir / EVALUATION_FILE)}
+    mark_stage(run_dir, STAGE, True, evaluation=summary, files=files)
     return result
 
 

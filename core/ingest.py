@@ -4,17 +4,26 @@ Every file is read, gridded and normalised in a pool of worker processes. Each r
 cached as one ``.npz`` part under ``DATASET/.parts/`` (named by the file's sha256 and the
 preprocessing options), so a re-run, or a run after a kill, reuses the work already done.
 The arrays are then assembled in input order into memory-mapped ``.npy`` files, and the
-manifest is written last.
+manifest is written last. A re-ingest removes the old manifest before it rewrites anything,
+so a folder whose ingest was killed is refused until an ingest finishes; the workers die
+with the ingest process, even when it is killed with -9, and the temporary files of dead
+writers are removed by the next ingest.
 
 BPT columns come from the physical (unnormalised) fluxes at native resolution; the
 per-cell BPT map from the gridded physical fluxes, before normalisation.
 """
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import glob
 import json
 import os
+import signal
+import sys
+import threading
 import time
+import zipfile
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -23,12 +32,16 @@ import numpy as np
 import pandas as pd
 
 from core import bpt, maps
-from core.dataset import DatasetManifest, IngestOptions, open_dataset
+from core.dataset import FILES, DatasetManifest, IngestOptions, open_dataset
 from core.errors import DatasetError, MapsError
-from core.io import atomic_path, open_npy_memmap, save_parquet, sha256_file
+from core.io import atomic_path, open_npy_memmap, remove_stale_tmp, save_parquet, sha256_file, stamp_files
 from core.lines import BPT_LINES, check_lines
 
 MAPS_PATTERNS = ("*MAPS*.fits.gz", "*MAPS*.fits")
+#: prctl option: the signal the kernel sends this process when its parent dies (Linux).
+_PR_SET_PDEATHSIG = 1
+#: Seconds between a worker's checks that its parent lives, where prctl is missing.
+_PARENT_POLL = 1.0
 
 
 @dataclass
@@ -109,6 +122,26 @@ def _process(path: Path, opts: IngestOptions, part: Path) -> dict:
     return row
 
 
+def _die_with_parent() -> None:
+    """Worker initializer: end this worker when the ingest process dies, even by kill -9.
+
+    Linux has the kernel send SIGKILL (prctl PR_SET_PDEATHSIG); elsewhere a thread
+    watches for the parent's pid to change.
+    """
+    parent = os.getppid()
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            if ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL) == 0:
+                return
+    threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
+
+
+def _watch_parent(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(_PARENT_POLL)
+    os._exit(1)
+
+
 def _task(args) -> tuple[str, dict | None, str | None]:
     path, opts, part = args
     try:
@@ -132,6 +165,8 @@ def ingest(inputs, out, opts: IngestOptions = IngestOptions(), workers: int | No
     out = Path(out)
     parts_dir = out / ".parts"
     parts_dir.mkdir(parents=True, exist_ok=True)
+    for folder in (out, parts_dir):
+        remove_stale_tmp(folder)
     key = opts.key()
 
     hashes = {}
@@ -140,12 +175,14 @@ def ingest(inputs, out, opts: IngestOptions = IngestOptions(), workers: int | No
     done = _up_to_date(out, files, hashes, opts)
     if done is not None:
         return replace(done, seconds=time.perf_counter() - t0)
+    # From here on the folder is being rewritten: without a manifest it reads as unfinished.
+    (out / "manifest.json").unlink(missing_ok=True)
     tasks, rows, skipped, reused = [], {}, [], 0
     for f in files:
         part = parts_dir / f"{hashes[f]}-{key}.npz"
-        if part.is_file():
-            with np.load(part) as z:
-                rows[f] = json.loads(str(z["row"]))
+        row = _cached_row(part)
+        if row is not None:
+            rows[f] = row
             reused += 1
         else:
             tasks.append((f, opts, part))
@@ -153,7 +190,7 @@ def ingest(inputs, out, opts: IngestOptions = IngestOptions(), workers: int | No
     workers = workers or min(len(tasks), os.cpu_count() or 1) or 1
     bar = tqdm(total=len(tasks), desc="ingest", unit="file", disable=not progress or not tasks)
     if workers > 1 and len(tasks) > 1:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
+        with ProcessPoolExecutor(max_workers=workers, initializer=_die_with_parent) as pool:
             results = pool.map(_task, tasks, chunksize=max(1, min(16, len(tasks) // (4 * workers))))
             for path, row, problem in results:
                 _collect(Path(path), row, problem, rows, skipped)
@@ -186,12 +223,24 @@ def ingest(inputs, out, opts: IngestOptions = IngestOptions(), workers: int | No
     catalogue = _add_truth(catalogue, kept)
     save_parquet(out / "catalogue.parquet", catalogue)
     DatasetManifest(
-        options=opts, n_galaxies=len(kept), skipped=skipped, duplicates=duplicates,
+        options=opts, n_galaxies=len(kept), skipped=skipped, duplicates=duplicates, files=stamp_files(out, FILES),
         sources=[{"path": str(f), "sha256": hashes[f], "galaxy_id": rows[f]["galaxy_id"]} for f in kept],
     ).write(out)
     open_dataset(out)  # the folder must read back, or the ingest failed
     return IngestReport(dataset=out, n_ingested=len(kept), skipped=skipped, duplicates=duplicates,
                         reused=reused, seconds=time.perf_counter() - t0)
+
+
+def _cached_row(part: Path) -> dict | None:
+    """The catalogue row of a part an earlier ingest wrote; None (and the part removed) when absent or damaged."""
+    if not part.is_file():
+        return None
+    try:
+        with np.load(part) as z:
+            return json.loads(str(z["row"]))
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile):
+        part.unlink(missing_ok=True)
+        return None
 
 
 def _up_to_date(out: Path, files: list[Path], hashes: dict, opts: IngestOptions) -> IngestReport | None:

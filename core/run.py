@@ -16,8 +16,9 @@
 
 Stages fill it in order (:data:`STAGE_OUTPUTS`): ``fit`` (``core.training``), ``embed``
 (``core.embed``) and ``evaluate`` (``core.evaluate``). Every file is written atomically
-(``core.io``); the manifest records which stages finished (:func:`mark_stage`), and
-:func:`is_done` says whether a stage's outputs are still the ones it recorded. This module
+(``core.io``); the manifest records which stages finished (:func:`mark_stage`: a stage
+removes its stamp before it rewrites anything and stamps last, with a stamp of each file it
+wrote), and :func:`is_done` says whether a stage's outputs are still the ones it recorded. :func:`open_run` refuses a run whose stamps, files and shapes disagree. This module
 reads runs; it imports neither torch nor umap.
 """
 from __future__ import annotations
@@ -31,7 +32,8 @@ import pandas as pd
 
 from core.dataset import SurveyDataset, open_dataset
 from core.errors import RunError
-from core.io import known_fields, read_versioned, sha256_file, write_json
+from core.io import (check_array, known_fields, load_npy, load_parquet, read_versioned, sha256_file, stamp_problem,
+                     write_json)
 
 FORMAT = "blueberry-run/1"
 #: The full result of ``evaluate`` (the manifest holds its headline).
@@ -127,6 +129,7 @@ class RunManifest:
     metrics: dict | None = None  # fit: best_val_loss, best_epoch, epochs_run, fit_seconds, device, ...
     stages: dict[str, str] = field(default_factory=dict)  # stage -> UTC time it finished
     checksums: dict[str, str] = field(default_factory=dict)  # file -> sha256 of embed's outputs and model.pt
+    files: dict[str, dict] = field(default_factory=dict)  # embed: file -> core.io.file_stamp, checked on every open
     n_galaxies: int | None = None  # embed: galaxies scored (the catalogue's rows)
     score: ScoreInfo | None = None  # embed: the score's summary and flag threshold
     umap: dict | None = None  # embed: the UMAP parameters, seed and version
@@ -152,13 +155,15 @@ class RunManifest:
                 "then `python -m train embed --run NEW_RUN`")
         obj = read_versioned(path, FORMAT, RunError, todo)
         try:
-            sections = {"split": Split(**obj["split"])}
+            sections = {"split": Split(**known_fields(Split, obj["split"]))}
             for name, kind in (("score", ScoreInfo), ("evaluation", Evaluation)):
                 if obj.get(name) is not None:
                     sections[name] = kind(**known_fields(kind, obj[name]))
             return cls(**{**known_fields(cls, obj), **sections})
         except (KeyError, TypeError) as exc:
             raise RunError(f"{path}: incomplete manifest ({exc}); {todo}") from None
+        except ValueError as exc:
+            raise RunError(f"{path}: damaged manifest ({exc}); {todo}") from None
 
 
 def mark_stage(run_dir, stage: str, done: bool, **fields) -> RunManifest:
@@ -189,8 +194,8 @@ def is_done(run_dir, stage: str) -> bool:
 
     ``fit``: stamped and model.pt is there (an interrupted fit is not done: resume it).
     ``embed``: stamped, and its outputs and the model.pt they came from have their recorded
-    sha256. ``evaluate``: stamped, evaluation.json is there, and it evaluated the catalogue
-    that is there now.
+    sha256. ``evaluate``: stamped, evaluation.json is the file it wrote, and it evaluated the
+    catalogue that is there now.
     """
     if stage not in STAGE_OUTPUTS:
         raise ValueError(f"unknown stage {stage!r}; stages are {', '.join(STAGE_OUTPUTS)}")
@@ -205,7 +210,9 @@ def is_done(run_dir, stage: str) -> bool:
     if stage == "embed":
         return all((run_dir / f).is_file() and manifest.checksums.get(f) == sha256_file(run_dir / f)
                    for f in (*STAGE_OUTPUTS["embed"], "model.pt"))
+    written = manifest.files.get(EVALUATION_FILE)
     return ((run_dir / EVALUATION_FILE).is_file() and manifest.evaluation is not None
+            and (written is None or stamp_problem(run_dir / EVALUATION_FILE, written) is None)
             and manifest.evaluation.catalogue_sha256 == manifest.checksums.get("catalogue.parquet"))
 
 
@@ -240,7 +247,12 @@ class Run:
 
     @property
     def evaluation(self) -> Evaluation | None:
-        return self.manifest.evaluation
+        """The headline of ``evaluate``, when it finished on the catalogue that is there now."""
+        ev = self.manifest.evaluation
+        if ev is None or "evaluate" not in self.manifest.stages:
+            return None
+        current = ev.catalogue_sha256 in (None, self.manifest.checksums.get("catalogue.parquet"))
+        return ev if current else None
 
 
 def missing_files(path) -> list[str]:
@@ -248,25 +260,57 @@ def missing_files(path) -> list[str]:
     return [f for f in DASHBOARD_FILES if not (path / f).is_file()]
 
 
+def check_stamps(path, manifest: RunManifest, names) -> None:
+    """RunError unless each of the files ``names`` is the one ``embed`` recorded (runs without records pass)."""
+    path = Path(path)
+    for name in names:
+        stamp = manifest.files.get(name)
+        problem = stamp_problem(path / name, stamp) if stamp is not None else None
+        if problem:
+            raise RunError(f"{path / name}: not the file `embed` recorded ({problem}), so the run's files no longer "
+                           f"belong together; run `python -m train embed --run {path}` again")
+
+
 def open_run(path) -> Run:
-    """Open a finished run (after ``embed``) read-only; large arrays are memory-mapped."""
+    """Open a finished run (after ``embed``) read-only; large arrays are memory-mapped.
+
+    Checks are cheap enough for every start of the app: the ``embed`` stamp, each file's
+    size against the stamp ``embed`` recorded (its sha256 only when its time moved), the
+    arrays' shapes and types against the manifest, and the dataset's identity. Anything
+    missing, damaged or out of step is a RunError (or DatasetError) naming the file and the
+    command that repairs it.
+    """
     path = Path(path)
     manifest = RunManifest.read(path)
+    embed = f"`python -m train embed --run {path}`"
     missing = missing_files(path)
     if missing:
-        raise RunError(f"{path}: the run is incomplete (missing {', '.join(missing)}); "
-                       f"finish it with `python -m train embed --run {path}`")
-    catalogue = pd.read_parquet(path / "catalogue.parquet")
-    latents = np.load(path / "latents.npy", mmap_mode="r")
-    recon = np.load(path / "recon.npy", mmap_mode="r")
-    neighbours = np.load(path / "neighbours.npy")
-    dataset = open_dataset(dataset_path(path, manifest))
+        raise RunError(f"{path}: the run is incomplete (missing {', '.join(missing)}); finish it with {embed}")
+    if "embed" not in manifest.stages:
+        raise RunError(f"{path}: the embed stage did not finish (manifest.json has no embed stamp), so its files "
+                       f"may not belong together; run {embed} again")
+    check_stamps(path, manifest, STAGE_OUTPUTS["embed"])
+    todo = f"rebuild it with {embed}"
+    catalogue = load_parquet(path / "catalogue.parquet", RunError, todo)
+    latents = load_npy(path / "latents.npy", RunError, todo)
+    recon = load_npy(path / "recon.npy", RunError, todo)
+    neighbours = load_npy(path / "neighbours.npy", RunError, todo, mmap=False)
     n = len(catalogue)
-    for name, arr in (("latents", latents), ("recon", recon), ("neighbours", neighbours)):
-        if arr.shape[0] != n:
-            raise RunError(f"{path}/{name}.npy has {arr.shape[0]} rows but the catalogue {n}; "
-                           f"rebuild with `python -m train embed --run {path}`")
+    if manifest.n_galaxies is not None and manifest.n_galaxies != n:
+        raise RunError(f"{path / 'catalogue.parquet'}: {n} rows, but the manifest says {manifest.n_galaxies}; {todo}")
+    n_lines, size = len(manifest.lines), manifest.size
+    check_array(path / "latents.npy", latents, (n, manifest.model_args.get("latent_dim")), np.float32, RunError, todo)
+    check_array(path / "recon.npy", recon, (n, n_lines, size, size), np.float32, RunError, todo)
+    check_array(path / "neighbours.npy", neighbours, (n, None), np.int64, RunError, todo)
+    if neighbours.size and not (0 <= neighbours.min() and neighbours.max() < n):
+        raise RunError(f"{path / 'neighbours.npy'}: indices outside the catalogue's {n} rows; {todo}")
+    dataset = open_dataset(dataset_path(path, manifest))
     if len(dataset) != n:
         raise RunError(f"{path}: the catalogue has {n} galaxies but its dataset {dataset.path} has {len(dataset)}")
+    recorded = (manifest.embed or {}).get("dataset_sha256")
+    if recorded and recorded != {f: s.get("sha256") for f, s in dataset.manifest.files.items()}:
+        raise RunError(f"{path}: its dataset {dataset.path} was rebuilt after `embed` scored the run; run {embed} "
+                       "again (or, if the lines, grid or normalisation changed, train a new run with "
+                       "`python -m train fit`)")
     return Run(path=path, manifest=manifest, catalogue=catalogue, latents=latents, recon=recon,
                neighbours=neighbours, dataset=dataset)

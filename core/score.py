@@ -12,7 +12,7 @@ import pandas as pd
 from core import maps, scoring
 from core.errors import BlueberryError, RunError
 from core.ingest import find_inputs
-from core.run import open_run
+from core.run import check_stamps, open_run
 
 
 def score_files(run_dir, inputs, batch_size: int = scoring.BATCH_SIZE, device="auto", progress: bool = True):
@@ -31,6 +31,7 @@ def score_files(run_dir, inputs, batch_size: int = scoring.BATCH_SIZE, device="a
     options = run.dataset.manifest.options
     dev = resolve_device(device)
     model, _ = load_model(run.path, device=dev)
+    check_stamps(run.path, run.manifest, ("model.pt",))  # the model that scored the run's population
     population = run.catalogue["anomaly_score"].to_numpy(dtype=np.float64)
     lines = list(run.lines)
 

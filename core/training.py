@@ -42,17 +42,20 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 
 from core.dataset import open_dataset
-from core.errors import RunError
-from core.io import atomic_path
+from core.errors import RunError, first_line
+from core.io import atomic_path, remove_stale_tmp
 from core.models import (
     ConfigError, ModelArgs, as_model_args, autocast, build_model, kl_divergence, load_model, masked_loss, model_args_for, model_payload, prepare_model,
-    resolve_device,
+    read_torch_file, resolve_device,
 )
 from core.run import RunManifest, Split, mark_stage
 from core.torchdata import WEIGHTS, MapsDataset
 
 # load_model is re-exported: it reads the model.pt this module writes.
 __all__ = ["TrainConfig", "TRAIN_DEFAULTS", "train_config_for", "fit", "load_model"]
+
+#: What a checkpoint.pt holds besides the loop's state (the ``state`` dict of ``_fit``).
+CHECKPOINT_KEYS = ("model_kind", "config_name", "model_args", "train_config", "model", "optimizer", "scheduler")
 
 
 @dataclass
@@ -215,6 +218,11 @@ def _save_model(run_path: Path, model, meta: dict) -> None:
         torch.save(model_payload(model, meta), tmp)
 
 
+def _restart(run_path: Path) -> str:
+    return (f"it cannot be resumed: train again in a new run (`python -m train fit --data DATASET --run NEW_RUN`), "
+            f"or remove {run_path} first")
+
+
 def _check_run_path(run_path: Path, resume: bool) -> None:
     started = (run_path / "manifest.json").is_file() or (run_path / "checkpoint.pt").is_file()
     if resume and not (run_path / "checkpoint.pt").is_file():
@@ -247,10 +255,14 @@ def fit(data_path, run_path, model_kind: str = "ae", config_name: str = "demo",
     ckpt = None
     if resume and not dry_run:
         _check_run_path(run_path, resume=True)
-        ckpt = torch.load(run_path / "checkpoint.pt", map_location="cpu", weights_only=True)
+        ckpt = read_torch_file(run_path / "checkpoint.pt", CHECKPOINT_KEYS, _restart(run_path))
         model_kind, config_name, model_args = ckpt["model_kind"], ckpt["config_name"], ckpt["model_args"]
-        cfg = replace(TrainConfig(**ckpt["train_config"]), device=cfg.device, num_workers=cfg.num_workers,
-                      threads=cfg.threads)
+        try:
+            cfg = replace(TrainConfig(**ckpt["train_config"]), device=cfg.device, num_workers=cfg.num_workers,
+                          threads=cfg.threads)
+        except TypeError as exc:
+            raise RunError(f"{run_path / 'checkpoint.pt'}: its train_config does not fit ({exc}); "
+                           f"{_restart(run_path)}") from None
     elif not dry_run:
         _check_run_path(run_path, resume=False)
 
@@ -311,10 +323,16 @@ def _fit(data, data_path, run_path, model_kind, config_name, model_args, cfg, ck
     state = {"epoch": 0, "best_val_loss": math.inf, "best_epoch": 0, "bad_epochs": 0, "history": [],
              "fit_seconds": 0.0, "train_seconds": 0.0, "samples": 0, "done": False}
     if ckpt is not None:
-        model.load_state_dict(ckpt["model"])
-        opt.load_state_dict(ckpt["optimizer"])
-        sched.load_state_dict(ckpt["scheduler"])
-        state.update({k: ckpt[k] for k in state})
+        try:
+            model.load_state_dict(ckpt["model"])
+            opt.load_state_dict(ckpt["optimizer"])
+            sched.load_state_dict(ckpt["scheduler"])
+            state.update({k: ckpt[k] for k in state})
+        except (TypeError, ValueError, RuntimeError, KeyError) as exc:
+            raise RunError(f"{run_path / 'checkpoint.pt'}: the saved state does not fit the model "
+                           f"({first_line(exc)}); {_restart(run_path)}") from None
+        if dd.main and not state["done"]:
+            mark_stage(run_path, "fit", False)  # model.pt will change: embed must wait for the end
     elif dd.main:
         run_path.mkdir(parents=True, exist_ok=True)
         RunManifest(
@@ -322,6 +340,8 @@ def _fit(data, data_path, run_path, model_kind, config_name, model_args, cfg, ck
             model=model_kind, config=config_name, model_args=asdict(model_args), train_config=asdict(cfg),
             split=split, versions=_versions(), n_train=len(train_idx), n_val=len(val_idx),
             parameters=sum(p.numel() for p in model.parameters())).write(run_path)
+    if dd.main:
+        remove_stale_tmp(run_path)  # what a killed fit was writing
 
     def checkpoint():
         _save_checkpoint(run_path, {

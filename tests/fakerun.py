@@ -21,10 +21,10 @@ import numpy as np
 import pandas as pd
 
 from core import bpt, scoring
-from core.dataset import DatasetManifest, IngestOptions
-from core.io import open_npy_memmap, save_npy, save_parquet
+from core.dataset import FILES, DatasetManifest, IngestOptions
+from core.io import open_npy_memmap, save_npy, save_parquet, stamp_files
 from core.lines import BPT_LINES, DEFAULT_LINES, check_lines
-from core.run import Evaluation, RunManifest, ScoreInfo, Split
+from core.run import STAGE_OUTPUTS, Evaluation, RunManifest, ScoreInfo, Split
 
 #: Truth classes: (name, anomalous, log [NII]/Ha, log [OIII]/Hb, log [SII]/Ha, log [OI]/Ha, share).
 CLASSES = (
@@ -215,7 +215,8 @@ def make_fake_run(path, n: int = 300, n_lines: int = 19, size: int = 32, seed: i
         commit()
     ds_cat = cat[["galaxy_id", "ra", "dec", "z"]].assign(scale=brightness)
     save_parquet(data_dir / "catalogue.parquet", ds_cat)
-    DatasetManifest(options=IngestOptions(lines=lines, size=size), n_galaxies=n).write(data_dir)
+    DatasetManifest(options=IngestOptions(lines=lines, size=size), n_galaxies=n,
+                    files=stamp_files(data_dir, FILES)).write(data_dir)
 
     save_parquet(path / "catalogue.parquet", cat)
     save_npy(path / "latents.npy", latents)
@@ -232,7 +233,7 @@ def make_fake_run(path, n: int = 300, n_lines: int = 19, size: int = 32, seed: i
                         median=float(np.median(score)), p90=float(np.percentile(score, 90)), mean=float(score.mean()),
                         max=float(score.max()), flag_pct=scoring.FLAG_PCT, flag_threshold=threshold,
                         n_flagged=int(cat["flagged"].sum())),
-        n_galaxies=n)
+        n_galaxies=n, files=stamp_files(path, STAGE_OUTPUTS["embed"]))
     if with_truth:
         # The shape ``python -m train evaluate`` writes: the headline task, per method.
         manifest.stages["evaluate"] = "2026-01-01T00:02:00+00:00"

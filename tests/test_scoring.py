@@ -11,11 +11,11 @@ from core import scoring
 from core.embed import embed_run
 from core.evaluate import evaluate_run
 from core.ingest import IngestOptions, ingest
-from core.io import read_json, sha256_file
+from core.io import read_json, sha256_file, stamp_files
 from core.lines import DR15_CHANNELS
 from core.maps import DAPPIXMASK_BITS
 from core.latent import nearest_neighbours, umap_embedding
-from core.run import STAGE_OUTPUTS, open_run
+from core.run import STAGE_OUTPUTS, mark_stage, open_run
 from core.synth import write_maps_file
 from core.training import fit, train_config_for
 from train.cli import main
@@ -231,6 +231,7 @@ def test_evaluate_reports_model_and_baselines(trained, tmp_path, capsys):
     (plain / "evaluation.json").unlink()
     cat = pd.read_parquet(plain / "catalogue.parquet").drop(columns=["truth_class", "truth_anomaly"])
     cat.to_parquet(plain / "catalogue.parquet")
+    mark_stage(plain, "embed", True, files=stamp_files(plain, STAGE_OUTPUTS["embed"]))  # as embed would have
     assert evaluate_run(plain) is None
     assert main(["evaluate", "--run", str(plain)]) == 0
     assert "no truth columns" in capsys.readouterr().out and not (plain / "evaluation.json").exists()

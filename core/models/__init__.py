@@ -12,19 +12,20 @@ Typical use::
 from __future__ import annotations
 
 import contextlib
+import pickle
 from dataclasses import asdict, fields
 from pathlib import Path
 
 import torch
 
-from core.errors import BlueberryError, RunError
+from core.errors import BlueberryError, RunError, first_line
 from core.models.autoencoder import ConvLSTMAutoencoder, ModelArgs, ModelOutput, kl_divergence, masked_loss
 from core.models.convlstm import ConvLSTM, ConvLSTMCell
 
 __all__ = [
     "CONFIGS", "ConfigError", "as_model_args", "ConvLSTM", "ConvLSTMAutoencoder", "ConvLSTMCell", "ModelArgs", "ModelOutput",
     "autocast", "build_model", "kl_divergence", "load_model", "masked_loss", "model_args_for", "model_payload", "prepare_model",
-    "resolve_device",
+    "read_torch_file", "resolve_device",
 ]
 
 #: Named architectures. Each fixes the map size it was designed for; ``kind`` and
@@ -68,7 +69,10 @@ def as_model_args(model_args: ModelArgs | dict) -> ModelArgs:
     unknown = set(model_args) - {f.name for f in fields(ModelArgs)}
     if unknown:
         raise ConfigError(f"model_args has unknown fields {sorted(unknown)}: written by a newer Blueberry?")
-    return ModelArgs(**model_args)
+    try:
+        return ModelArgs(**model_args)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"model_args {model_args}: {exc}") from None
 
 
 def build_model(model_args: ModelArgs | dict) -> ConvLSTMAutoencoder:
@@ -122,10 +126,34 @@ def load_model(path, device="cpu") -> tuple[ConvLSTMAutoencoder, dict]:
         path = path / "model.pt"
     if not path.is_file():
         raise RunError(f"{path}: no trained model here; train one with `python -m train fit --run {path.parent}`")
-    payload = torch.load(path, map_location="cpu", weights_only=True)
-    model = build_model(payload["model_args"])
-    model.load_state_dict(payload["state_dict"])
+    todo = "train the model again into a new run: `python -m train fit --data DATASET --run NEW_RUN`"
+    payload = read_torch_file(path, ("model_args", "state_dict"), todo)
+    try:
+        model = build_model(payload["model_args"])
+        model.load_state_dict(payload["state_dict"])
+    except (TypeError, ValueError, RuntimeError) as exc:  # RuntimeError: weights of another shape
+        raise RunError(f"{path}: the weights do not fit the model it describes ({first_line(exc)}); {todo}") from None
     return prepare_model(model, device).eval(), payload
+
+
+def read_torch_file(path, keys, todo: str) -> dict:
+    """``torch.load(weights_only=True)`` of a file Blueberry wrote: a dict holding ``keys``.
+
+    A truncated, foreign or hostile file (weights_only refuses any pickled code) is a
+    RunError naming it and ending with ``todo``.
+    """
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise RunError(f"{path}: holds more than tensors and plain values (refused by weights-only loading: "
+                       f"damaged, or not written by Blueberry); {todo}") from None
+    except Exception as exc:  # torch raises RuntimeError, EOFError, OSError, ... on a truncated file
+        raise RunError(f"{path}: damaged or not a Blueberry file ({type(exc).__name__}: {first_line(exc)}); "
+                       f"{todo}") from None
+    missing = [k for k in keys if k not in obj] if isinstance(obj, dict) else list(keys)
+    if missing:
+        raise RunError(f"{path}: not a Blueberry file (it lacks {', '.join(missing)}); {todo}")
+    return obj
 
 
 def model_payload(model: ConvLSTMAutoencoder, config: dict) -> dict:
