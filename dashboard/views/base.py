@@ -26,6 +26,8 @@ from panel.viewable import Viewer
 
 from dashboard.state import DashboardState
 
+#: Font size of a figure's title.
+TITLE_SIZE = "12pt"
 PANEL_CSS = """
 :host { border: 1px solid #e3e3e3; border-radius: 6px; padding: 6px 10px; background: white; }
 """
@@ -112,6 +114,7 @@ def scatter_figure(name: str, title: str, frame_px: tuple[int, int], ranges, x_l
                  min_border=5)
     fig.add_tools(BoxSelectTool(renderers=[]), LassoSelectTool(renderers=[]), *([TapTool(renderers=[])] * tap))
     fig.grid.visible = False
+    fig.title.text_font_size = TITLE_SIZE
     return fig
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import panel as pn
 
-from dashboard.views.base import PANEL_CSS, StateView, change, on_gestures
+from dashboard.views.base import PANEL_CSS, TITLE_SIZE, StateView, change, on_gestures
 from dashboard.views.glyphs import FLAGGED, SELECTED
 
 #: Frame of the histogram in screen pixels.
@@ -33,7 +33,7 @@ class ScoreHistogram(StateView):
         change(self._chosen, data={**self._chosen.data, "top": counts})
 
     def _plot(self):
-        from bokeh.models import BoxSelectTool, Label, Range1d, Span
+        from bokeh.models import BoxSelectTool, FixedTicker, Label, Range1d, Span
         from bokeh.plotting import figure
 
         p90 = self.state.data.p90
@@ -46,6 +46,10 @@ class ScoreHistogram(StateView):
         fig.add_tools(select)
         fig.toolbar.active_drag = select
         fig.grid.visible = False
+        fig.title.text_font_size = TITLE_SIZE
+        # Ticks at the powers of ten only: Bokeh's log ticker crowds a two-decade axis with labels.
+        decades = np.arange(np.ceil(np.log10(self._edges[0])), np.floor(np.log10(self._edges[-1])) + 1)
+        fig.xaxis.ticker = FixedTicker(ticks=list(10.0 ** decades))
         fig.quad(left=self._edges[:-1], right=self._edges[1:], top=self._everyone, bottom=0, fill_color="#c9c9c9",
                  line_color="#9a9a9a")
         fig.quad(left="left", right="right", top="top", bottom=0, source=self._chosen, fill_color=SELECTED,
