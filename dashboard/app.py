@@ -21,9 +21,9 @@ TITLE = "Blueberry"
 #: Milliseconds between drawing one deferred view and the next (see build_app).
 RENDER_PAUSE_MS = 30
 
-# HoloViews sizes plots by frame_width / frame_height and leaves Bokeh's width / height
-# unset, which Bokeh's validator reports as W-1005 at every server start although the
-# layout is fully determined.
+# The figures are sized by frame_width / frame_height (the plotting area, so a tap's pixel
+# tolerance is exact) and leave Bokeh's width / height unset, which Bokeh's validator
+# reports as W-1005 at every server start although the layout is fully determined.
 silence(FIXED_SIZING_MODE, True)
 
 
