@@ -21,9 +21,9 @@ TITLE = "Blueberry"
 #: Milliseconds between drawing one deferred view and the next (see build_app).
 RENDER_PAUSE_MS = 30
 
-# HoloViews sizes plots by frame_width / frame_height and leaves Bokeh's width / height
-# unset, which Bokeh's validator reports as W-1005 at every server start although the
-# layout is fully determined.
+# The figures are sized by frame_width / frame_height (the plotting area, so a tap's pixel
+# tolerance is exact) and leave Bokeh's width / height unset, which Bokeh's validator
+# reports as W-1005 at every server start although the layout is fully determined.
 silence(FIXED_SIZING_MODE, True)
 
 
@@ -92,7 +92,10 @@ def build_app(data: AppData) -> tuple[DashboardState, pn.viewable.Viewable]:
                                  SimilarGalaxies)
 
     state = DashboardState(data)
-    hist, inspector, bpts, similar = (pn.Column(loading=True, min_height=h, **size) for h, size in (
+    # Empty placeholders of the views' sizes, so the page does not jump when they arrive. No
+    # loading spinners: their animation restyles the page every frame until the last view
+    # is in (measured ~1.5 s of the browser's main thread during a load).
+    hist, inspector, bpts, similar = (pn.Column(min_height=h, **size) for h, size in (
         (240, {"sizing_mode": "stretch_width"}), (560, {"sizing_mode": "stretch_width"}), (340, {"width": 1110}),
         (340, {"width": 480})))
     # The BPT diagrams last: they take the server longest to draw, while the browser lays out the others.
@@ -101,7 +104,6 @@ def build_app(data: AppData) -> tuple[DashboardState, pn.viewable.Viewable]:
     def render_next():
         slot, view = later_queue.pop(0)
         slot.objects = [view(state=state)]
-        slot.loading = False
         doc = pn.state.curdoc
         if later_queue and doc is not None and doc.session_context is not None:
             # A pause, not merely the next tick: the websocket writes this view's patch only

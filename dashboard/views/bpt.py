@@ -3,13 +3,13 @@ from __future__ import annotations
 
 from functools import partial
 
-import holoviews as hv
 import numpy as np
 import panel as pn
 
 from core import bpt
 from dashboard.data import BPT_Y, DIAGRAMS, AppData
-from dashboard.views.base import PANEL_CSS, StateView, datashader, hv_pane, on_gestures, rasterize, section_title
+from dashboard.views.base import (PANEL_CSS, StateView, change, datashade, datashader, image_columns, on_gestures,
+                                  scatter_figure, section_title)
 from dashboard.views.glyphs import SELECTED, RasterLayer, Star
 
 #: Frame of each diagram in screen pixels.
@@ -38,24 +38,17 @@ def bpt_extent(data: AppData, key: str) -> tuple[tuple[float, float], tuple[floa
     return data.derived(("bpt_extent", key), compute)
 
 
-def bpt_dims(key: str) -> list[hv.Dimension]:
-    return [hv.Dimension("x", label=DIAGRAMS[key][1]), hv.Dimension("y", label=BPT_Y[1])]
-
-
-def demarcation(key: str, x_range) -> list[hv.Curve]:
-    """The diagram's demarcation lines over ``x_range``."""
-    dims = bpt_dims(key)
+def demarcation(fig, key: str, x_range) -> None:
+    """Draw the diagram's demarcation lines over ``x_range`` on ``fig``, with a legend."""
     xs = np.linspace(*x_range, 300)
     kewley01 = next(fn for fn, label, _ in LINES[key] if label == "Kewley+01")
-    curves = []
     for fn, label, dash in LINES[key]:
         ys = np.asarray(fn(xs), dtype=float)
         if dash == "dotted":
             ke01 = np.asarray(kewley01(xs), dtype=float)
             ys = np.where(np.isfinite(ke01) & (ys < ke01), np.nan, ys)
-        curves.append(hv.Curve((xs, ys), dims[0], dims[1], label=label).opts(
-            color="black", line_dash=dash, line_width=1.3))
-    return curves
+        fig.line(xs, ys, color="black", line_dash=dash, line_width=1.3, legend_label=label)
+    fig.legend.location = "bottom_left"
 
 
 class BPTDiagrams(StateView):
@@ -68,7 +61,6 @@ class BPTDiagrams(StateView):
         self._selected = {key: RasterLayer(*data.bpt[key], BPT_FRAME, bpt_extent(data, key), SELECTED)
                           for key in DIAGRAMS}
         self._stars = {key: Star(*data.bpt[key]) for key in DIAGRAMS}
-        self._streams = []
         self.watch(self._show_rows, "selection")
         self.watch(self._show_star, "galaxy")
         self._show_rows()
@@ -83,22 +75,35 @@ class BPTDiagrams(StateView):
             star.show(self.state.row)
 
     def _diagram(self, key: str):
+        from bokeh.models import EqHistColorMapper
+        from bokeh.palettes import Greys256
+
         ds, _ = datashader()
-        (x0, x1), (y0, y1) = bpt_extent(self.state.data, key)
-        pts = hv.Points(self.state.data.frames[key], kdims=bpt_dims(key))
-        base = rasterize(pts, ds.count(), BPT_FRAME, ((x0, x1), (y0, y1)), max_px=2).opts(
-            cmap="Greys", cnorm="eq_hist", tools=["box_select", "lasso_select"], active_tools=["wheel_zoom"])
-        selected, space = self._selected[key], f"bpt_{key}"
-        self._streams += on_gestures(base, zoom=selected.zoom, box=partial(self.state.select_box, space=space),
-                                     lasso=partial(self.state.select_lasso, space=space))
-        return (base * hv.Overlay(demarcation(key, (x0, x1)))).opts(hv.opts.Overlay(
-            frame_width=BPT_FRAME[0], frame_height=BPT_FRAME[1], xlim=(x0, x1), ylim=(y0, y1),
-            legend_position="bottom_left", title=f"BPT [{key.upper()}]",
-            hooks=[selected.hook, self._stars[key].hook],
-            backend_opts={"plot.name": f"bpt-{key}"}))
+        frame, ranges = self.state.data.frames[key], bpt_extent(self.state.data, key)
+        fig = scatter_figure(f"bpt-{key}", f"BPT [{key.upper()}]", BPT_FRAME, ranges, DIAGRAMS[key][1], BPT_Y[1])
+        background = fig.image(source=image_columns(datashade(frame, ds.count(), BPT_FRAME, ranges, 2), ranges),
+                               color_mapper=EqHistColorMapper(palette=Greys256[::-1], nan_color=(0, 0, 0, 0),
+                                                                        rescale_discrete_levels=True))
+        selected, star = self._selected[key], self._stars[key]
+        selected.add_to(fig)
+        demarcation(fig, key, ranges[0])
+        star.add_to(fig)
+
+        def zoom(x_range, y_range):
+            ranges = (tuple(x_range), tuple(y_range))
+            change(background.data_source, data=image_columns(datashade(frame, ds.count(), BPT_FRAME, ranges, 2),
+                                                              ranges))
+            selected.zoom(*ranges)
+
+        space = f"bpt_{key}"
+        on_gestures(fig, zoom=zoom, box=partial(self.state.select_box, space=space),
+                    lasso=partial(self.state.select_lasso, space=space))
+        return fig
 
     def __panel__(self):
+        from bokeh.layouts import row
+
         return pn.Column(section_title("BPT diagrams", "grey: every galaxy (central aperture); orange: selected; "
                                                        "★ inspected"),
-                         pn.Row(*(hv_pane(self._diagram(k), margin=(0, 5)) for k in DIAGRAMS)),
+                         pn.pane.Bokeh(row(*(self._diagram(k) for k in DIAGRAMS), spacing=10), margin=(0, 5)),
                          stylesheets=[PANEL_CSS], sizing_mode="stretch_width")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from dashboard.views.base import change
+from dashboard.views.base import change, image_columns
 
 SELECTED = "#ff7f0e"  # selection highlight, everywhere
 FLAGGED = "#d62728"  # flagged outliers
@@ -46,9 +46,9 @@ def raster_mask(x: np.ndarray, y: np.ndarray, x_range, y_range, shape: tuple[int
 
 
 class RasterLayer:
-    """Some of a plot's galaxies drawn as a one-colour raster over a HoloViews plot.
+    """Some of a plot's galaxies drawn as a one-colour raster over a scatter plot.
 
-    :meth:`hook` adds an image glyph to the plot's Bokeh figure; :meth:`show_rows` and
+    :meth:`add_to` adds an image glyph to the plot's Bokeh figure; :meth:`show_rows` and
     :meth:`zoom` refill its data source (a uint8 raster at the frame's resolution, so a
     million rows cost what a few do, in the browser too). ``x``/``y`` are the coordinates
     of every galaxy in the plot's space (NaN where it has none).
@@ -64,12 +64,12 @@ class RasterLayer:
         self.source = ColumnDataSource({"image": [np.zeros((1, 1), np.uint8)], "x": [0.0], "y": [0.0],
                                         "dw": [1.0], "dh": [1.0]})
 
-    def hook(self, plot, element) -> None:
+    def add_to(self, fig) -> None:
         from bokeh.models import LinearColorMapper
 
         # 0 (no galaxy of these rows in the pixel) is below ``low``, hence drawn transparent.
         mapper = LinearColorMapper(palette=[self.colour], low=1, high=1, low_color=(0, 0, 0, 0))
-        plot.state.image(image="image", x="x", y="y", dw="dw", dh="dh", source=self.source, color_mapper=mapper)
+        fig.image(image="image", x="x", y="y", dw="dw", dh="dh", source=self.source, color_mapper=mapper)
 
     def show_rows(self, rows: np.ndarray) -> None:
         self.rows = rows
@@ -81,16 +81,15 @@ class RasterLayer:
             self._draw()
 
     def _draw(self) -> None:
-        (x0, x1), (y0, y1) = self.ranges
         if len(self.rows):
-            image = raster_mask(self.x[self.rows], self.y[self.rows], (x0, x1), (y0, y1), self.frame_px, self.spread)
+            image = raster_mask(self.x[self.rows], self.y[self.rows], *self.ranges, self.frame_px, self.spread)
         else:
             image = np.zeros((1, 1), np.uint8)
-        change(self.source, data={"image": [image], "x": [x0], "y": [y0], "dw": [x1 - x0], "dh": [y1 - y0]})
+        change(self.source, data=image_columns(image, self.ranges))
 
 
 class Star:
-    """The inspected galaxy as a star over a HoloViews plot (a glyph added by :meth:`hook`)."""
+    """The inspected galaxy as a star over a scatter plot (a glyph added by :meth:`add_to`)."""
 
     def __init__(self, x: np.ndarray, y: np.ndarray):
         from bokeh.models import ColumnDataSource
@@ -98,8 +97,8 @@ class Star:
         self.x, self.y = x, y
         self.source = ColumnDataSource({"x": [], "y": []})
 
-    def hook(self, plot, element) -> None:
-        plot.state.scatter("x", "y", source=self.source, marker="star", size=20, fill_color="white",
+    def add_to(self, fig) -> None:
+        fig.scatter("x", "y", source=self.source, marker="star", size=20, fill_color="white",
                            line_color="black", line_width=1.5)
 
     def show(self, row: int | None) -> None:

@@ -1,11 +1,10 @@
 """The anomaly scores of every galaxy, and of the selected ones, as a histogram."""
 from __future__ import annotations
 
-import holoviews as hv
 import numpy as np
 import panel as pn
 
-from dashboard.views.base import PANEL_CSS, StateView, change, hv_pane, on_gestures
+from dashboard.views.base import PANEL_CSS, TITLE_SIZE, StateView, change, on_gestures
 from dashboard.views.glyphs import FLAGGED, SELECTED
 
 #: Frame of the histogram in screen pixels.
@@ -23,6 +22,7 @@ class ScoreHistogram(StateView):
         score = score[np.isfinite(score) & (score > 0)]
         lo, hi = (score.min(), score.max()) if score.size else (1.0, 10.0)
         self._edges = np.logspace(np.log10(lo) - 1e-6, np.log10(hi) + 1e-6, 61)
+        self._everyone = np.histogram(score, self._edges)[0]
         self._chosen = ColumnDataSource({"left": self._edges[:-1], "right": self._edges[1:],
                                          "top": np.zeros(len(self._edges) - 1)})
         self.watch(self._update, "selection")
@@ -32,24 +32,33 @@ class ScoreHistogram(StateView):
         counts = np.histogram(self.state.data.score[self.state.selection], self._edges)[0]
         change(self._chosen, data={**self._chosen.data, "top": counts})
 
-    def _hook(self, plot, element) -> None:
-        plot.state.quad(left="left", right="right", top="top", bottom=0, source=self._chosen, fill_color=SELECTED,
-                        line_color=SELECTED, fill_alpha=0.9)
-
     def _plot(self):
-        data = self.state.data
-        score = data.score[np.isfinite(data.score) & (data.score > 0)]
-        everyone = hv.Histogram((self._edges, np.histogram(score, self._edges)[0]), kdims=["anomaly_score"],
-                                vdims=["galaxies"]).opts(
-            color="#c9c9c9", line_color="#9a9a9a", tools=["xbox_select"], active_tools=["xbox_select"])
-        self._streams = on_gestures(everyone, x_span=self.state.select_score_range)
-        p90 = hv.VLine(data.p90).opts(color=FLAGGED, line_dash="dashed", line_width=1.5)
-        label = hv.Text(data.p90, 0, f" 90th pct {data.p90:,.0f}", halign="left", valign="bottom").opts(
-            color=FLAGGED, text_font_size="9pt")
-        return (everyone * p90 * label).opts(hv.opts.Overlay(
-            logx=True, frame_width=HISTOGRAM_FRAME[0], frame_height=HISTOGRAM_FRAME[1],
-            title="Anomaly score (drag to select a range)", xlabel="anomaly score", ylabel="galaxies",
-            hooks=[self._hook], backend_opts={"plot.name": "score-histogram"}))
+        from bokeh.models import BoxSelectTool, FixedTicker, Label, Range1d, Span
+        from bokeh.plotting import figure
+
+        p90 = self.state.data.p90
+        fig = figure(name="score-histogram", title="Anomaly score (drag to select a range)", x_axis_type="log",
+                     x_range=Range1d(self._edges[0], self._edges[-1]),
+                     y_range=Range1d(0, max(int(self._everyone.max()), 1) * 1.05),
+                     frame_width=HISTOGRAM_FRAME[0], frame_height=HISTOGRAM_FRAME[1], x_axis_label="anomaly score",
+                     y_axis_label="galaxies", tools="pan,wheel_zoom,box_zoom,save,reset", min_border=5)
+        select = BoxSelectTool(dimensions="width", renderers=[])
+        fig.add_tools(select)
+        fig.toolbar.active_drag = select
+        fig.grid.visible = False
+        fig.title.text_font_size = TITLE_SIZE
+        # Ticks at the powers of ten only: Bokeh's log ticker crowds a two-decade axis with labels.
+        decades = np.arange(np.ceil(np.log10(self._edges[0])), np.floor(np.log10(self._edges[-1])) + 1)
+        fig.xaxis.ticker = FixedTicker(ticks=list(10.0 ** decades))
+        fig.quad(left=self._edges[:-1], right=self._edges[1:], top=self._everyone, bottom=0, fill_color="#c9c9c9",
+                 line_color="#9a9a9a")
+        fig.quad(left="left", right="right", top="top", bottom=0, source=self._chosen, fill_color=SELECTED,
+                 line_color=SELECTED, fill_alpha=0.9)
+        fig.add_layout(Span(location=p90, dimension="height", line_color=FLAGGED, line_dash="dashed", line_width=1.5))
+        fig.add_layout(Label(x=p90, y=0, text=f" 90th pct {p90:,.0f}", text_align="left", text_baseline="bottom",
+                             text_color=FLAGGED, text_font_size="9pt"))
+        on_gestures(fig, x_span=self.state.select_score_range)
+        return fig
 
     def __panel__(self):
-        return pn.Column(hv_pane(self._plot(), margin=(0, 5)), stylesheets=[PANEL_CSS])
+        return pn.Column(pn.pane.Bokeh(self._plot(), margin=(0, 5)), stylesheets=[PANEL_CSS])

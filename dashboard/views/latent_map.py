@@ -3,18 +3,16 @@ from __future__ import annotations
 
 from functools import partial
 
-import holoviews as hv
 import numpy as np
 import panel as pn
 
 from dashboard.data import AppData
-from dashboard.views.base import PANEL_CSS, StateView, datashader, hv_pane, on_gestures, rasterize
+from dashboard.views.base import (PANEL_CSS, StateView, change, datashade, datashader, image_columns, on_gestures,
+                                  scatter_figure)
 from dashboard.views.glyphs import FLAGGED, SELECTED, RasterLayer, Star, category_colours
 
 #: Frame of the latent map in screen pixels; fixed, so a tap's pixel tolerance is exact.
 MAP_FRAME = (560, 470)
-#: Every datashaded frame has columns x, y (and v): datashader compiles per column schema.
-LATENT_DIMS = [hv.Dimension("x", label="UMAP 1"), hv.Dimension("y", label="UMAP 2")]
 
 
 def padded(lo: float, hi: float, frac: float = 0.05) -> tuple[float, float]:
@@ -43,43 +41,62 @@ class LatentMap(StateView):
         self._flagged.show_rows(np.flatnonzero(data.flagged))
         self._selected.show_rows(self.state.selection)
         self._star.show(self.state.row)
-        self._pane = hv_pane(self._plot(self.state.colour_by), margin=0)
-        # The base layer changes type (a mean image vs categorical counts), so a new colouring
-        # rebuilds the plot; it reopens at the current zoom, and the hooks re-add the highlights.
-        self.watch(lambda: setattr(self._pane, "object", self._plot(self.state.colour_by)), "colour_by")
+        self._fig = self._figure()
+        self._draw()
+        self.watch(self._draw, "colour_by")
         self.watch(lambda: self._selected.show_rows(self.state.selection), "selection")
         self.watch(lambda: self._star.show(self.state.row), "galaxy")
 
-    def _base(self, colour_by: str):
+    def _figure(self):
+        """The figure, with a glyph for each kind of colouring (a numeric column through a colour
+        mapper with its colour bar; categories as RGBA with a legend), the highlights on top."""
+        from bokeh.models import ColorBar, EqHistColorMapper, Legend, LegendItem, PrintfTickFormatter
+        from bokeh.palettes import Viridis256
+        from bokeh.core.property.vectorization import Field
+
+        fig = scatter_figure("latent-map", "", MAP_FRAME, self._ranges, "UMAP 1", "UMAP 2", tap=True)
+        mapper = EqHistColorMapper(palette=Viridis256, nan_color=(0, 0, 0, 0), rescale_discrete_levels=True)
+        empty = image_columns(np.zeros((1, 1), np.uint32), self._ranges)
+        self._numeric = fig.image(source=empty, color_mapper=mapper)
+        self._categorical = fig.image_rgba(source=empty)
+        self._colour_bar = ColorBar(color_mapper=mapper, formatter=PrintfTickFormatter(format="%.4g"),
+                                    title_text_font_size="10px")
+        fig.add_layout(self._colour_bar, "right")
+        # One invisible point per category; the legend groups them by label, in their colours.
+        self._keys = fig.scatter("x", "y", source={"x": [], "y": [], "colour": [], "label": []}, color="colour",
+                                 size=8)
+        fig.add_layout(Legend(items=[LegendItem(label=Field("label"), renderers=[self._keys])], location="top_left"))
+        for layer in (self._flagged, self._selected, self._star):
+            layer.add_to(fig)
+        on_gestures(fig, zoom=self._zoom, box=partial(self.state.select_box, space="latent"),
+                    lasso=partial(self.state.select_lasso, space="latent"), tap=self._tap)
+        return fig
+
+    def _draw(self) -> None:
+        """Aggregate every galaxy at the current zoom, coloured by the state's column."""
         ds, _ = datashader()
-        data = self.state.data
+        data, colour_by = self.state.data, self.state.colour_by
         frame = data.colour_frame(colour_by)
-        pts = hv.Points(frame, kdims=LATENT_DIMS, vdims=[hv.Dimension("v", label=colour_by)])
+        blank = image_columns(np.zeros((1, 1), np.uint32), self._ranges)
+        keys = {"x": [], "y": [], "colour": [], "label": []}
         if colour_by in data.categorical_colours:
             key = category_colours(frame["v"].cat.categories)
-            base = rasterize(pts, ds.count_cat("v"), MAP_FRAME, self._ranges, max_px=3).opts(cmap=key)
-            legend = hv.NdOverlay({k: hv.Points([(np.nan, np.nan)], kdims=LATENT_DIMS, label=k).opts(color=c, size=8)
-                                   for k, c in key.items()}, kdims=[colour_by])
-            return base, legend
-        base = rasterize(pts, ds.mean("v"), MAP_FRAME, self._ranges, max_px=3).opts(
-            cmap="viridis", cnorm="eq_hist", colorbar=True, clabel=colour_by, cformatter="%.4g",
-            colorbar_opts={"title_text_font_size": "10px"})
-        return base, None
-
-    def _plot(self, colour_by: str):
-        base, legend = self._base(colour_by)
-        self._streams = on_gestures(base, zoom=self._zoom, box=partial(self.state.select_box, space="latent"),
-                                    lasso=partial(self.state.select_lasso, space="latent"), tap=self._tap)
-        base = base.opts(tools=["box_select", "lasso_select", "tap"], active_tools=["wheel_zoom"])
-        # The plot is the image alone (numeric colouring) or the image and a legend (categorical).
-        layers = base if legend is None else (base * legend).opts(legend_position="top_left")
-        return layers.opts(
-            frame_width=MAP_FRAME[0], frame_height=MAP_FRAME[1], xlim=self._ranges[0], ylim=self._ranges[1],
-            title=f"Latent space (UMAP), coloured by {colour_by}",
-            hooks=[self._flagged.hook, self._selected.hook, self._star.hook], backend_opts={"plot.name": "latent-map"})
+            image = datashade(frame, ds.count_cat("v"), MAP_FRAME, self._ranges, 3, color_key=key)
+            change(self._categorical.data_source, data=image_columns(image, self._ranges))
+            change(self._numeric.data_source, data=blank)
+            keys = {"x": [np.nan] * len(key), "y": [np.nan] * len(key), "colour": list(key.values()),
+                    "label": list(key)}
+        else:
+            image = datashade(frame, ds.mean("v"), MAP_FRAME, self._ranges, 3)
+            change(self._numeric.data_source, data=image_columns(image, self._ranges))
+            change(self._categorical.data_source, data=blank)
+        change(self._colour_bar, visible=colour_by not in data.categorical_colours, title=colour_by)
+        change(self._keys.data_source, data=keys)
+        change(self._fig.title, text=f"Latent space (UMAP), coloured by {colour_by}")
 
     def _zoom(self, x_range, y_range) -> None:
         self._ranges = (tuple(x_range), tuple(y_range))
+        self._draw()
         self._flagged.zoom(x_range, y_range)
         self._selected.zoom(x_range, y_range)
 
@@ -93,4 +110,4 @@ class LatentMap(StateView):
         hint = pn.pane.HTML('<span style="color:#666;font-size:12px">Box, lasso or tap to select '
                             '(toolbar, right); wheel to zoom. Red: flagged; orange: selected; ★ inspected.</span>',
                             align="end")
-        return pn.Column(pn.Row(colour, clear, hint), self._pane, stylesheets=[PANEL_CSS])
+        return pn.Column(pn.Row(colour, clear, hint), pn.pane.Bokeh(self._fig, margin=0), stylesheets=[PANEL_CSS])
