@@ -11,7 +11,7 @@ disk: 16 x 16 spaxels up to 100k galaxies, 4 x 4 beyond), then measures
   linked view updated (table, count, highlights on the latent map and the three BPT
   diagrams, histogram, inspector for a tap). That is all the Python work an event costs;
   sending the patch over the websocket is not included.
-- served: ``panel serve dashboard --plugins dashboard.export`` in a subprocess, headless
+- served: ``python -m train serve`` (the command users run) in a subprocess, headless
   Chromium (/usr/bin/chromium) opening the page: time to the first paint (header, latent
   map and table painted) and to the full page (every plot painted: the latent map, the
   histogram, the inspector, three BPT diagrams and the neighbours, seven figures), on a warm server,
@@ -23,6 +23,7 @@ and writes JSON (default benchmarks/results/dashboard_latency.json).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -151,28 +152,37 @@ def _rss_mb(pid: int) -> float:
     raise RuntimeError(f"no VmRSS for pid {pid}")
 
 
+@contextlib.contextmanager
+def running_server(path: Path, num_procs: int = 1):
+    """``python -m train serve`` on ``path`` (the command users run), answering: yields (url, pid)."""
+    port = _free_port()
+    cmd = [sys.executable, "-m", "train", "serve", "--run", str(path), "--port", str(port),
+           "--num-procs", str(num_procs)]
+    with tempfile.NamedTemporaryFile("w+", suffix=".log") as log:
+        proc = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+        url = f"http://127.0.0.1:{port}"
+        try:
+            while True:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"the server exited:\n{Path(log.name).read_text()}")
+                try:
+                    with urllib.request.urlopen(url + "/", timeout=5):
+                        break
+                except (urllib.error.URLError, ConnectionError, TimeoutError):
+                    time.sleep(0.5)
+            yield url, proc.pid
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+
+
 def served(path: Path, visits: int, sessions: int) -> dict:
     """Start the real server; paint times of fresh visits; memory per extra open session."""
     from playwright.sync_api import sync_playwright
 
-    port = _free_port()
-    cmd = [str(Path(sys.executable).with_name("panel")), "serve", "dashboard", "--port", str(port),
-           "--address", "127.0.0.1", "--allow-websocket-origin", f"127.0.0.1:{port}", "--log-level", "warning",
-           "--plugins", "dashboard.export", "--args", "--run", str(path)]
-    log = tempfile.NamedTemporaryFile("w+", suffix=".log", delete=False)
-    t = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
     out = {}
-    try:
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"panel serve exited:\n{Path(log.name).read_text()}")
-            try:
-                with urllib.request.urlopen(url + "/", timeout=5):
-                    break
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                time.sleep(0.5)
+    t = time.perf_counter()
+    with running_server(path) as (url, pid):
         out["server_start_s"] = round(time.perf_counter() - t, 1)
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
@@ -196,7 +206,7 @@ def served(path: Path, visits: int, sessions: int) -> dict:
             page.evaluate(PAINT_JS, N_FIGURES)
             pages.append(page)
             time.sleep(2)
-            base = _rss_mb(proc.pid)
+            base = _rss_mb(pid)
             for _ in range(sessions):
                 page = context.new_page()
                 page.goto(url + "/dashboard")
@@ -204,12 +214,8 @@ def served(path: Path, visits: int, sessions: int) -> dict:
                 pages.append(page)
             time.sleep(2)
             out["rss_one_session_mb"] = round(base)
-            out["rss_per_extra_session_mb"] = round((_rss_mb(proc.pid) - base) / sessions, 1)
+            out["rss_per_extra_session_mb"] = round((_rss_mb(pid) - base) / sessions, 1)
             browser.close()
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-        os.unlink(log.name)
     return out
 
 
