@@ -63,7 +63,10 @@ def panel_command(args) -> list[str]:
     if args.cookie_secret:
         cmd += ["--cookie-secret", args.cookie_secret]
     # --warm runs the app once at start, so the first visitor does not wait for it.
-    return [*cmd, "--warm", "--args", "--run", str(args.run)]
+    # --reuse-sessions answers a page request from a cached page and builds the real session only
+    # when the page's websocket connects: a request that never opens one (a link preview, a
+    # crawler, a health check) costs almost nothing instead of a whole session.
+    return [*cmd, "--warm", "--reuse-sessions", "--args", "--run", str(args.run)]
 
 
 def run(args) -> int:

@@ -61,6 +61,7 @@ def test_network_serving_is_explicit():
     assert default[default.index("--address") + 1] == "127.0.0.1"
     origins = [default[i + 1] for i, a in enumerate(default) if a == "--allow-websocket-origin"]
     assert origins == ["localhost:5006", "127.0.0.1:5006"]
+    assert "--reuse-sessions" in default, "a page request that opens no websocket must not build a session"
     shared = panel_command(parse(["serve", "--run", "r", "--address", "0.0.0.0", "--allow-origin", "galaxies.example.org",
                                   "--basic-auth", "creds.json"]))
     assert shared[shared.index("--address") + 1] == "0.0.0.0"
