@@ -7,6 +7,7 @@ The run is opened and the numba kernels warmed once per server process
 from __future__ import annotations
 
 import html
+import logging
 from pathlib import Path
 
 import panel as pn
@@ -75,7 +76,7 @@ def error_page(path, error: Exception) -> pn.viewable.Viewable:
         pn.pane.Alert(
             f"<h3>No run to show at <code>{html.escape(str(path))}</code></h3>"
             f"<p>{html.escape(str(error))}</p>"
-            "<p>Choose another run with <code>panel serve dashboard --args --run PATH</code> "
+            "<p>Choose another run with <code>python -m train serve --run PATH</code> "
             "or the environment variable <code>BLUEBERRY_RUN</code>, then reload this page.</p>",
             alert_type="warning"),
         margin=20, width=900)
@@ -133,6 +134,10 @@ def create_app(path) -> pn.viewable.Viewable:
         data = prepared(str(path))
     except BlueberryError as error:
         return error_page(path, error)
+    except Exception as error:  # a bug or a damage nobody foresaw: a page that says so, never a blank one
+        logging.getLogger("blueberry.dashboard").exception("cannot open the run at %s", path)
+        return error_page(path, f"the run could not be opened ({type(error).__name__}: {error}); "
+                                "the server's log has the details")
     state, page = build_app(data)
     if pn.state.location is not None:
         # ?galaxy=<id> opens the app on that galaxy, and inspecting another updates the URL.

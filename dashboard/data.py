@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from core.bpt import RATIOS
+from core.errors import RunError
 from core.run import Evaluation, Run, RunManifest, open_run
 
 #: Where the dashboard looks for a run when neither ``--args --run`` nor BLUEBERRY_RUN says.
@@ -32,6 +33,10 @@ DIAGRAMS = {
     "oi": (_OI_HA, "log [OI]6302 / Hα"),
 }
 BPT_Y = (_OIII_HB, "log [OIII]5008 / Hβ")
+
+#: Catalogue columns the views read (the table's, the inspector's, the maps' coordinates).
+REQUIRED_COLUMNS = ("galaxy_id", "ra", "dec", "z", "anomaly_score", "anomaly_pct", "flagged", "top_line", "umap_x",
+                    "umap_y", "bpt_class", *RATIOS)
 
 #: Columns of the selection table, in order.
 TABLE_COLUMNS = ("galaxy_id", "anomaly_score", "anomaly_pct", "bpt_class", "z", "top_line")
@@ -181,6 +186,10 @@ def open_app_data(path) -> AppData:
     """Open the run at ``path``; raises ``core.errors.BlueberryError`` (RunError, DatasetError) with what to do."""
     run = open_run(path)
     cat = run.catalogue
+    missing = [c for c in REQUIRED_COLUMNS if c not in cat.columns]
+    if missing:
+        raise RunError(f"{run.path}/catalogue.parquet lacks the column(s) {', '.join(missing)} that `embed` writes; "
+                       f"run `python -m train embed --run {run.path}` again")
     score = _f64(cat["anomaly_score"])
     # A stable sort keeps ties in catalogue order, so the table order is reproducible.
     order = np.argsort(-score, kind="stable")

@@ -402,6 +402,34 @@ def test_incomplete_run_gives_a_page_naming_the_command(run_path, tmp_path):
     assert "&lt;" not in error_page("x", ValueError("<b>")).objects[1].object.replace("&lt;b&gt;", "")
 
 
+def test_a_catalogue_without_the_embed_columns_gives_a_page_naming_them(run_path, tmp_path):
+    import shutil
+
+    from core.io import stamp_files
+    from core.run import STAGE_OUTPUTS, mark_stage
+
+    run = tmp_path / "run"
+    shutil.copytree(run_path, run)
+    manifest = read_json(run / "manifest.json")
+    manifest["dataset"] = str(run_path / "dataset")
+    write_json(run / "manifest.json", manifest)
+    pd.read_parquet(run / "catalogue.parquet").drop(columns=["umap_x"]).to_parquet(run / "catalogue.parquet")
+    mark_stage(run, "embed", True, files=stamp_files(run, STAGE_OUTPUTS["embed"]))  # stamped, as a buggy stage might
+    text = str(create_app(run).objects[1].object)
+    assert "umap_x" in text and "python -m train embed" in text
+
+
+def test_an_unforeseen_failure_gives_a_page_not_a_blank(monkeypatch, tmp_path):
+    import dashboard.app
+
+    def broken(path):
+        raise ZeroDivisionError("a bug")
+
+    monkeypatch.setattr(dashboard.app, "prepared", broken)
+    text = str(create_app(tmp_path).objects[1].object)
+    assert "No run to show" in text and "ZeroDivisionError" in text
+
+
 def test_the_whole_page_renders_and_views_follow_the_state(data):
     from bokeh.document import Document
 
