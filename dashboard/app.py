@@ -19,7 +19,7 @@ from dashboard.data import AppData, open_app_data
 from dashboard.state import DashboardState
 
 TITLE = "Blueberry"
-#: Milliseconds between drawing one deferred view and the next (see build_app).
+#: Milliseconds between drawing one batch of deferred views and the next (see build_app).
 RENDER_PAUSE_MS = 30
 
 # The figures are sized by frame_width / frame_height (the plotting area, so a tap's pixel
@@ -86,8 +86,8 @@ def build_app(data: AppData) -> tuple[DashboardState, pn.viewable.Viewable]:
     """The state and the page of one session on ``data``.
 
     The header, the latent map and the table render with the page. The other views render
-    after it has loaded, one at a time with a pause between them, so each is sent as soon
-    as it is drawn and the first paint does not wait for all seven plots.
+    after it has loaded, in two batches with a pause between them, so each batch is sent as
+    soon as it is drawn and the first paint does not wait for all seven plots.
     """
     from dashboard.views import (BPTDiagrams, Header, Inspector, LatentMap, ScoreHistogram, SelectionTable,
                                  SimilarGalaxies)
@@ -99,12 +99,14 @@ def build_app(data: AppData) -> tuple[DashboardState, pn.viewable.Viewable]:
     hist, inspector, bpts, similar = (pn.Column(min_height=h, **size) for h, size in (
         (240, {"sizing_mode": "stretch_width"}), (560, {"sizing_mode": "stretch_width"}), (340, {"width": 1110}),
         (340, {"width": 480})))
-    # The BPT diagrams last: they take the server longest to draw, while the browser lays out the others.
-    later_queue = [(hist, ScoreHistogram), (inspector, Inspector), (similar, SimilarGalaxies), (bpts, BPTDiagrams)]
+    # Two batches: each patch makes BokehJS lay out and repaint the whole page, so fewer patches
+    # paint sooner. The BPT diagrams last: they take the server longest to draw, while the
+    # browser lays out the others.
+    later_queue = [((hist, ScoreHistogram), (inspector, Inspector)), ((similar, SimilarGalaxies), (bpts, BPTDiagrams))]
 
     def render_next():
-        slot, view = later_queue.pop(0)
-        slot.objects = [view(state=state)]
+        for slot, view in later_queue.pop(0):
+            slot.objects = [view(state=state)]
         doc = pn.state.curdoc
         if later_queue and doc is not None and doc.session_context is not None:
             # A pause, not merely the next tick: the websocket writes this view's patch only

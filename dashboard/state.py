@@ -22,6 +22,8 @@ SOURCES = {
 }
 #: How far (screen pixels) a tap may land from a galaxy and still pick it.
 TAP_TOLERANCE_PX = 6.0
+#: How many of the selected rows the table shows (the most anomalous).
+TABLE_ROWS = 1000
 
 
 class DashboardState(param.Parameterized):
@@ -129,9 +131,11 @@ class DashboardState(param.Parameterized):
         return f"{n:,} selected" + (f" · {where}" if where else "")
 
     def table_frame(self) -> pd.DataFrame:
-        """The selection table: ``dashboard.data.TABLE_COLUMNS`` of the selected rows, most anomalous
-        first, indexed by catalogue row."""
-        return self.data.table_base.take(self.selection)
+        """The selection table: ``dashboard.data.TABLE_COLUMNS`` of the ``TABLE_ROWS`` most anomalous
+        selected rows, most anomalous first, indexed by catalogue row. Only these go to the browser:
+        the table widget indexes every row it holds (half a second at a million), and nobody pages
+        past a thousand; the count and the export still cover the whole selection."""
+        return self.data.table_base.take(self.selection[:TABLE_ROWS])
 
     def export_frame(self) -> pd.DataFrame:
         """Every catalogue column of the selected galaxies, most anomalous first."""

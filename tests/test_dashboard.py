@@ -445,6 +445,20 @@ def test_the_whole_page_renders_and_views_follow_the_state(data):
     state.colour_by = "z"
 
 
+def test_table_shows_the_top_rows_of_a_big_selection(state, monkeypatch):
+    from dashboard.views import SelectionTable, table
+
+    monkeypatch.setattr("dashboard.state.TABLE_ROWS", 50)
+    monkeypatch.setattr(table, "TABLE_ROWS", 50)
+    view = SelectionTable(state=state)
+    state.select_box(-20, 20, -20, 20)
+    assert len(state.selection) > 50
+    assert view._table.value.index.tolist() == state.selection[:50].tolist()
+    assert view._count.object.startswith(f"{len(state.selection):,} selected")
+    assert "top 50" in view._count.object
+    assert len(state.export_frame()) == len(state.selection)
+
+
 def test_table_row_click_inspects_that_galaxy(state):
     from dashboard.views import SelectionTable
 

@@ -39,16 +39,24 @@ def bpt_extent(data: AppData, key: str) -> tuple[tuple[float, float], tuple[floa
 
 
 def demarcation(fig, key: str, x_range) -> None:
-    """Draw the diagram's demarcation lines over ``x_range`` on ``fig``, with a legend."""
+    """Draw the diagram's demarcation lines over ``x_range`` on ``fig``, with a legend.
+
+    One multi-line glyph draws them all, each with its own dash: the browser lays out and
+    paints one renderer per diagram instead of one per line.
+    """
+    from bokeh.models import Legend, LegendItem
+
     xs = np.linspace(*x_range, 300)
     kewley01 = next(fn for fn, label, _ in LINES[key] if label == "Kewley+01")
-    for fn, label, dash in LINES[key]:
-        ys = np.asarray(fn(xs), dtype=float)
-        if dash == "dotted":
-            ke01 = np.asarray(kewley01(xs), dtype=float)
-            ys = np.where(np.isfinite(ke01) & (ys < ke01), np.nan, ys)
-        fig.line(xs, ys, color="black", line_dash=dash, line_width=1.3, legend_label=label)
-    fig.legend.location = "bottom_left"
+    ke01 = np.asarray(kewley01(xs), dtype=float)
+    ys = []
+    for fn, _, dash in LINES[key]:
+        y = np.asarray(fn(xs), dtype=float)
+        ys.append(np.where(np.isfinite(ke01) & (y < ke01), np.nan, y) if dash == "dotted" else y)
+    lines = fig.multi_line(xs=[xs] * len(ys), ys=ys, line_dash=[dash for *_, dash in LINES[key]], color="black",
+                           line_width=1.3)
+    fig.add_layout(Legend(items=[LegendItem(label=label, renderers=[lines], index=i)
+                                 for i, (_, label, _) in enumerate(LINES[key])], location="bottom_left"))
 
 
 class BPTDiagrams(StateView):

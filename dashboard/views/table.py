@@ -7,6 +7,7 @@ import panel as pn
 
 from core.tables import to_csv
 from dashboard import export
+from dashboard.state import TABLE_ROWS
 from dashboard.views.base import PANEL_CSS, StateView
 
 
@@ -47,7 +48,7 @@ class ExportButton(StateView):
 
 
 class SelectionTable(StateView):
-    """The selected galaxies, most anomalous first (remote pagination); a row click inspects it."""
+    """The most anomalous selected galaxies (remote pagination); a row click inspects it."""
 
     def __init__(self, **params):
         super().__init__(**params)
@@ -67,7 +68,8 @@ class SelectionTable(StateView):
         self._update()
 
     def _update(self):
-        self._count.object = html.escape(self.state.count_text)
+        shown = "" if len(self.state.selection) <= TABLE_ROWS else f" · the table shows the top {TABLE_ROWS:,}"
+        self._count.object = html.escape(self.state.count_text + shown)
         self._table.value = self.state.table_frame()
 
     def _clicked(self, event) -> None:
