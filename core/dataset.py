@@ -78,6 +78,7 @@ class DatasetManifest:
     skipped: list[dict] = field(default_factory=list)  # [{"path", "reason"}] files that could not be used
     duplicates: list[dict] = field(default_factory=list)  # [{"galaxy_id", "kept", "dropped"}] repeated galaxies
     files: dict[str, dict] = field(default_factory=dict)  # FILES -> core.io.file_stamp, checked on every open
+    joins: list[dict] = field(default_factory=list)  # summary catalogues joined (core.summaries.join): file stamp, columns, matched
     code_version: str = __version__  # Blueberry version that wrote the folder
     created: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
     format: str = FORMAT  # layout version; another one is refused with what to do
@@ -101,7 +102,7 @@ class DatasetManifest:
         write_json(Path(folder) / "manifest.json", {
             "format": self.format, "n_galaxies": self.n_galaxies, "lines": opts["lines"], "size": opts["size"],
             "norm": opts["norm"], "bad_bits": opts["bad_bits"], "options": opts, "sources": self.sources,
-            "skipped": self.skipped, "duplicates": self.duplicates, "files": self.files,
+            "skipped": self.skipped, "duplicates": self.duplicates, "files": self.files, "joins": self.joins,
             "code_version": self.code_version, "created": self.created})
 
     @classmethod

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from core import bpt, maps
+from core import bpt, maps, summaries
 from core.dataset import FILES, DatasetManifest, IngestOptions, open_dataset
 from core.errors import DatasetError, MapsError
 from core.io import atomic_path, open_npy_memmap, remove_stale_tmp, save_parquet, sha256_file, stamp_files
@@ -52,6 +52,7 @@ class IngestReport:
     duplicates: list = field(default_factory=list)  # [{"galaxy_id", "kept", "dropped"}]
     reused: int = 0  # parts taken from an earlier run
     seconds: float = 0.0
+    joins: list = field(default_factory=list)  # summary catalogues joined: core.summaries.join's records
 
 
 def find_inputs(inputs) -> list[Path]:
@@ -153,8 +154,9 @@ def _task(args) -> tuple[str, dict | None, str | None]:
 
 
 def ingest(inputs, out, opts: IngestOptions = IngestOptions(), workers: int | None = None,
-           progress: bool = True) -> IngestReport:
-    """Ingest MAPS files into the dataset folder ``out``. Raises DatasetError when nothing could be read."""
+           progress: bool = True, catalogues: summaries.SummaryFiles = summaries.SummaryFiles()) -> IngestReport:
+    """Ingest MAPS files into the dataset folder ``out``, joining the summary ``catalogues``' columns.
+    Raises DatasetError when nothing could be read."""
     from tqdm.auto import tqdm
 
     t0 = time.perf_counter()
@@ -172,7 +174,7 @@ def ingest(inputs, out, opts: IngestOptions = IngestOptions(), workers: int | No
     hashes = {}
     for f in tqdm(files, desc="hashing", unit="file", disable=not progress or len(files) < 200):
         hashes[f] = sha256_file(f)
-    done = _up_to_date(out, files, hashes, opts)
+    done = _up_to_date(out, files, hashes, opts, catalogues)
     if done is not None:
         return replace(done, seconds=time.perf_counter() - t0)
     # From here on the folder is being rewritten: without a manifest it reads as unfinished.
@@ -218,17 +220,31 @@ def ingest(inputs, out, opts: IngestOptions = IngestOptions(), workers: int | No
         more = f"\n  ... and {len(skipped) - 20} more" if len(skipped) > 20 else ""
         raise DatasetError(f"no galaxy could be ingested from {len(files)} file(s):\n{lines}{more}")
 
+    catalogue = _add_truth(_catalogue(kept, rows, hashes), kept)
+    catalogue, joins = summaries.join(catalogue, catalogues)
+    if catalogues.drop_critical:
+        catalogue, kept = _drop_critical(catalogue, kept, skipped)
     _assemble(out, kept, rows, hashes, key, opts)
-    catalogue = _catalogue(kept, rows, hashes)
-    catalogue = _add_truth(catalogue, kept)
     save_parquet(out / "catalogue.parquet", catalogue)
     DatasetManifest(
         options=opts, n_galaxies=len(kept), skipped=skipped, duplicates=duplicates, files=stamp_files(out, FILES),
         sources=[{"path": str(f), "sha256": hashes[f], "galaxy_id": rows[f]["galaxy_id"]} for f in kept],
+        joins=[{**j, "drop_critical": catalogues.drop_critical} for j in joins],
     ).write(out)
     open_dataset(out)  # the folder must read back, or the ingest failed
     return IngestReport(dataset=out, n_ingested=len(kept), skipped=skipped, duplicates=duplicates,
-                        reused=reused, seconds=time.perf_counter() - t0)
+                        reused=reused, seconds=time.perf_counter() - t0, joins=joins)
+
+
+def _drop_critical(catalogue: pd.DataFrame, kept: list[Path], skipped: list) -> tuple[pd.DataFrame, list[Path]]:
+    """The catalogue and files without the galaxies DAPall flags CRITICAL, which are recorded as skipped."""
+    bad = summaries.critical(catalogue)
+    skipped.extend({"path": str(f), "reason": "DAPall DAPQUAL has the CRITICAL bit set (--drop-critical)"}
+                   for f, b in zip(kept, bad) if b)
+    if bad.all():
+        raise DatasetError(f"every one of the {len(kept)} galaxies is flagged CRITICAL in the DAPall file; "
+                           "nothing is left to ingest without --drop-critical")
+    return catalogue[~bad].reset_index(drop=True), [f for f, b in zip(kept, bad) if not b]
 
 
 def _cached_row(part: Path) -> dict | None:
@@ -243,11 +259,15 @@ def _cached_row(part: Path) -> dict | None:
         return None
 
 
-def _up_to_date(out: Path, files: list[Path], hashes: dict, opts: IngestOptions) -> IngestReport | None:
-    """The report of an earlier ingest of exactly these files with these options, if it finished."""
+def _up_to_date(out: Path, files: list[Path], hashes: dict, opts: IngestOptions,
+                catalogues: summaries.SummaryFiles) -> IngestReport | None:
+    """The report of an earlier ingest of exactly these files, options and summary catalogues, if it finished."""
     try:
         manifest = open_dataset(out).manifest
     except DatasetError:
+        return None
+    joined = [(j.get("kind"), j.get("sha256"), j.get("drop_critical")) for j in manifest.joins]
+    if joined != [(kind, sha256_file(path), catalogues.drop_critical) for kind, path in catalogues.wanted()]:
         return None
     before = {(s["path"], s["sha256"]) for s in manifest.sources}
     now = {(str(f), hashes[f]) for f in files}
@@ -256,7 +276,7 @@ def _up_to_date(out: Path, files: list[Path], hashes: dict, opts: IngestOptions)
     if {p for p, _ in now - before} != _left_out(manifest):
         return None
     return IngestReport(dataset=out, n_ingested=len(before), skipped=manifest.skipped,
-                        duplicates=manifest.duplicates, reused=len(files))
+                        duplicates=manifest.duplicates, reused=len(files), joins=manifest.joins)
 
 
 def _left_out(manifest: DatasetManifest) -> set[str]:
@@ -324,6 +344,9 @@ def summary(report: IngestReport) -> str:
     lines = [f"ingested {report.n_ingested} galaxies into {report.dataset} "
              f"({len(report.skipped)} skipped, {len(report.duplicates)} duplicate ids, "
              f"{report.reused} reused from an earlier run) in {report.seconds:.1f} s"]
+    for j in report.joins:
+        lines.append(f"  joined {j['kind']} {j['path']}: {j['matched']} of {j['galaxies']} "
+                     f"galaxies matched a row of its {j['rows']} ({', '.join(j['columns'])})")
     for s in report.skipped[:10]:
         lines.append(f"  skipped {s['path']}: {s['reason']}")
     if len(report.skipped) > 10:

@@ -116,3 +116,26 @@ def check_lines(names) -> tuple[str, ...]:
     if not names:
         raise ValueError("the line list is empty")
     return tuple(sorted(names, key=wavelength))
+
+#: Bit numbers of MANGA_DAPQUAL, the DAP's quality bits of a whole galaxy (the DAPQUAL key of
+#: every MAPS header and the DAPQUAL column of the DAPall catalogue).
+DAPQUAL_BITS: dict[str, int] = {
+    "FORESTAR": 0,  # a foreground star in the field
+    "BADZ": 1,  # the redshift is wrong
+    "LINELESS": 2,  # no emission lines in the cube
+    "PPXFFAIL": 3,  # pPXF failed to fit the galaxy
+    "SINGLEBIN": 4,  # the binning left a single bin
+    "BADGEOM": 5,  # invalid geometry: elliptical coordinates and Re are meaningless
+    "DRPCRIT": 28,  # critical failure in the DRP
+    "DAPCRIT": 29,  # critical failure in the DAP
+    "CRITICAL": 30,  # critical failure in the DRP or the DAP: do not use
+}
+
+
+def channels_of(n: int) -> tuple[str, ...]:
+    """The DAP emission-line channels of a release whose vectors hold ``n`` of them (22: DR15, 35: DR17)."""
+    for channels in RELEASES.values():
+        if len(channels) == n:
+            return channels
+    known = ", ".join(f"{len(c)} ({r.upper()})" for r, c in RELEASES.items())
+    raise ValueError(f"no DAP release has {n} emission-line channels; known: {known}")

@@ -96,6 +96,16 @@ def out_file(text: str) -> str:
     return text
 
 
+def existing_file(text: str) -> str:
+    """A file to read: it must exist and be a file."""
+    path = Path(text)
+    if not path.exists():
+        raise argparse.ArgumentTypeError(f"{text}: no such file")
+    if not path.is_file():
+        raise argparse.ArgumentTypeError(f"{text} is a folder; give a file")
+    return text
+
+
 def _writable(text: str) -> Path:
     """``text`` as a path whose nearest existing ancestor is a folder this process may write in."""
     if not text.strip():
