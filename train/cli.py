@@ -13,7 +13,7 @@ import sys
 
 from core.errors import BlueberryError
 
-COMMANDS = ("synth", "ingest", "fit", "embed", "score", "evaluate", "demo", "serve")
+COMMANDS = ("synth", "download", "ingest", "fit", "embed", "score", "evaluate", "annotate", "demo", "serve")
 
 DESCRIPTION = """Blueberry: find the odd galaxies in IFS surveys.
 
