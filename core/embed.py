@@ -89,7 +89,9 @@ def embed_run(run_dir, *, batch_size: int = scoring.BATCH_SIZE, device="auto", k
         max=float(finite.max()), flag_pct=flag_pct, flag_threshold=threshold,
         n_flagged=int(catalogue["flagged"].sum()))
     seconds = time.perf_counter() - t0
+    # annotations=[]: the catalogue was rebuilt from the dataset, without annotate's columns.
     mark_stage(run_dir, STAGE, True, score=score, umap=umap_params, checksums=checksums, files=files, n_galaxies=n,
+               annotations=[],
                neighbours={"k": int(neighbours.shape[1]), "metric": "euclidean", "space": "latent", "self_excluded": True},
                embed={"seconds": round(seconds, 2), "device": str(dev), "batch_size": batch_size,
                       "dataset_sha256": {f: stamp.get("sha256") for f, stamp in data.manifest.files.items()}})

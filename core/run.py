@@ -136,6 +136,7 @@ class RunManifest:
     neighbours: dict | None = None  # embed: k, metric, space, self_excluded
     embed: dict | None = None  # embed: seconds, device, batch_size
     evaluation: Evaluation | None = None  # evaluate: the headline figures
+    annotations: list[dict] = field(default_factory=list)  # annotate: catalogues cross-matched into catalogue.parquet
     format: str = FORMAT  # layout version; another one is refused with what to do
 
     def write(self, run_dir) -> None:

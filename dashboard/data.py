@@ -98,11 +98,20 @@ class AppData:
     def colour_options(self) -> tuple[str, ...]:
         return tuple(sorted(self.numeric_colours + self.categorical_colours, key=_colour_rank))
 
+    @property
+    def added_text_columns(self) -> tuple[str, ...]:
+        """Text columns that ingest's DAPall join or ``annotate`` added: the selection table shows them
+        (their numbers are colourings, like every numeric column)."""
+        added = [c for j in self.run.dataset.manifest.joins for c in j.get("columns", ())]
+        added += [c for a in self.run.manifest.annotations for c in a.get("columns", ())]
+        return tuple(c for c in dict.fromkeys(added)
+                     if c in self.catalogue.columns and pd.api.types.is_string_dtype(self.catalogue[c]))
+
     @cached_property
     def table_base(self) -> pd.DataFrame:
         """The selection table's columns of every galaxy, text as pandas categories: taking 10^5-10^6
         rows of those takes integer codes, many times faster than Arrow-backed or object strings."""
-        cols = [c for c in TABLE_COLUMNS if c in self.catalogue.columns]
+        cols = [c for c in (*TABLE_COLUMNS, *self.added_text_columns) if c in self.catalogue.columns]
         return pd.DataFrame({c: self.catalogue[c].astype("category") if pd.api.types.is_string_dtype(self.catalogue[c])
                              else self.catalogue[c].to_numpy() for c in cols})
 
