@@ -92,13 +92,16 @@ BASE = {
     "evaluate": "evaluate --run {w}/run",
     "demo": "demo --out {t}/demo",
     "serve": "serve --run {w}/run --dry-run",
+    "download": "download --dapall {w}/afile --out {t}/dl --dry-run",
+    "annotate": "annotate --run {w}/run {w}/afile --on radec",
 }
 #: Every numeric option of every command, with values that are zero, negative, NaN, inf,
 #: not numbers or out of range for it.
 NUMBERS = {
     "synth": {"--n": "0 -1 nan 2.5", "--seed": "-1 4294967296 nan", "--workers": "0 -1 100000",
               "--anomaly-fraction": "-0.1 1.5 nan inf", "--noise": "0 -1 nan inf"},
-    "ingest": {"--size": "0 1 3 -32 100000 nan", "--workers": "0 -2 nan"},
+    "ingest": {"--size": "0 1 3 -32 100000 nan", "--workers": "0 -2 nan", "--dapall": "{w}/nowhere.fits {w}/maps",
+               "--drpall": "{w}/nowhere.fits {w}/maps"},
     "fit": {"--epochs": "0 -1 nan", "--batch-size": "0 -4 nan", "--lr": "0 -1 nan inf 2",
             "--beta": "-1 nan inf", "--repeats": "0 -1", "--patience": "0 -1", "--val-fraction": "-0.1 1 2 nan",
             "--num-workers": "-1 100000", "--threads": "-1 100000", "--seed": "-1 nan"},
@@ -107,6 +110,9 @@ NUMBERS = {
     "evaluate": {"--seed": "-1 x"},
     "demo": {"--n": "0 9 -1", "--seed": "-1", "--epochs": "0 -1", "--workers": "0 -1"},
     "serve": {"--port": "0 -1 65536 nan", "--num-procs": "0 -1 100000"},
+    "download": {"--dapall": "{w}/nowhere.fits {w}/maps", "--limit": "0 -1 nan", "--workers": "0 -1 100000",
+                 "--retries": "-1 101 nan", "--timeout": "0 -1 nan inf"},
+    "annotate": {"--radius": "0 -1 -2arcsec nan inf 2parsec"},
 }
 NUMERIC_ROWS = [(f"{cmd}{opt}={value}", f"{BASE[cmd]} {opt} {value}", (f"argument {opt}",))
                 for cmd, options in NUMBERS.items() for opt, values in options.items() for value in values.split()]
