@@ -12,7 +12,7 @@ from core.ingest import IngestOptions, ingest
 from core.lines import DAPQUAL_BITS, DR17_CHANNELS
 from core.summaries import SummaryFiles, read_columns, scalar_table, select_rows
 from tests.conftest import SHARED_DATA
-from tests.test_ingest import blob_galaxy
+from tests.test_ingest import blob_galaxy, survey  # noqa: F401 (survey: a fixture)
 from train.cli import main
 
 DAPALL_SUBSET = SHARED_DATA / "catalogs" / "dapall-dr17-subset664.fits"
@@ -52,17 +52,7 @@ def drpall_file(path, plateifus, masses):
     return path
 
 
-@pytest.fixture
-def four(tmp_path):
-    """Four synthetic galaxies: 90000-1901 ... 90003-1901."""
-    src = tmp_path / "maps"
-    src.mkdir()
-    for i in range(4):
-        blob_galaxy(src / f"manga-9000{i}-1901-MAPS-SYNTH-GAU.fits.gz", f"9000{i}-1901", seed=i)
-    return src
-
-
-def test_join_prefers_own_daptype_finds_halpha_by_name_and_fills_gaps(four, tmp_path, capsys):
+def test_join_prefers_own_daptype_finds_halpha_by_name_and_fills_gaps(survey, tmp_path, capsys):
     # The header lists the channels in reverse: reading Halpha by DR17's index would take another line.
     channels = DR17_CHANNELS[::-1]
     dapall = dapall_file(tmp_path / "dapall.fits", [
@@ -74,10 +64,10 @@ def test_join_prefers_own_daptype_finds_halpha_by_name_and_fills_gaps(four, tmp_
     ], channels=channels)
     drpall = drpall_file(tmp_path / "drpall.fits", ["90000-1901", "90003-1901"], [1e10, 3e9])
     out = tmp_path / "ds"
-    assert main(["ingest", str(four), "--out", str(out), "--size", "8", "--workers", "1", "--quiet",
+    assert main(["ingest", str(survey), "--out", str(out), "--size", "8", "--workers", "1", "--quiet",
                  "--dapall", str(dapall), "--drpall", str(drpall)]) == 0
     printed = capsys.readouterr().out
-    assert "3 of 4 galaxies matched a row of its 5" in printed and "2 of 4 galaxies matched a row of its 2" in printed
+    assert "3 of 5 galaxies matched a row of its 5" in printed and "2 of 5 galaxies matched a row of its 2" in printed
     cat = open_dataset(out).catalogue.set_index("galaxy_id")
     assert cat.loc["90000-1901", "sfr_tot"] == 1.5 and cat.loc["90000-1901", "emline_gew_1re_ha"] == 11.0
     assert np.isnan(cat.loc["90001-1901", "sfr_tot"]) and cat.loc["90001-1901", "emline_gew_1re_ha"] == 12.0
@@ -89,43 +79,43 @@ def test_join_prefers_own_daptype_finds_halpha_by_name_and_fills_gaps(four, tmp_
     assert len(joins[0]["sha256"]) == 64 and "emline_gew_1re_ha" in joins[0]["columns"]
 
 
-def test_drop_critical_rerun_and_changed_catalogue(four, tmp_path):
+def test_drop_critical_rerun_and_changed_catalogue(survey, tmp_path):
     rows = [(f"9000{i}-1901", OWN, 1.0 + i, CRITICAL if i == 2 else 0, 5.0) for i in range(4)]
     dapall = dapall_file(tmp_path / "dapall.fits", rows)
     out = tmp_path / "ds"
     files = SummaryFiles(dapall=str(dapall), drop_critical=True)
-    report = ingest([four], out, IngestOptions(size=8), workers=1, progress=False, catalogues=files)
-    assert report.n_ingested == 3
+    report = ingest([survey], out, IngestOptions(size=8), workers=1, progress=False, catalogues=files)
+    assert report.n_ingested == 4  # of 5: 90009-1901 has no row and stays
     assert [s["reason"] for s in report.skipped] == ["DAPall DAPQUAL has the CRITICAL bit set (--drop-critical)"]
     assert "90002-1901" not in set(open_dataset(out).catalogue.galaxy_id)
-    # the same files and catalogue: nothing to do; without --drop-critical: joined again, all four kept
-    assert ingest([four], out, IngestOptions(size=8), workers=1, progress=False, catalogues=files).reused == 4
-    again = ingest([four], out, IngestOptions(size=8), workers=1, progress=False,
+    # the same files and catalogue: nothing to do; without --drop-critical: joined again, all five kept
+    assert ingest([survey], out, IngestOptions(size=8), workers=1, progress=False, catalogues=files).reused == 5
+    again = ingest([survey], out, IngestOptions(size=8), workers=1, progress=False,
                    catalogues=SummaryFiles(dapall=str(dapall)))
-    assert again.n_ingested == 4 and open_dataset(out).manifest.joins[0]["drop_critical"] is False
+    assert again.n_ingested == 5 and open_dataset(out).manifest.joins[0]["drop_critical"] is False
     # a plain ingest of the same folder removes the joined columns
-    ingest([four], out, IngestOptions(size=8), workers=1, progress=False)
+    ingest([survey], out, IngestOptions(size=8), workers=1, progress=False)
     assert "sfr_tot" not in open_dataset(out).catalogue and not open_dataset(out).manifest.joins
 
 
-def test_bad_catalogues_are_refused_with_what_is_wrong(four, tmp_path, capsys):
+def test_bad_catalogues_are_refused_with_what_is_wrong(survey, tmp_path, capsys):
     fits.HDUList([fits.PrimaryHDU(), fits.BinTableHDU.from_columns(
         [fits.Column("PLATEIFU", "12A", array=["90000-1901"])])]).writeto(tmp_path / "thin.fits")
     with pytest.raises(DatasetError, match=r"thin.fits: extension .* has no column SFR_TOT.*its columns are PLATEIFU"):
-        ingest([four], tmp_path / "ds", IngestOptions(size=8), workers=1, progress=False,
+        ingest([survey], tmp_path / "ds", IngestOptions(size=8), workers=1, progress=False,
                catalogues=SummaryFiles(dapall=str(tmp_path / "thin.fits")))
     (tmp_path / "text.fits").write_text("not fits")
-    assert main(["ingest", str(four), "--out", str(tmp_path / "ds"), "--quiet", "--dapall", str(tmp_path / "text.fits")]) == 2
+    assert main(["ingest", str(survey), "--out", str(tmp_path / "ds"), "--quiet", "--dapall", str(tmp_path / "text.fits")]) == 2
     assert "text.fits: not a FITS file" in capsys.readouterr().err
     # 30 channels and no names in the header: no release has 30, so the Halpha channel is unknown
     dapall_file(tmp_path / "odd.fits", [("90000-1901", OWN, 1.0, 0, 5.0)], channels=DR17_CHANNELS[:30],
                 header_names=False)
     with pytest.raises(DatasetError, match="EMLINE_GEW_1RE has 30 channels and the header does not name them"):
         read_columns(tmp_path / "odd.fits", (), (("EMLINE_GEW_1RE", "Ha-6564"),))
-    assert main(["ingest", str(four), "--out", str(tmp_path / "ds"), "--quiet", "--drop-critical"]) == 2
+    assert main(["ingest", str(survey), "--out", str(tmp_path / "ds"), "--quiet", "--drop-critical"]) == 2
     assert "give --dapall" in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        main(["ingest", str(four), "--out", str(tmp_path / "ds"), "--dapall", str(tmp_path / "absent.fits")])
+        main(["ingest", str(survey), "--out", str(tmp_path / "ds"), "--dapall", str(tmp_path / "absent.fits")])
     assert "absent.fits: no such file" in capsys.readouterr().err
 
 
