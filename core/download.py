@@ -90,6 +90,10 @@ def plan(dapall, out, daptype: str = DEFAULT_DAPTYPE, where: str | None = None, 
     ``limit``), each once, in the file's order. Rows the DAP did not finish (DAPDONE false) have no file."""
     if not base_url.startswith(("http://", "https://")):
         raise BlueberryError(f"--base-url {base_url!r} is not an http:// or https:// address")
+    tables = summaries.table_names(dapall)
+    if len(tables) > 1 and daptype not in tables:  # one extension per analysis type, as DR17's
+        raise DatasetError(f"{dapall}: no analysis type {daptype}; it holds {', '.join(tables)}: choose one "
+                           "with --daptype")
     table = summaries.select_rows(summaries.scalar_table(dapall, (daptype,)), where, dapall)
     if "DAPDONE" in table:
         table = table[table["DAPDONE"].astype(bool)]

@@ -82,6 +82,12 @@ def _tables(hdul: fits.HDUList, path, daptypes) -> list[fits.BinTableHDU]:
     return named or tables
 
 
+def table_names(path) -> list[str]:
+    """The names of the table extensions of a summary catalogue (DR17's DAPall: its analysis types)."""
+    with _open(path) as hdul:
+        return [h.name for h in hdul[1:] if isinstance(h, fits.BinTableHDU)]
+
+
 def _text(values) -> np.ndarray:
     return np.char.strip(np.asarray(values).astype(str))
 

@@ -153,3 +153,22 @@ def test_files_per_second_against_a_local_server(archive, tmp_path):
     report = download(targets, DownloadOptions(workers=4), progress=False)
     assert len(report.fetched) == len(targets) == 3
     print(f"\n{len(targets) / report.seconds:.1f} files/s")
+
+
+def test_a_dapall_with_one_extension_per_daptype(tmp_path):
+    """DR17's layout: the rows of the --daptype extension are read; an unknown type names the others."""
+    from astropy.io import fits
+
+    def ext(name, ids):
+        return fits.BinTableHDU.from_columns([fits.Column("PLATEIFU", "12A", array=ids),
+                                              fits.Column("DAPDONE", "L", array=[True, False][: len(ids)])], name=name)
+    path = tmp_path / "dapall.fits"
+    fits.HDUList([fits.PrimaryHDU(), ext("SPX-MILESHC-MASTARSSP", ["1-2"]),
+                  ext(DEFAULT_DAPTYPE, ["3-4", "5-6"])]).writeto(path)
+    targets = plan(path, tmp_path / "out", base_url="https://example.org/sas")
+    assert [t.plateifu for t in targets] == ["3-4"]  # 5-6: DAPDONE false, no file
+    assert targets[0].url == ("https://example.org/sas/dr17/manga/spectro/analysis/v3_1_1/3.1.0/"
+                              f"{DEFAULT_DAPTYPE}/3/4/manga-3-4-MAPS-{DEFAULT_DAPTYPE}.fits.gz")
+    assert [t.plateifu for t in plan(path, tmp_path, daptype="SPX-MILESHC-MASTARSSP", base_url="http://x/")] == ["1-2"]
+    with pytest.raises(DatasetError, match="no analysis type HYB10-TYPO; it holds SPX-MILESHC-MASTARSSP, HYB10"):
+        plan(path, tmp_path, daptype="HYB10-TYPO", base_url="http://x/")
