@@ -117,15 +117,19 @@ def read_columns(path, columns, line_columns=(), daptypes=()) -> pd.DataFrame:
     columns are read from the (memory-mapped) file.
     """
     path = Path(path)
+    needed = (KEY, *columns, *(c for c, _ in line_columns))
     frames = []
     with _open(path) as hdul:
         primary = hdul[0].header
-        for hdu in _tables(hdul, path, daptypes):
+        tables = _tables(hdul, path, daptypes)
+        # DRPall's second table (MaStar stars) lacks the galaxy columns: only tables with them are read.
+        usable = [h for h in tables if set(needed) <= set(h.columns.names)]
+        if not usable:
+            missing = [c for c in needed if c not in tables[0].columns.names]
+            raise DatasetError(f"{path}: extension {tables[0].name} has no column {', '.join(missing)}; "
+                               f"its columns are {', '.join(tables[0].columns.names)}")
+        for hdu in usable:
             names = set(hdu.columns.names)
-            missing = [c for c in (KEY, *columns, *(c for c, _ in line_columns)) if c not in names]
-            if missing:
-                raise DatasetError(f"{path}: extension {hdu.name} has no column {', '.join(missing)}; "
-                                   f"its columns are {', '.join(hdu.columns.names)}")
             data = hdu.data
             frame = {"plateifu": _text(data[KEY])}
             frame["daptype"] = _text(data[DAPTYPE]) if DAPTYPE in names else np.full(len(data), hdu.name)

@@ -47,8 +47,10 @@ def dapall_file(path, rows, channels=DR17_CHANNELS, header_names=True):
 
 
 def drpall_file(path, plateifus, masses):
+    """DRPall's layout: a MANGA table of galaxies, then a MASTAR table of stars without their columns."""
     cols = [fits.Column("PLATEIFU", "12A", array=plateifus), fits.Column("NSA_ELPETRO_MASS", "D", array=masses)]
-    fits.HDUList([fits.PrimaryHDU(), fits.BinTableHDU.from_columns(cols, name="MANGA")]).writeto(path)
+    stars = fits.BinTableHDU.from_columns([fits.Column("MANGAID", "10A", array=["3-1"])], name="MASTAR")
+    fits.HDUList([fits.PrimaryHDU(), fits.BinTableHDU.from_columns(cols, name="MANGA"), stars]).writeto(path)
     return path
 
 

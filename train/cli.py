@@ -25,6 +25,9 @@ Typical sequence:
   python -m train evaluate --run runs/mine
 or all of it at once:  python -m train demo
 then explore it:      python -m train serve --run runs/demo
+The real survey:      python -m train download --dapall DAPALL.fits --out data/manga-dr17
+                      python -m train ingest data/manga-dr17/HYB10-MILESHC-MASTARSSP --out data/dr17 --dapall DAPALL.fits
+Another catalogue:    python -m train annotate --run runs/mine known_agn.fits --on plateifu
 """
 
 
