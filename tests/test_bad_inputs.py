@@ -104,7 +104,8 @@ NUMBERS = {
             "--num-workers": "-1 100000", "--threads": "-1 100000", "--seed": "-1 nan"},
     "embed": {"--batch-size": "0 -1", "--neighbours": "0 -1 nan", "--flag-pct": "0 100 -5 150 nan", "--seed": "-1"},
     "score": {"--batch-size": "0 -1 nan"},
-    "evaluate": {"--seed": "-1 x"},
+    "evaluate": {"--seed": "-1 x", "--n-per-kind": "0 -1 nan", "--strengths": "0 -0.5 1.5 nan inf",
+                 "--workers": "0 -1 100000", "--keep": "{w}/afile"},
     "demo": {"--n": "0 9 -1", "--seed": "-1", "--epochs": "0 -1", "--workers": "0 -1"},
     "serve": {"--port": "0 -1 65536 nan", "--num-procs": "0 -1 100000"},
 }
