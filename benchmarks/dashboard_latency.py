@@ -47,7 +47,7 @@ from tests.fakerun import make_fake_run  # noqa: E402
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
-N_FIGURES = 7
+N_FIGURES = 8  # latent map, histogram, inspector, why, 3 BPT diagrams, neighbours
 TARGETS = {"paint_s": 3.0, "select_ms": {10_000: 250, 1_000_000: 1000}}
 
 #: Resolves when the latent map has painted (first) and when all figures have (full), in ms

@@ -13,7 +13,8 @@ Compares, for the ``demo`` and ``paper`` configurations on the available device:
 
 FLOPs per galaxy are counted with torch.utils.flop_counter.FlopCounterMode over one
 training step (convolutions, matmuls; elementwise work is not counted), so the FLOP rate
-is the convolution throughput each implementation achieves.
+is the convolution throughput each implementation achieves; with a peak (``--peak-tflops``,
+known for H100 / H200: dense bf16 989 TFLOP/s) the table adds its fraction of that peak.
 
     python benchmarks/train_throughput.py                 # both configs, prints a table
     python benchmarks/train_throughput.py --configs demo --steps 5
@@ -39,6 +40,8 @@ from core.models import ModelArgs, autocast, build_model, masked_loss, model_arg
 from core.models.autoencoder import make_head, make_stem
 
 T_LINES = 19
+#: Dense bf16 tensor-core peaks (TFLOP/s, no sparsity) of the GPUs we know, by a word of their name.
+BF16_PEAK_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0}
 
 
 class TextbookConvLSTM(nn.Module):
@@ -187,6 +190,9 @@ def main(argv=None) -> int:
     p.add_argument("--compile", action="store_true", help="add a torch.compile row (default on CUDA)")
     p.add_argument("--no-reference", action="store_true", help="skip the slow full-resolution reference row")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--peak-tflops", type=float, default=None,
+                   help="the device's dense bf16 peak, for the %% of peak column (default: known GPUs, "
+                        + ", ".join(f"{k} {v:g}" for k, v in BF16_PEAK_TFLOPS.items()) + ")")
     p.add_argument("--dry-run", action="store_true", help="one warm-up and one timed step each; write no JSON")
     p.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = p.parse_args(argv)
@@ -226,17 +232,21 @@ def main(argv=None) -> int:
             print(f"  {config:6s} {name:18s} {row['galaxies_per_second']:8.1f} galaxies/s", flush=True)
 
     device_name = torch.cuda.get_device_name(device) if cuda else f"cpu ({os.cpu_count()} cores)"
-    print(f"\ntraining throughput on {device_name}, torch {torch.__version__}, {torch.get_num_threads()} threads")
+    peak = args.peak_tflops or next((v for k, v in BF16_PEAK_TFLOPS.items() if cuda and k in device_name), None)
+    print(f"\ntraining throughput on {device_name}, torch {torch.__version__}, {torch.get_num_threads()} threads"
+          + (f"; % of peak against {peak:g} TFLOP/s dense bf16" if peak else ""))
     header = f"{'config':6s} {'model':18s} {'batch':>5s} {'params':>9s} {'GFLOP/gal':>9s} {'gal/s':>8s} " \
-             f"{'GFLOP/s':>8s} {'vs textbook':>11s}"
+             f"{'GFLOP/s':>8s} {'vs textbook':>11s}" + (f" {'% of peak':>9s}" if peak else "")
     print(header)
     print("-" * len(header))
     for row in rows:
         base = next(r for r in rows if r["config"] == row["config"] and r["model"] == "textbook")
         row["speedup_vs_textbook"] = round(row["galaxies_per_second"] / base["galaxies_per_second"], 2)
+        if peak:
+            row["pct_of_bf16_peak"] = round(100 * row["gflop_per_second"] / (1e3 * peak), 3)
         print(f"{row['config']:6s} {row['model']:18s} {row['batch']:5d} {row['params']:9d} "
               f"{row['gflop_per_galaxy']:9.3f} {row['galaxies_per_second']:8.1f} {row['gflop_per_second']:8.1f} "
-              f"{row['speedup_vs_textbook']:10.2f}x")
+              f"{row['speedup_vs_textbook']:10.2f}x" + (f" {row['pct_of_bf16_peak']:8.2f}%" if peak else ""))
     if not args.dry_run:
         args.out.mkdir(parents=True, exist_ok=True)
         path = args.out / f"train_throughput-{device.type}.json"
@@ -244,7 +254,7 @@ def main(argv=None) -> int:
             "benchmark": "train_throughput", "date": date.today().isoformat(), "device": device_name,
             "machine": platform.machine(), "cpu_count": os.cpu_count(), "threads": torch.get_num_threads(),
             "torch": torch.__version__, "mixed_precision": "bf16 autocast + channels-last" if cuda else "fp32",
-            "rows": rows}, indent=2) + "\n")
+            "bf16_peak_tflops": peak, "rows": rows}, indent=2) + "\n")
         print(f"\nwrote {path}")
     return 0
 

@@ -11,7 +11,7 @@ in case, are refused, named, before anything is written. A sky match adds ``<pre
 the distance to the matched source.
 
 The catalogue is replaced atomically (``core.io``), and the manifest is rewritten right after
-with the file's new stamp (and the evaluation's, whose columns did not change), so
+with the file's new stamp (and those of the evaluation and injection benchmark, whose columns did not change), so
 ``core.run.open_run`` accepts the run; the manifest's ``annotations`` records each catalogue
 added (file stamp, key, radius, columns, matches). ``embed`` rewrites the catalogue from the
 dataset, so the annotations are undone by a re-embed (and its manifest says so).
@@ -214,22 +214,23 @@ def _with_gaps(values: pd.Series, matched: np.ndarray) -> pd.Series:
 
 
 def _write(run, table: pd.DataFrame, report: AnnotateReport, on: str, radius, prefix: str) -> None:
-    """Replace the run's catalogue and stamp it in the manifest (its evaluation stamp too, when current)."""
+    """Replace the run's catalogue and stamp it in the manifest (and the current evaluation and injection)."""
     remove_stale_tmp(run.path)
     target = run.path / "catalogue.parquet"
     manifest = run.manifest
     old = manifest.checksums.get("catalogue.parquet")
     save_parquet(target, table)
     stamp = file_stamp(target)
-    evaluation = manifest.evaluation
-    if evaluation is not None and evaluation.catalogue_sha256 == old:  # its columns are untouched
-        evaluation = replace(evaluation, catalogue_sha256=stamp["sha256"])
+    # Their columns are untouched, so a current evaluation or injection benchmark stays current.
+    evaluation, injection = (
+        replace(h, catalogue_sha256=stamp["sha256"]) if h is not None and h.catalogue_sha256 == old else h
+        for h in (manifest.evaluation, manifest.injection))
     record = {"path": str(report.catalogue.resolve()), **file_stamp(report.catalogue), "on": on,
               "radius_arcsec": radius, "prefix": prefix, "columns": report.columns, "rows": report.rows,
               "matched": report.matched, "added": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     replace(manifest, files={**manifest.files, "catalogue.parquet": stamp},
             checksums={**manifest.checksums, "catalogue.parquet": stamp["sha256"]}, evaluation=evaluation,
-            annotations=[*manifest.annotations, record]).write(run.path)
+            injection=injection, annotations=[*manifest.annotations, record]).write(run.path)
 
 
 def summary(report: AnnotateReport) -> str:

@@ -339,6 +339,25 @@ def log_ratios(flux: Mapping, ivar: Mapping | None = None, snr=SNR_CUT) -> dict:
 # --------------------------------------------------------------------------- cubes
 
 
+def ratio_maps(flux, lines: Sequence[str], mask=None, ivar=None, snr=SNR_CUT) -> dict:
+    """Per-spaxel BPT log line ratios of a cube ``(L, S, S)`` whose maps are the lines ``lines``.
+
+    ``{"log_nii_ha", "log_oiii_hb", "log_sii_ha", "log_oi_ha"}``, each ``(S, S)``: the
+    diagrams' axes (Baldwin, Phillips & Terlevich 1981, PASP 93, 5; Veilleux & Osterbrock
+    1987, ApJS 63, 295), computed by :func:`log_ratios`. A ratio is NaN where one of its
+    lines is masked (``mask`` True), missing from ``lines``, non-finite or non-positive,
+    or, with ``ivar``, below the S/N cut ``snr``. Use it for the data and for a model's
+    reconstruction alike (with the data's ``ivar``, the same cut applies to both).
+    """
+    flux = np.asarray(flux, dtype=np.float64)
+    if mask is not None:
+        flux = np.where(np.asarray(mask, dtype=bool), np.nan, flux)
+    wanted = set(BPT_LINES.values())
+    fl = {name: flux[i] for i, name in enumerate(lines) if name in wanted}
+    iv = None if ivar is None else {name: np.asarray(ivar[i]) for i, name in enumerate(lines) if name in wanted}
+    return log_ratios(fl, iv, snr)
+
+
 def _check_cube(flux, ivar, mask, lines):
     flux = np.asarray(flux)
     lines = list(lines)

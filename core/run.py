@@ -13,9 +13,10 @@
       recon.npy           (N, L, S, S) float32 reconstructions, the dataset's normalisation
       neighbours.npy      (N, K) int64, the K nearest galaxies in latent space (self excluded)
       evaluation.json     detection quality against the truth columns (synthetic data)
+      injection.json      the injection benchmark: how the score ranks perturbed fresh galaxies
 
 Stages fill it in order (:data:`STAGE_OUTPUTS`): ``fit`` (``core.training``), ``embed``
-(``core.embed``) and ``evaluate`` (``core.evaluate``). Every file is written atomically
+(``core.embed``), ``evaluate`` (``core.evaluate``) and ``inject`` (``core.inject``). Every file is written atomically
 (``core.io``); the manifest records which stages finished (:func:`mark_stage`: a stage
 removes its stamp before it rewrites anything and stamps last, with a stamp of each file it
 wrote), and :func:`is_done` says whether a stage's outputs are still the ones it recorded. :func:`open_run` refuses a run whose stamps, files and shapes disagree. This module
@@ -38,11 +39,14 @@ from core.io import (check_array, known_fields, load_npy, load_parquet, read_ver
 FORMAT = "blueberry-run/1"
 #: The full result of ``evaluate`` (the manifest holds its headline).
 EVALUATION_FILE = "evaluation.json"
+#: The full result of ``inject`` (the manifest holds its headline).
+INJECTION_FILE = "injection.json"
 #: What each stage writes besides the manifest, in stage order.
 STAGE_OUTPUTS: dict[str, tuple[str, ...]] = {
     "fit": ("model.pt", "checkpoint.pt", "history.csv"),
     "embed": ("catalogue.parquet", "latents.npy", "recon.npy", "neighbours.npy"),
     "evaluate": (EVALUATION_FILE,),
+    "inject": (INJECTION_FILE,),
 }
 #: Files the dashboard needs.
 DASHBOARD_FILES = ("manifest.json", *STAGE_OUTPUTS["embed"])
@@ -109,6 +113,20 @@ class Evaluation:
 
 
 @dataclass
+class Injection:
+    """The headline of ``inject`` (injection.json holds every kind and strength) for ``anomaly_score``."""
+
+    strength: float  # the middle strength the headline is measured at
+    median_pct: float | None  # the median over kinds of each kind's median anomaly_pct at that strength
+    flagged: float | None  # the fraction of the perturbed galaxies flagged at that strength
+    control_pct: float | None  # the untouched fresh galaxies' median anomaly_pct (50 when the score generalises)
+    n_kinds: int  # perturbation kinds measured
+    seconds: float  # time the benchmark took
+    catalogue_sha256: str | None = None  # the catalogue placed against: a re-embed makes this stale
+    file: str = INJECTION_FILE  # where the full result is
+
+
+@dataclass
 class RunManifest:
     """``manifest.json`` of a run directory. ``fit`` writes the first half, later stages add theirs."""
 
@@ -137,6 +155,7 @@ class RunManifest:
     embed: dict | None = None  # embed: seconds, device, batch_size
     evaluation: Evaluation | None = None  # evaluate: the headline figures
     annotations: list[dict] = field(default_factory=list)  # annotate: catalogues cross-matched into catalogue.parquet
+    injection: Injection | None = None  # inject: the injection benchmark's headline
     format: str = FORMAT  # layout version; another one is refused with what to do
 
     def write(self, run_dir) -> None:
@@ -157,7 +176,7 @@ class RunManifest:
         obj = read_versioned(path, FORMAT, RunError, todo)
         try:
             sections = {"split": Split(**known_fields(Split, obj["split"]))}
-            for name, kind in (("score", ScoreInfo), ("evaluation", Evaluation)):
+            for name, kind in (("score", ScoreInfo), ("evaluation", Evaluation), ("injection", Injection)):
                 if obj.get(name) is not None:
                     sections[name] = kind(**known_fields(kind, obj[name]))
             return cls(**{**known_fields(cls, obj), **sections})
@@ -195,8 +214,8 @@ def is_done(run_dir, stage: str) -> bool:
 
     ``fit``: stamped and model.pt is there (an interrupted fit is not done: resume it).
     ``embed``: stamped, and its outputs and the model.pt they came from have their recorded
-    sha256. ``evaluate``: stamped, evaluation.json is the file it wrote, and it evaluated the
-    catalogue that is there now.
+    sha256. ``evaluate`` (``inject``): stamped, evaluation.json (injection.json) is the file it
+    wrote, and it measured the catalogue that is there now.
     """
     if stage not in STAGE_OUTPUTS:
         raise ValueError(f"unknown stage {stage!r}; stages are {', '.join(STAGE_OUTPUTS)}")
@@ -211,10 +230,12 @@ def is_done(run_dir, stage: str) -> bool:
     if stage == "embed":
         return all((run_dir / f).is_file() and manifest.checksums.get(f) == sha256_file(run_dir / f)
                    for f in (*STAGE_OUTPUTS["embed"], "model.pt"))
-    written = manifest.files.get(EVALUATION_FILE)
-    return ((run_dir / EVALUATION_FILE).is_file() and manifest.evaluation is not None
-            and (written is None or stamp_problem(run_dir / EVALUATION_FILE, written) is None)
-            and manifest.evaluation.catalogue_sha256 == manifest.checksums.get("catalogue.parquet"))
+    name, headline = (EVALUATION_FILE, manifest.evaluation) if stage == "evaluate" else (INJECTION_FILE,
+                                                                                          manifest.injection)
+    written = manifest.files.get(name)
+    return ((run_dir / name).is_file() and headline is not None
+            and (written is None or stamp_problem(run_dir / name, written) is None)
+            and headline.catalogue_sha256 == manifest.checksums.get("catalogue.parquet"))
 
 
 def trained_before_dataset(run_dir) -> bool:

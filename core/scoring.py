@@ -113,6 +113,20 @@ def cell_weights(flux, mask, ivar, lines: Sequence[str]) -> np.ndarray:
     return np.where(good, 1.0 / variance, 0.0)
 
 
+def normalised_residual(x, recon, ivar, floor) -> np.ndarray:
+    """``(x - recon) / sqrt(1/ivar + floor**2)``: each cell's residual in units of the score's error.
+
+    ``floor`` is the error floor in flux units (a scalar, or broadcastable, e.g. ``(N, 1, 1, 1)``:
+    ``ERROR_FLOOR * floor_peaks(...)``). NaN where ``ivar`` is not positive or a value is not finite
+    (masked cells are NaN in the dataset's flux), so a map of it shows where on the galaxy the score comes from.
+    """
+    ivar = np.asarray(ivar, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = (np.asarray(x, dtype=np.float64) - np.asarray(recon, dtype=np.float64)) / np.sqrt(
+            1.0 / ivar + np.square(floor))
+    return np.where((ivar > 0) & np.isfinite(out), out, np.nan)
+
+
 def galaxy_errors(recon, flux, mask, ivar, lines: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     """Anomaly scores ``(N,)`` and per-line error shares ``(N, L)`` of a batch ``(N, L, S, S)``.
 

@@ -52,11 +52,11 @@ def warm_up(data: AppData) -> None:
 
     from dashboard.data import DIAGRAMS
     from dashboard.views import (BPTDiagrams, Header, Inspector, LatentMap, ScoreHistogram, SelectionTable,
-                                 SimilarGalaxies)
+                                 SimilarGalaxies, WhyOdd)
     from dashboard.views.latent_map import MAP_FRAME, latent_extent
 
     state = DashboardState(data)
-    for view in (Header, LatentMap, SelectionTable, ScoreHistogram, Inspector, BPTDiagrams, SimilarGalaxies):
+    for view in (Header, LatentMap, SelectionTable, ScoreHistogram, Inspector, WhyOdd, BPTDiagrams, SimilarGalaxies):
         pn.panel(view(state=state)).get_root(Document())
     (x0, x1), (y0, y1) = latent_extent(data)
     state.select_lasso([x0, x1, x1], [y0, y0, y1], "latent")
@@ -90,19 +90,20 @@ def build_app(data: AppData) -> tuple[DashboardState, pn.viewable.Viewable]:
     soon as it is drawn and the first paint does not wait for all seven plots.
     """
     from dashboard.views import (BPTDiagrams, Header, Inspector, LatentMap, ScoreHistogram, SelectionTable,
-                                 SimilarGalaxies)
+                                 SimilarGalaxies, WhyOdd)
 
     state = DashboardState(data)
     # Empty placeholders of the views' sizes, so the page does not jump when they arrive. No
     # loading spinners: their animation restyles the page every frame until the last view
     # is in (measured ~1.5 s of the browser's main thread during a load).
-    hist, inspector, bpts, similar = (pn.Column(min_height=h, **size) for h, size in (
-        (240, {"sizing_mode": "stretch_width"}), (560, {"sizing_mode": "stretch_width"}), (340, {"width": 1110}),
-        (340, {"width": 480})))
+    hist, inspector, why, bpts, similar = (pn.Column(min_height=h, **size) for h, size in (
+        (240, {"sizing_mode": "stretch_width"}), (560, {"sizing_mode": "stretch_width"}),
+        (300, {"sizing_mode": "stretch_width"}), (340, {"width": 1110}), (340, {"width": 480})))
     # Two batches: each patch makes BokehJS lay out and repaint the whole page, so fewer patches
     # paint sooner. The BPT diagrams last: they take the server longest to draw, while the
     # browser lays out the others.
-    later_queue = [((hist, ScoreHistogram), (inspector, Inspector)), ((similar, SimilarGalaxies), (bpts, BPTDiagrams))]
+    later_queue = [((hist, ScoreHistogram), (inspector, Inspector), (why, WhyOdd)),
+                   ((similar, SimilarGalaxies), (bpts, BPTDiagrams))]
 
     def render_next():
         for slot, view in later_queue.pop(0):
@@ -124,6 +125,7 @@ def build_app(data: AppData) -> tuple[DashboardState, pn.viewable.Viewable]:
         pn.Row(LatentMap(state=state), pn.Column(SelectionTable(state=state), hist, sizing_mode="stretch_width"),
                sizing_mode="stretch_width"),
         inspector,
+        why,
         pn.FlexBox(bpts, similar, gap="10px", sizing_mode="stretch_width"),
         sizing_mode="stretch_width", styles={"background": "#f4f5f8"})
     return state, page

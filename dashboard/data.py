@@ -267,6 +267,30 @@ def evaluation_figures(evaluation: Evaluation | None) -> dict[str, str]:
     return out
 
 
+def injection_figures(data: AppData) -> tuple[str, list[str]] | None:
+    """The injection benchmark at a glance: ``(headline, one line per kind)``, None without a current one.
+
+    Headline: "median percentile 60 at strength 0.5, 15 % flagged over 17 kinds (untouched 54)";
+    the per-kind lines give each kind's median percentile and % flagged at that strength.
+    Read once per server (``AppData.derived``).
+    """
+    def compute():
+        from core.inject import read_injection
+
+        result = read_injection(data.run)
+        head = (result or {}).get("headline", {}).get("anomaly_score")
+        if not head or head.get("median_pct") is None:
+            return None
+        middle = [r for r in result["rows"] if r["strength"] == head["strength"] and r["family"] != "control"]
+        text = (f"median percentile {head['median_pct']:.0f} at strength {head['strength']:g}, "
+                f"{100 * head['flagged']:.0f} % flagged over {len(middle)} kinds (untouched {head['control_pct']:.0f})")
+        detail = [f"{r['kind']} ({r['family']}): {r['anomaly_score']['median_pct']:.0f}, "
+                  f"{100 * r['anomaly_score']['flagged']:.0f} % flagged" for r in middle
+                  if r["anomaly_score"]["median_pct"] is not None]
+        return text, detail
+    return data.derived("injection", compute)
+
+
 def run_summary(data: AppData) -> dict[str, str]:
     """The header's figures of the run, label -> text, in display order (evaluation apart)."""
     m = data.run.manifest

@@ -49,20 +49,23 @@ def _write_one(task) -> dict:
     return galaxy.truth
 
 
-def _write_all(tasks: list, workers: int, progress: bool) -> list[dict]:
-    """Make and write the galaxies of ``tasks`` on ``workers`` processes; their truth rows, in order."""
+def run_tasks(fn, tasks: list, workers: int, progress: bool, desc: str = "synth") -> list:
+    """``fn(task)`` for every task on ``workers`` processes, with a progress bar; the results, in order.
+
+    ``fn`` must be picklable (a module-level function or a ``functools.partial`` of one).
+    """
     import multiprocessing
 
     from tqdm.auto import tqdm
 
     def bar(rows):
-        return tqdm(rows, total=len(tasks), desc="synth", unit="galaxy", disable=not progress)
+        return tqdm(rows, total=len(tasks), desc=desc, unit="galaxy", disable=not progress)
 
     if workers == 1:
-        return [_write_one(task) for task in bar(tasks)]
+        return [fn(task) for task in bar(tasks)]
     # spawn, not fork: the parent may hold torch or BLAS threads that fork would copy.
     with multiprocessing.get_context("spawn").Pool(workers) as pool:
-        return list(bar(pool.imap(_write_one, tasks, chunksize=max(1, min(16, len(tasks) // (4 * workers))))))
+        return list(bar(pool.imap(fn, tasks, chunksize=max(1, min(16, len(tasks) // (4 * workers))))))
 
 
 def generate_survey(out_dir, n: int, seed: int, release: str = "dr15", workers: int | None = None,
@@ -94,7 +97,7 @@ def generate_survey(out_dir, n: int, seed: int, release: str = "dr15", workers: 
                              f"(e.g. {others[0]}); write into an empty folder or remove them")
     workers = min(os.cpu_count() or 1, n) if workers is None else max(1, min(int(workers), n))
     tasks = [(i, seed, c, release, config, str(out)) for i, c in enumerate(classes)]
-    truth = pd.DataFrame(_write_all(tasks, workers, progress))
+    truth = pd.DataFrame(run_tasks(_write_one, tasks, workers, progress))
     with atomic_path(out / "truth.csv") as tmp:
         truth.to_csv(tmp, index=False)
     write_json(out / "synth.json", {"n": n, "seed": seed, "release": release, "config": asdict(config),

@@ -7,6 +7,7 @@ from dashboard.views.inspector import Inspector
 from dashboard.views.latent_map import LatentMap
 from dashboard.views.similar import SimilarGalaxies
 from dashboard.views.table import ExportButton, SelectionTable
+from dashboard.views.why import WhyOdd
 
 __all__ = ["BPTDiagrams", "ExportButton", "Header", "Inspector", "LatentMap", "ScoreHistogram", "SelectionTable",
-           "SimilarGalaxies"]
+           "SimilarGalaxies", "WhyOdd"]

@@ -5,12 +5,12 @@ import html
 
 import panel as pn
 
-from dashboard.data import evaluation_figures, run_summary
+from dashboard.data import evaluation_figures, injection_figures, run_summary
 from dashboard.views.base import StateView
 
 
 class Header(StateView):
-    """The run at a glance: name, size, model, lines, normalisation, score quantiles, evaluation."""
+    """The run at a glance: name, size, model, lines, normalisation, score quantiles, evaluation, injection."""
 
     def __panel__(self):
         data = self.state.data
@@ -20,6 +20,12 @@ class Header(StateView):
         if ev:
             cells += ('<div class="bb-stat bb-eval"><div class="bb-label">Evaluation</div><div class="bb-value">'
                       + "<br>".join(f"{html.escape(k)}: {html.escape(v)}" for k, v in ev.items()) + "</div></div>")
+        injection = injection_figures(data)
+        if injection:  # the per-kind figures in the tooltip: one line each
+            text, detail = injection
+            cells += (f'<div class="bb-stat bb-eval" title="{html.escape(chr(10).join(detail))}">'
+                      f'<div class="bb-label">Injection benchmark</div><div class="bb-value">{html.escape(text)}'
+                      "</div></div>")
         lines = ", ".join(data.lines)
         return pn.pane.HTML(
             '<div class="bb-banner"><span class="bb-title">Blueberry</span>'

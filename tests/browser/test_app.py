@@ -18,7 +18,7 @@ from playwright.sync_api import expect
 
 pytestmark = pytest.mark.browser
 
-N_FIGURES = 7  # latent map, histogram, inspector (maps, error bars, BPT map), 3 BPT diagrams, neighbours
+N_FIGURES = 8  # latent map, histogram, inspector (maps, error bars, BPT map), why, 3 BPT diagrams, neighbours
 PAINT_TIMEOUT_MS = 90_000
 WAIT_MS = 60_000  # for the server's answer to a gesture (generous: CI machines may be loaded)
 TABLE_IDS = ".tabulator-row .tabulator-cell[tabulator-field='galaxy_id']"

@@ -1,0 +1,320 @@
+"""The ``inject`` stage: how the run's score ranks oddities that nobody simulated.
+
+Fresh synthetic galaxies (ordinary classes only, from a seed the run's survey never used,
+with the survey's own recipe where ``synth.json`` lies beside the dataset's sources) are
+perturbed by every kind of :mod:`core.perturb` at a few strengths, written as real MAPS
+files (:mod:`core.synth.writer`) into a temporary folder and scored by
+:func:`core.score.score_files`, the path of ``python -m train score`` (reading, gridding,
+normalisation, model, score). Whatever score columns that returns are measured:
+``anomaly_score`` and any ``score_<component>``, each as a percentile against the run's
+catalogue (``anomaly_pct`` semantics) and as the fraction flagged with the run's flag
+percentile. The untouched galaxies are the control. Everything goes to ``injection.json``,
+the headline to the manifest (:class:`core.run.Injection`); docs/ARCHITECTURE.md has the layout.
+"""
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from core import scoring
+from core.errors import BlueberryError
+from core.io import file_stamp, read_json, remove_stale_tmp, write_json
+from core.perturb import DEFAULT_STRENGTHS, KINDS, DapMaps, perturb
+from core.run import INJECTION_FILE, Injection, RunManifest, mark_stage, open_run
+
+STAGE = "inject"
+#: The default seed of the fresh galaxies; a run whose survey used it is told to pick another.
+INJECT_SEED = 20261130
+#: Galaxies per kind by default: 17 kinds x 3 strengths x 8 galaxies stays within a minute or two on 2 cores.
+N_PER_KIND = 8
+#: The name of the untouched galaxies' row.
+CONTROL = "none"
+#: The perturbation's random stream of galaxy i is SeedSequence(seed, spawn_key=(i, PERTURB_KEY)),
+#: apart from the galaxy's own (i,) stream.
+PERTURB_KEY = 0x1A7EC7
+
+
+@dataclass(frozen=True)
+class InjectConfig:
+    """What the benchmark injects."""
+
+    kinds: tuple[str, ...] = tuple(KINDS)  # perturbation kinds (core.perturb.KINDS)
+    strengths: tuple[float, ...] = DEFAULT_STRENGTHS  # each kind at each of these strengths, in (0, 1]
+    n_per_kind: int = N_PER_KIND  # fresh galaxies per kind, each perturbed at every strength
+    seed: int = INJECT_SEED  # seed of the fresh galaxies and of the perturbations
+
+    def __post_init__(self):
+        unknown = [k for k in self.kinds if k not in KINDS]
+        if unknown or not self.kinds:
+            raise BlueberryError(f"unknown perturbation kind(s) {', '.join(unknown) or '(none given)'}; "
+                                 f"kinds are {', '.join(KINDS)}")
+        if not self.strengths or not all(0.0 < s <= 1.0 for s in self.strengths):
+            raise BlueberryError(f"strengths must lie in (0, 1], got {self.strengths}")
+        if self.n_per_kind < 1:
+            raise BlueberryError(f"n_per_kind must be at least 1, got {self.n_per_kind}")
+
+    @property
+    def middle(self) -> float:
+        """The strength the headline is measured at: the middle one of the sorted strengths."""
+        ordered = sorted(self.strengths)
+        return ordered[(len(ordered) - 1) // 2]
+
+
+# ---------------------------------------------------------------------------------------
+# The fresh galaxies
+
+
+def survey_recipe(run) -> dict:
+    """``{"release", "config", "seed", "source"}``: how the run's survey was made, from the ``synth.json``
+    beside its dataset's sources; defaults (and ``seed`` None) for a survey that is not synthetic."""
+    from core.synth import SynthConfig
+
+    folders = sorted({str(Path(s["path"]).parent) for s in run.dataset.manifest.sources if "path" in s})
+    for folder in folders:
+        path = Path(folder) / "synth.json"
+        if path.is_file():
+            try:
+                obj = read_json(path)
+                fields = {k: v for k, v in obj.get("config", {}).items() if k in SynthConfig.__dataclass_fields__}
+                if "bundle_weights" in fields:  # JSON keys are strings; the bundles are numbers of fibres
+                    fields["bundle_weights"] = {int(k): v for k, v in fields["bundle_weights"].items()}
+                config = SynthConfig(**fields)
+                return {"release": obj.get("release", "dr15"), "config": config, "seed": obj.get("seed"),
+                        "source": str(path)}
+            except (OSError, ValueError, TypeError) as exc:
+                raise BlueberryError(f"{path}: cannot be read as a synthetic survey's recipe ({exc}); remove it "
+                                     "or make the survey again with `python -m train synth`") from None
+    return {"release": "dr15", "config": SynthConfig(), "seed": None,
+            "source": "defaults (no synth.json beside the dataset's sources)"}
+
+
+def _plan(config: InjectConfig, recipe: dict) -> list[tuple]:
+    """One task per fresh galaxy: ``(index, seed, class, release, synth config, kind, strengths)``."""
+    from core.synth import assign_classes
+
+    n = len(config.kinds) * config.n_per_kind
+    ordinary = replace(recipe["config"], anomaly_fraction=0.0)  # the control must be ordinary galaxies
+    classes = assign_classes(n, config.seed, ordinary)
+    return [(i, config.seed, classes[i], recipe["release"], ordinary, config.kinds[i // config.n_per_kind],
+             tuple(config.strengths)) for i in range(n)]
+
+
+def _write_galaxy(task, out_dir) -> list[dict]:
+    """Make one fresh galaxy, write it untouched and at every strength of its kind; one row per file."""
+    from core.synth import make_galaxy, survey_file_name, write_maps_file
+
+    index, seed, truth_class, release, synth_config, kind, strengths = task
+    g = make_galaxy(index, seed, truth_class, release, synth_config)
+    maps = DapMaps(tuple(g.channels), g.flux, g.ivar, g.mask)
+    stem = survey_file_name(g.galaxy_id).replace(".fits.gz", "")
+    rows = []
+    for strength in (0.0, *strengths):
+        rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(index, PERTURB_KEY)))
+        out = perturb(kind, maps, rng, strength) if strength else maps
+        path = Path(out_dir) / f"{stem}-{kind if strength else CONTROL}-{strength:g}.fits.gz"
+        write_maps_file(path, galaxy_id=g.galaxy_id, mangaid=g.mangaid, ra=g.ra, dec=g.dec, z=g.z,
+                        channels=g.channels, flux=out.flux, ivar=out.ivar, mask=out.mask, binid=g.binid, snr=g.snr,
+                        pa=g.pa, ellipticity=g.ellipticity, reff=g.reff, extra_header=g.header)
+        rows.append({"source": str(path), "index": index, "galaxy_id": g.galaxy_id, "truth_class": truth_class,
+                     "kind": kind if strength else CONTROL, "strength": float(strength)})
+    return rows
+
+
+def write_injected(config: InjectConfig, recipe: dict, out_dir, workers: int = 1, progress: bool = True) -> list[dict]:
+    """Write every fresh galaxy, untouched and perturbed, as MAPS files into ``out_dir``; one row per file."""
+    from functools import partial
+
+    from core.synth.survey import run_tasks
+
+    tasks = _plan(config, recipe)
+    per_galaxy = run_tasks(partial(_write_galaxy, out_dir=str(out_dir)), tasks, workers, progress, desc="inject")
+    return [row for rows in per_galaxy for row in rows]
+
+
+# ---------------------------------------------------------------------------------------
+# The measurement
+
+
+def score_names(table) -> list[str]:
+    """The score columns scoring returned: ``anomaly_score`` and every ``score_<component>``."""
+    return ["anomaly_score"] + sorted(c for c in table.columns if c.startswith("score_"))
+
+
+def measured(table, catalogue, flag_pct: float) -> dict:
+    """``{score column: (pct (N,), flagged (N,))}`` of the scored ``table`` against the run's ``catalogue``.
+
+    ``anomaly_score`` uses the table's own ``anomaly_pct`` and ``flagged`` (the run's
+    threshold, exactly as ``train score`` reports them); a component column is placed in the
+    catalogue's column of the same name and flagged at the run's ``flag_pct``.
+    """
+    out = {}
+    for col in score_names(table):
+        if col == "anomaly_score":
+            out[col] = (table["anomaly_pct"].to_numpy(np.float64), table["flagged"].to_numpy(bool))
+            continue
+        if col not in catalogue:
+            continue  # a component the run's catalogue does not hold: nothing to place it against
+        population = catalogue[col].to_numpy(np.float64)
+        values = table[col].to_numpy(np.float64)
+        cut = scoring.flag_threshold(population, flag_pct)
+        out[col] = (scoring.percentile_in(values, population),
+                    np.nan_to_num(values, nan=-np.inf) * (1.0 + scoring.SCORE_RTOL) >= cut)
+    return out
+
+
+def summarise(rows, table, catalogue, flag_pct: float, config: InjectConfig) -> dict:
+    """Per kind and strength, per score column: galaxies, median percentile, fraction flagged; a headline."""
+    import pandas as pd
+
+    scored = pd.DataFrame(rows).merge(table, on="source", how="inner", suffixes=("", "_scored"))
+    columns = measured(scored, catalogue, flag_pct)
+    groups = [(CONTROL, 0.0)] + [(k, s) for k in config.kinds for s in sorted(config.strengths)]
+    result_rows = []
+    for kind, strength in groups:
+        sel = ((scored["kind"] == kind) & np.isclose(scored["strength"], strength)).to_numpy()
+        row = {"kind": kind, "family": KINDS[kind].family if kind in KINDS else "control",
+               "strength": strength, "n": int(sel.sum())}
+        same = (scored["kind"] == CONTROL).to_numpy() & scored["index"].isin(scored["index"][sel]).to_numpy()
+        for col, (pct, flagged) in columns.items():
+            ok, base = sel & np.isfinite(pct), same & np.isfinite(pct)
+            row[col] = {"median_pct": float(np.median(pct[ok])) if ok.any() else None,
+                        "flagged": float(flagged[sel].mean()) if sel.any() else None,
+                        # the same galaxies untouched: how far the perturbation moved them
+                        "untouched_pct": float(np.median(pct[base])) if base.any() else None}
+        result_rows.append(row)
+    headline = {}
+    for col in columns:
+        middle = [r for r in result_rows if r["kind"] != CONTROL and r["strength"] == config.middle]
+        meds = [r[col]["median_pct"] for r in middle if r[col]["median_pct"] is not None]
+        sel = (scored["kind"] != CONTROL).to_numpy() & np.isclose(scored["strength"], config.middle)
+        headline[col] = {
+            "strength": config.middle,
+            "median_pct": float(np.median(meds)) if meds else None,  # the median kind's median
+            "min_kind_pct": float(min(meds)) if meds else None,
+            "kinds_at_90": int(sum(m >= 90 for m in meds)),
+            "flagged": float(columns[col][1][sel].mean()) if sel.any() else None,
+            "control_pct": result_rows[0][col]["median_pct"],
+            "control_flagged": result_rows[0][col]["flagged"],
+        }
+    per_galaxy = scored[["kind", "strength", "index", "galaxy_id", "truth_class"]].copy()
+    for col, (pct, flagged) in columns.items():
+        per_galaxy[col] = scored[col].to_numpy(np.float64)
+        per_galaxy[f"{col}:pct"] = pct
+        per_galaxy[f"{col}:flagged"] = flagged
+    return {"scores": list(columns), "rows": result_rows, "headline": headline,
+            "galaxies": json.loads(per_galaxy.to_json(orient="records"))}
+
+
+def inject_run(run_dir, config: InjectConfig = InjectConfig(), workers: int = 1, device="auto",
+               progress: bool = True, keep=None) -> dict:
+    """Run the injection benchmark on the run in ``run_dir``: write injection.json and the manifest entry.
+
+    ``keep``: a folder to write the MAPS files into and leave there (default: a temporary
+    folder, removed afterwards). Returns the result that injection.json holds.
+    """
+    from core.score import score_files
+
+    t0 = time.perf_counter()
+    run_dir = Path(run_dir)
+    run = open_run(run_dir)
+    if run.manifest.score is None or "anomaly_score" not in run.catalogue:
+        raise BlueberryError(f"{run_dir}: the run has no scores yet; run `python -m train embed --run {run_dir}`")
+    recipe = survey_recipe(run)
+    if recipe["seed"] is not None and int(recipe["seed"]) == config.seed:
+        raise BlueberryError(f"seed {config.seed} is the seed of the run's own survey ({recipe['source']}): the "
+                             "injected galaxies would be its galaxies; give another --seed")
+    remove_stale_tmp(run_dir)
+    with tempfile.TemporaryDirectory(prefix="blueberry-inject-") as tmp:
+        folder = Path(keep) if keep else Path(tmp)
+        folder.mkdir(parents=True, exist_ok=True)
+        rows = write_injected(config, recipe, folder, workers=workers, progress=progress)
+        table, skipped = score_files(run_dir, [r["source"] for r in rows], device=device, progress=progress)
+    score = run.manifest.score
+    result = {
+        "kinds": {k: {"family": KINDS[k].family, "summary": KINDS[k].summary} for k in config.kinds},
+        "config": asdict(config),
+        "survey": {"release": recipe["release"], "recipe": recipe["source"], "survey_seed": recipe["seed"]},
+        **summarise(rows, table, run.catalogue, score.flag_pct, config),
+        "skipped": [{"path": p, "reason": r} for p, r in skipped],
+        "flag_pct": score.flag_pct,
+        "n_galaxies": len(rows),
+        "catalogue_sha256": run.manifest.checksums.get("catalogue.parquet"),
+        "seconds": round(time.perf_counter() - t0, 1),
+    }
+    mark_stage(run_dir, STAGE, False)
+    write_json(run_dir / INJECTION_FILE, result)
+    head = result["headline"]["anomaly_score"]
+    summary = Injection(strength=head["strength"], median_pct=head["median_pct"], flagged=head["flagged"],
+                        control_pct=head["control_pct"], n_kinds=len(config.kinds), seconds=result["seconds"],
+                        catalogue_sha256=result["catalogue_sha256"])
+    files = {**RunManifest.read(run_dir).files, INJECTION_FILE: file_stamp(run_dir / INJECTION_FILE)}
+    mark_stage(run_dir, STAGE, True, injection=summary, files=files)
+    return result
+
+
+def read_injection(run) -> dict | None:
+    """The run's injection.json when ``inject`` finished on the catalogue that is there now, else None."""
+    summary = run.manifest.injection
+    if summary is None or STAGE not in run.manifest.stages:
+        return None
+    if summary.catalogue_sha256 not in (None, run.manifest.checksums.get("catalogue.parquet")):
+        return None
+    try:
+        return read_json(Path(run.path) / INJECTION_FILE)
+    except (OSError, ValueError):
+        return None
+
+
+# ---------------------------------------------------------------------------------------
+# The printed form
+
+
+def _cell(entry: dict | None) -> str:
+    if not entry or entry.get("median_pct") is None:
+        return f"{'n/a':>13}"
+    return f"{entry['median_pct']:>6.1f} {100 * entry['flagged']:>5.0f}%"
+
+
+def report(result: dict) -> str:
+    """The table: one line per kind and strength, median percentile and % flagged per score column."""
+    cols = result["scores"]
+    head = (f"{'kind':<20}{'family':<12}{'strength':>9}{'n':>4}{'untouched':>10}"
+            + "".join(f"{c[:13]:>14}" for c in cols))
+    out = [f"median percentile against the run / % flagged (top {100 - result['flag_pct']:g} %), per score column; "
+           f"untouched: the same galaxies' median {cols[0]} percentile before the perturbation",
+           head, "-" * len(head)]
+    for row in result["rows"]:
+        base = row[cols[0]].get("untouched_pct")
+        out.append(f"{row['kind']:<20}{row['family']:<12}{row['strength']:>9g}{row['n']:>4}"
+                   + (f"{base:>10.1f}" if base is not None else f"{'':>10}")
+                   + "".join(f" {_cell(row.get(c))}" for c in cols))
+    for col in cols:
+        h = result["headline"][col]
+        if h["median_pct"] is None:
+            continue
+        out.append(f"{col} at strength {h['strength']:g}: median kind's median percentile {h['median_pct']:.1f} "
+                   f"(lowest {h['min_kind_pct']:.1f}; {h['kinds_at_90']} of {len(result['kinds'])} kinds >= 90), "
+                   f"{100 * h['flagged']:.0f} % flagged; untouched galaxies {h['control_pct']:.1f}")
+    out.append(f"{result['n_galaxies']} MAPS files scored in {result['seconds']:.0f} s"
+               + (f"; {len(result['skipped'])} skipped" if result["skipped"] else ""))
+    return "\n".join(out)
+
+
+def plan_text(run_dir, config: InjectConfig, workers: int) -> str:
+    """What ``--dry-run`` prints: the kinds, the galaxies, the files, where the result goes; nothing is written."""
+    run = open_run(run_dir)
+    recipe = survey_recipe(run)
+    n = len(config.kinds) * config.n_per_kind
+    lines = [f"run {run.path}: score {run.manifest.score.definition[:60] if run.manifest.score else 'missing'}...",
+             f"fresh galaxies: {n} ordinary ({config.n_per_kind} per kind), seed {config.seed}, "
+             f"release {recipe['release']}, recipe {recipe['source']}",
+             f"strengths {', '.join(f'{s:g}' for s in config.strengths)} (headline at {config.middle:g}); "
+             f"{n * (1 + len(config.strengths))} MAPS files to write and score on {workers} process(es)",
+             f"would write {Path(run_dir) / INJECTION_FILE}", "kinds:"]
+    lines += [f"  {k:<20}{KINDS[k].family:<12}{KINDS[k].summary}" for k in config.kinds]
+    return "\n".join(lines)

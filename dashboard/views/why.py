@@ -1,0 +1,184 @@
+"""Why the inspected galaxy is odd: which score component and which lines, where on the galaxy, its line ratios.
+
+One small Bokeh figure (issue 11: few figures paint fast) and a line of text:
+
+- the text names the score component that dominates (the catalogue's ``score_<component>``
+  columns, each placed in the run by its percentile; a run without components has one,
+  ``anomaly_score``) and the lines with the largest shares of the error (``err_<line>``);
+- left, *where*: the normalised residual (``core.scoring.normalised_residual``: data minus
+  model in units of the score's error) of the three lines that weigh most, and, when the
+  run has ``consistency.npy`` (each line predicted from the other lines), the same lines'
+  residual against that prediction;
+- right, the log [NII]/Hα, [OIII]/Hβ and [SII]/Hα maps (``core.bpt.ratio_maps``) of the data
+  and of the reconstruction, with the data's S/N cut applied to both.
+"""
+from __future__ import annotations
+
+import html
+
+import numpy as np
+import panel as pn
+
+from core import bpt, scoring
+from core.errors import RunError
+from core.io import load_npy
+from dashboard.views.base import PANEL_CSS, StateView, change, section_title
+from dashboard.views.glyphs import MASKED, Mosaic, plain_figure
+from dashboard.views.inspector import symmetric_limit
+
+#: The run's cache of each line predicted from the other lines (written by embed when the model has one).
+CONSISTENCY_FILE = "consistency.npy"
+#: The ratio maps drawn, in order, with their labels.
+RATIO_MAPS = {"log_nii_ha": "[NII]/Hα", "log_oiii_hb": "[OIII]/Hβ", "log_sii_ha": "[SII]/Hα"}
+#: Colour range of the log ratio maps (dex): the span of the BPT diagrams' axes.
+RATIO_RANGE = (-1.5, 1.0)
+#: How many lines the "where" maps show: the ones with the largest shares of the error.
+TOP_LINES = 3
+#: The labels of each mosaic's panels in :func:`explain`'s result.
+LABELS = {"where": "where_labels", "ratios": "ratio_labels"}
+#: Screen pixels: each mosaic's width, the title strip, the room for a colour bar.
+MOSAIC_PX, TITLE_PX, COLOUR_BAR_PX = 300, 24, 64
+
+
+def consistency(data) -> np.ndarray | None:
+    """The run's ``consistency.npy`` ``(N, L, S, S)`` memory-mapped, or None when the run has none (or a
+    damaged one, which the page then leaves out rather than fail)."""
+    def load():
+        path = data.run.path / CONSISTENCY_FILE
+        if not path.is_file():
+            return None
+        try:
+            arr = load_npy(path, RunError, "")
+        except RunError:
+            return None
+        return arr if arr.shape == data.run.recon.shape else None
+    return data.derived("consistency", load)
+
+
+def components(data, row: int) -> list[tuple[str, float, float]]:
+    """``(column, value, percentile in the run)`` of each score component, the most extreme first."""
+    cat = data.catalogue
+    cols = sorted(c for c in cat.columns if c.startswith("score_")) or ["anomaly_score"]
+    out = []
+    for col in cols:
+        population = data.derived(("sorted", col), lambda c=col: np.sort(cat[c].to_numpy(np.float64)))
+        value = float(cat[col].iat[row])
+        out.append((col, value, float(scoring.percentile_in([value], population)[0])))
+    return sorted(out, key=lambda c: -np.nan_to_num(c[2], nan=-1.0))
+
+
+def explain(data, row: int) -> dict:
+    """Everything the view draws for catalogue row ``row`` (pure: no Bokeh), see the module's docstring.
+
+    ``components``, ``lines`` (``(line, share)``, largest first), ``where`` ``(k, S, S)`` and
+    ``where_labels``, ``ratios`` ``(6, S, S)`` (data's three ratio maps, then the model's) and
+    ``ratio_labels``.
+    """
+    run, lines = data.run, list(data.lines)
+    ds = run.dataset
+    mask = np.asarray(ds.mask[row], dtype=bool)
+    x = np.where(mask, np.nan, np.asarray(ds.flux[row], dtype=np.float64))
+    recon = np.where(mask, np.nan, np.asarray(run.recon[row], dtype=np.float64))
+    ivar = np.asarray(ds.ivar[row], dtype=np.float64)
+    floor = scoring.ERROR_FLOOR * scoring.floor_peaks(x[None], mask[None], lines)[0]
+    shares = [(ln, float(data.catalogue[f"err_{ln}"].iat[row])) for ln in lines if f"err_{ln}" in data.catalogue]
+    shares.sort(key=lambda s: -np.nan_to_num(s[1], nan=-1.0))
+    top = [ln for ln, _ in shares[:TOP_LINES]] or lines[:TOP_LINES]
+    idx = [lines.index(ln) for ln in top]
+    where = [scoring.normalised_residual(x[i], recon[i], ivar[i], floor) for i in idx]
+    labels = [f"{ln} data − model" for ln in top]
+    predicted = consistency(data)
+    if predicted is not None:
+        other = np.where(mask, np.nan, np.asarray(predicted[row], dtype=np.float64))
+        where += [scoring.normalised_residual(x[i], other[i], ivar[i], floor) for i in idx]
+        labels += [f"{ln} vs other lines" for ln in top]
+    ratios = [bpt.ratio_maps(cube, lines, mask, ivar) for cube in (x, recon)]
+    return {"components": components(data, row), "lines": shares, "where": np.array(where, dtype=np.float32),
+            "where_labels": labels,
+            "ratios": np.array([r[k] for r in ratios for k in RATIO_MAPS], dtype=np.float32),
+            "ratio_labels": [f"{who} {name}" for who in ("data", "model") for name in RATIO_MAPS.values()]}
+
+
+def summary_html(data, row: int | None) -> str:
+    """The view's sentence: the dominant component and lines."""
+    if row is None:
+        return "<p>No galaxy inspected.</p>"
+    comps = components(data, row)
+    col, _, pct = comps[0]
+    parts = ", ".join(f"{html.escape(c)} {p:.0f}" for c, _, p in comps)
+    cat = data.catalogue
+    shares = sorted(((ln, float(cat[f"err_{ln}"].iat[row])) for ln in data.lines if f"err_{ln}" in cat),
+                    key=lambda s: -np.nan_to_num(s[1], nan=-1.0))[:TOP_LINES]
+    lines = ", ".join(f"{html.escape(ln)} {100 * s:.0f} %" for ln, s in shares)
+    return (f'<p style="font-size:13px;margin:2px 0">Dominant component: <b>{html.escape(col)}</b> at percentile '
+            f"{pct:.1f} (components' percentiles: {parts}). Lines with the largest shares of the error: {lines}. "
+            "Maps: residuals in units of the score's error (σ with its floor).</p>")
+
+
+class WhyOdd(StateView):
+    """Why the inspected galaxy is odd: components, lines, residual and ratio maps, in one figure."""
+
+    def __init__(self, **params):
+        super().__init__(**params)
+        data = self.state.data
+        s = data.run.dataset.size
+        self._n_where = TOP_LINES * (2 if consistency(data) is not None else 1)
+        self._where = Mosaic(self._n_where, s, TOP_LINES, px_per_spaxel=MOSAIC_PX / (TOP_LINES * (s + 1)))
+        self._ratio = Mosaic(2 * len(RATIO_MAPS), s, len(RATIO_MAPS), px_per_spaxel=MOSAIC_PX / (3 * (s + 1)))
+        self._px = MOSAIC_PX / self._where.width
+        self._fig = self._figure()
+        self.watch(self._update, "galaxy")
+
+    def _content(self) -> dict:
+        data, row = self.state.data, self.state.row
+        if row is not None:
+            return explain(data, row)
+        s = data.run.dataset.size
+        return {"where": np.full((self._n_where, s, s), np.nan, np.float32), "where_labels": [""] * self._n_where,
+                "ratios": np.full((2 * len(RATIO_MAPS), s, s), np.nan, np.float32),
+                "ratio_labels": [""] * (2 * len(RATIO_MAPS))}
+
+    def _figure(self):
+        from bokeh.models import ColorBar, HoverTool, LinearColorMapper
+        from bokeh.palettes import RdBu11, Viridis256, interp_palette
+
+        px, where, ratio = self._px, self._where, self._ratio
+        height = TITLE_PX + max(where.height, ratio.height) * px
+        ratio_left = MOSAIC_PX + COLOUR_BAR_PX
+        width = ratio_left + MOSAIC_PX + COLOUR_BAR_PX
+        fig = plain_figure(width / px, height / px, px, name="why")
+        content = self._content()
+        r = symmetric_limit(content["where"])
+        self._where_mapper = LinearColorMapper(palette=interp_palette(RdBu11, 256)[::-1], low=-r, high=r,
+                                               nan_color=MASKED)
+        ratios = LinearColorMapper(palette=Viridis256, low=RATIO_RANGE[0], high=RATIO_RANGE[1], nan_color=MASKED)
+        top = height / px - TITLE_PX / px
+        self._images, self._labels = {}, {}
+        for key, mosaic, mapper, left, label, title in (
+                ("where", where, self._where_mapper, 0.0, "σ", "Where: residual / error"),
+                ("ratios", ratio, ratios, ratio_left, "log ratio", "Line ratios (log)")):
+            at = (left / px, top - mosaic.height)
+            self._images[key], self._labels[key] = mosaic.draw(fig, content[key], mapper, content[LABELS[key]], at=at)
+            fig.add_tools(HoverTool(renderers=[self._images[key]], tooltips=[(label, "@image{0.00}")]))
+            fig.add_layout(ColorBar(color_mapper=mapper, location=(left + MOSAIC_PX + 6, 0.1 * mosaic.height * px),
+                                    width=10, height=int(0.8 * mosaic.height * px), title=label, title_standoff=4,
+                                    title_text_font_size="10px", major_label_text_font_size="10px", padding=0,
+                                    background_fill_alpha=0), "center")
+            fig.text(x=[left / px], y=[(height - TITLE_PX / 2) / px], text=[title], text_font_size="13px",
+                     text_font_style="bold", text_color="#222", text_baseline="middle")
+        return fig
+
+    def _update(self) -> None:
+        content = self._content()
+        for key, mosaic in (("where", self._where), ("ratios", self._ratio)):
+            source = self._images[key].data_source
+            change(source, data={**source.data, "image": mosaic.images(content[key])})
+            change(self._labels[key], data={**self._labels[key].data, "text": list(content[LABELS[key]])})
+        r = symmetric_limit(content["where"])
+        change(self._where_mapper, low=-r, high=r)
+
+    def __panel__(self):
+        text = pn.pane.HTML(pn.bind(lambda _: summary_html(self.state.data, self.state.row), self.state.param.galaxy),
+                            sizing_mode="stretch_width")
+        return pn.Column(section_title("Why it is odd"), text, pn.pane.Bokeh(self._fig, margin=(0, 5)),
+                         stylesheets=[PANEL_CSS], sizing_mode="stretch_width")

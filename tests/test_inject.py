@@ -1,0 +1,129 @@
+"""The injection benchmark (`train evaluate --inject`, core.inject) on a tiny synthetic run."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from core.embed import embed_run
+from core.errors import BlueberryError
+from core.inject import CONTROL, InjectConfig, inject_run, measured, read_injection, summarise, survey_recipe
+from core.ingest import IngestOptions, ingest
+from core.io import read_json
+from core.run import INJECTION_FILE, is_done, open_run
+from core.synth import generate_survey
+from core.training import fit, train_config_for
+from train.cli import main
+
+SIZE = 16
+TINY = dict(kind="ae", n_lines=19, size=SIZE, latent_dim=8, stem_channels=(4, 8), enc_hidden=(8,),
+            enc_strides=(1,), dec_hidden=(8,), head_channels=(8, 4))
+SURVEY_SEED = 5
+SMALL = InjectConfig(kinds=("bright_knot", "shifted_red"), strengths=(0.5, 1.0), n_per_kind=2, seed=11)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """A 24-galaxy synthetic survey (with its synth.json), ingested, trained for an epoch and embedded."""
+    root = tmp_path_factory.mktemp("inject")
+    generate_survey(root / "survey", 24, SURVEY_SEED, workers=1, progress=False)
+    ingest([root / "survey"], root / "ds", IngestOptions(size=SIZE), workers=1, progress=False)
+    fit(root / "ds", root / "run", model_args=TINY,
+        train_config=train_config_for("demo", epochs=1, batch_size=8, device="cpu"))
+    embed_run(root / "run", batch_size=12, device="cpu", k=5, seed=0, progress=False)
+    return root / "run"
+
+
+def test_the_recipe_is_the_surveys(run):
+    recipe = survey_recipe(open_run(run))
+    assert recipe["seed"] == SURVEY_SEED and recipe["release"] == "dr15" and recipe["source"].endswith("synth.json")
+
+
+def test_inject_writes_injection_json_and_stamps_the_run(run, tmp_path):
+    result = inject_run(run, SMALL, device="cpu", progress=False, keep=tmp_path / "maps")
+    on_disk = read_json(run / INJECTION_FILE)
+    assert on_disk["headline"] == result["headline"]
+    # 4 fresh galaxies, each untouched and at two strengths: 12 real MAPS files, all scored
+    assert result["n_galaxies"] == 12 and len(list((tmp_path / "maps").glob("*.fits.gz"))) == 12
+    assert not result["skipped"]
+    assert [(r["kind"], r["strength"], r["n"]) for r in result["rows"]] == [
+        (CONTROL, 0.0, 4), ("bright_knot", 0.5, 2), ("bright_knot", 1.0, 2), ("shifted_red", 0.5, 2),
+        ("shifted_red", 1.0, 2)]
+    assert result["scores"] == ["anomaly_score"]
+    for row in result["rows"]:
+        cell = row["anomaly_score"]
+        assert 0 <= cell["median_pct"] <= 100 and 0 <= cell["flagged"] <= 1 and 0 <= cell["untouched_pct"] <= 100
+    head = result["headline"]["anomaly_score"]
+    assert head["strength"] == 0.5 and head["control_pct"] == result["rows"][0]["anomaly_score"]["median_pct"]
+    # the perturbed galaxies are the control's galaxies: the same indices, other scores
+    gal = pd.DataFrame(result["galaxies"])
+    ctrl = gal[gal.kind == CONTROL].set_index("index")["anomaly_score"]
+    knot = gal[(gal.kind == "bright_knot") & (gal.strength == 1.0)].set_index("index")["anomaly_score"]
+    assert set(knot.index) <= set(ctrl.index) and not np.allclose(knot, ctrl[knot.index])
+    assert is_done(run, "inject")
+    manifest = open_run(run).manifest
+    assert manifest.injection.median_pct == head["median_pct"] and manifest.injection.n_kinds == 2
+    assert read_injection(open_run(run))["headline"] == result["headline"]
+
+
+def test_inject_is_deterministic_for_a_seed(run):
+    one = InjectConfig(kinds=("stripe",), strengths=(1.0,), n_per_kind=1, seed=3)
+    first = inject_run(run, one, device="cpu", progress=False)["galaxies"]
+    again = inject_run(run, one, device="cpu", progress=False)["galaxies"]
+    assert [g["anomaly_score"] for g in first] == pytest.approx([g["anomaly_score"] for g in again], rel=1e-5)
+
+
+def test_the_surveys_own_seed_is_refused(run):
+    with pytest.raises(BlueberryError, match="seed of the run's own survey"):
+        inject_run(run, InjectConfig(kinds=("stripe",), n_per_kind=1, seed=SURVEY_SEED), progress=False)
+
+
+def test_component_columns_are_measured_against_the_catalogue():
+    catalogue = pd.DataFrame({"anomaly_score": np.arange(100.0), "score_recon": np.arange(100.0) * 2})
+    rows = [{"source": f"f{i}", "index": i % 2, "galaxy_id": f"g{i % 2}", "truth_class": "sf",
+             "kind": CONTROL if i < 2 else "stripe", "strength": 0.0 if i < 2 else 0.5} for i in range(4)]
+    table = pd.DataFrame({"source": [f"f{i}" for i in range(4)], "anomaly_score": [10.0, 20.0, 95.0, 99.5],
+                          "anomaly_pct": [11.0, 21.0, 96.0, 100.0], "flagged": [False, False, True, True],
+                          "score_recon": [20.0, 40.0, 150.0, 500.0]})
+    cols = measured(table, catalogue, 90.0)
+    assert list(cols) == ["anomaly_score", "score_recon"]
+    np.testing.assert_allclose(cols["score_recon"][0], [11.0, 21.0, 76.0, 100.0])
+    assert cols["score_recon"][1].tolist() == [False, False, False, True]  # 90th percentile of 0..198 is 178.2
+    config = InjectConfig(kinds=("stripe",), strengths=(0.5,), n_per_kind=2, seed=1)
+    result = summarise(rows, table, catalogue, 90.0, config)
+    assert result["scores"] == ["anomaly_score", "score_recon"]
+    stripe = result["rows"][1]
+    assert stripe["anomaly_score"] == {"median_pct": 98.0, "flagged": 1.0, "untouched_pct": 16.0}
+    assert stripe["score_recon"]["median_pct"] == 88.0 and stripe["score_recon"]["flagged"] == 0.5
+
+
+def test_cli_inject_dry_run_writes_nothing_then_runs(run, capsys):
+    (run / INJECTION_FILE).unlink(missing_ok=True)
+    before = sorted(p.name for p in run.iterdir())
+    assert main(["evaluate", "--run", str(run), "--inject", "--dry-run", "--kinds", "stripe", "--n-per-kind", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "stripe" in out and "4 MAPS files to write" in out
+    assert sorted(p.name for p in run.iterdir()) == before
+    assert main(["evaluate", "--run", str(run), "--inject", "--kinds", "stripe", "dead_fibres", "--n-per-kind", "1",
+                 "--strengths", "1", "0.3", "--seed", "7", "--quiet", "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "dead_fibres" in out and "anomaly_score at strength 0.3" in out
+    assert main(["evaluate", "--run", str(run), "--inject", "--seed", str(SURVEY_SEED), "--kinds", "stripe",
+                 "--n-per-kind", "1", "--quiet"]) == 2
+    assert "own survey" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv", [["--strengths", "0"], ["--strengths", "1.5"], ["--kinds", "blueberry"],
+                                  ["--n-per-kind", "0"]])
+def test_cli_refuses_bad_injection_options(argv, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["evaluate", "--run", "nowhere", "--inject", *argv])
+    assert exc.value.code == 2
+    assert "usage" in capsys.readouterr().err
+
+
+def test_cli_help_has_injection_examples(capsys):
+    with pytest.raises(SystemExit):
+        main(["evaluate", "--help"])
+    out = capsys.readouterr().out
+    assert "--inject --dry-run" in out and "--n-per-kind" in out

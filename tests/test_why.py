@@ -1,0 +1,125 @@
+"""Why a galaxy is odd (dashboard/views/why.py), its pure parts in core (ratio maps, normalised residuals),
+and the header's injection summary: all without a server, on the fake run."""
+from __future__ import annotations
+
+import numpy as np
+import panel as pn
+import pytest
+from bokeh.document import Document
+
+from core import bpt, scoring
+from core.io import file_stamp, write_json
+from core.run import INJECTION_FILE, Injection, RunManifest, mark_stage
+from dashboard.data import injection_figures, open_app_data
+from dashboard.state import DashboardState
+from dashboard.views import Header, WhyOdd
+from dashboard.views.why import CONSISTENCY_FILE, RATIO_MAPS, TOP_LINES, components, explain, summary_html
+from tests.fakerun import make_fake_run
+
+
+@pytest.fixture(scope="module")
+def run_path(tmp_path_factory):
+    return make_fake_run(tmp_path_factory.mktemp("why") / "fake-run", n=120)
+
+
+def test_ratio_maps_follow_log_ratios_and_mask_what_cannot_be_a_ratio():
+    lines = ["Hb-4862", "OIII-5008", "NII-6585", "Ha-6564", "SII-6718", "SII-6732"]
+    cube = np.ones((len(lines), 2, 2))
+    cube[lines.index("NII-6585")] = 10.0
+    cube[lines.index("OIII-5008"), 0, 0] = -1.0  # non-positive
+    mask = np.zeros(cube.shape, bool)
+    mask[lines.index("Ha-6564"), 1, 1] = True  # masked Ha: no ratio over Ha there
+    maps = bpt.ratio_maps(cube, lines, mask)
+    assert maps["log_nii_ha"][0, 1] == pytest.approx(1.0) and maps["log_sii_ha"][0, 1] == pytest.approx(np.log10(2))
+    assert np.isnan(maps["log_oiii_hb"][0, 0]) and maps["log_oiii_hb"][1, 0] == pytest.approx(0.0)
+    assert np.isnan(maps["log_nii_ha"][1, 1]) and np.isnan(maps["log_sii_ha"][1, 1])
+    assert np.isnan(maps["log_oi_ha"]).all()  # no [OI] among the lines
+    ivar = np.full(cube.shape, 1e-4)  # S/N 0.01: below the cut everywhere
+    assert np.isnan(bpt.ratio_maps(cube, lines, mask, ivar)["log_nii_ha"]).all()
+
+
+def test_normalised_residual_is_in_units_of_the_scores_error():
+    x, recon = np.array([3.0, 5.0, np.nan, 1.0]), np.array([1.0, 5.0, 1.0, 0.0])
+    ivar = np.array([1.0, 4.0, 1.0, 0.0])
+    out = scoring.normalised_residual(x, recon, ivar, 0.0)
+    assert out[0] == 2.0 and out[1] == 0.0 and np.isnan(out[2]) and np.isnan(out[3])
+    assert scoring.normalised_residual(x, recon, ivar, np.sqrt(3.0))[0] == pytest.approx(1.0)
+    # its square, weighted as the score weights cells, is the score's sum
+    rng = np.random.default_rng(0)
+    flux, rec = rng.normal(5, 1, (1, 2, 4, 4)), rng.normal(5, 1, (1, 2, 4, 4))
+    iv, mask = rng.uniform(0.5, 2, flux.shape), np.zeros(flux.shape, bool)
+    lines = ["Hb-4862", "Ha-6564"]
+    floor = scoring.ERROR_FLOOR * scoring.floor_peaks(flux, mask, lines)[:, None, None, None]
+    score, _ = scoring.galaxy_errors(rec, flux, mask, iv, lines)
+    assert np.mean(scoring.normalised_residual(flux, rec, iv, floor) ** 2) == pytest.approx(score[0])
+
+
+def test_explain_names_the_lines_and_maps_of_a_galaxy(run_path):
+    data = open_app_data(run_path)
+    row = int(data.order[0])
+    e = explain(data, row)
+    s = data.run.dataset.size
+    shares = [(ln, data.catalogue[f"err_{ln}"].iat[row]) for ln in data.lines]
+    assert [ln for ln, _ in e["lines"][:TOP_LINES]] == [ln for ln, _ in sorted(shares, key=lambda t: -t[1])][:TOP_LINES]
+    assert e["where"].shape == (TOP_LINES, s, s) and e["ratios"].shape == (2 * len(RATIO_MAPS), s, s)
+    mask = np.asarray(data.run.dataset.mask[row])
+    top = data.lines.index(e["lines"][0][0])
+    assert np.isnan(e["where"][0][mask[top]]).all()  # masked cells stay masked
+    assert e["components"] == [("anomaly_score", pytest.approx(data.catalogue["anomaly_score"].iat[row]),
+                                pytest.approx(data.catalogue["anomaly_pct"].iat[row], abs=0.01))]
+    assert "anomaly_score" in summary_html(data, row) and e["lines"][0][0] in summary_html(data, row)
+
+
+def test_components_and_consistency_maps_when_the_run_has_them(run_path):
+    data = open_app_data(run_path)
+    n = len(data.catalogue)
+    data.catalogue["score_recon"] = np.arange(n, dtype=float)
+    data.catalogue["score_consistency"] = np.arange(n, dtype=float)[::-1]
+    comps = components(data, 0)
+    assert [c[0] for c in comps] == ["score_consistency", "score_recon"] and comps[0][2] == 100.0
+    np.save(run_path / CONSISTENCY_FILE, np.asarray(data.run.recon) * 1.5)
+    try:
+        fresh = open_app_data(run_path)
+        e = explain(fresh, 3)
+        assert e["where"].shape[0] == 2 * TOP_LINES and e["where_labels"][-1].endswith("vs other lines")
+        state = DashboardState(fresh)
+        pn.panel(WhyOdd(state=state)).get_root(Document())
+    finally:
+        (run_path / CONSISTENCY_FILE).unlink()
+
+
+def test_why_view_redraws_on_inspect(run_path):
+    data = open_app_data(run_path)
+    state = DashboardState(data)
+    view = WhyOdd(state=state)
+    pn.panel(view).get_root(Document())
+    assert view._fig.name == "why"
+    state.inspect(7)
+    e = explain(data, 7)
+    np.testing.assert_array_equal(view._images["ratios"].data_source.data["image"][0], e["ratios"][0])
+    assert view._labels["where"].data["text"][:TOP_LINES] == e["where_labels"]
+
+
+def test_header_shows_the_injection_summary_when_there_is_one(run_path):
+    data = open_app_data(run_path)
+    assert injection_figures(data) is None
+    result = {"headline": {"anomaly_score": {"strength": 0.5, "median_pct": 61.0, "flagged": 0.15,
+                                             "control_pct": 54.5}},
+              "rows": [{"kind": "none", "family": "control", "strength": 0.0,
+                        "anomaly_score": {"median_pct": 54.5, "flagged": 0.1}},
+                       {"kind": "stripe", "family": "artefact", "strength": 0.5,
+                        "anomaly_score": {"median_pct": 69.3, "flagged": 0.125}},
+                       {"kind": "nii_patch", "family": "ratio", "strength": 0.5,
+                        "anomaly_score": {"median_pct": 54.7, "flagged": 0.25}}]}
+    write_json(run_path / INJECTION_FILE, result)
+    catalogue = RunManifest.read(run_path).checksums.get("catalogue.parquet")
+    mark_stage(run_path, "inject", True, files={**RunManifest.read(run_path).files,
+                                                 INJECTION_FILE: file_stamp(run_path / INJECTION_FILE)},
+               injection=Injection(strength=0.5, median_pct=61.0, flagged=0.15, control_pct=54.5, n_kinds=2,
+                                   seconds=1.0, catalogue_sha256=catalogue))
+    data = open_app_data(run_path)
+    text, detail = injection_figures(data)
+    assert text == "median percentile 61 at strength 0.5, 15 % flagged over 2 kinds (untouched 54)"
+    assert detail == ["stripe (artefact): 69, 12 % flagged", "nii_patch (ratio): 55, 25 % flagged"]
+    html = pn.panel(Header(state=DashboardState(data))).get_root(Document()).text
+    assert "Injection benchmark" in html and "stripe (artefact)" in html
