@@ -89,8 +89,8 @@ def build_app(data: AppData) -> tuple[DashboardState, pn.viewable.Viewable]:
     after it has loaded, in two batches with a pause between them, so each batch is sent as
     soon as it is drawn and the first paint does not wait for all seven plots.
     """
-    from dashboard.views import (BPTDiagrams, Header, Inspector, LatentMap, ScoreHistogram, SelectionTable,
-                                 SimilarGalaxies)
+    from dashboard.views import (BPTDiagrams, Header, Inspector, LatentMap, SampButton, ScoreHistogram, SearchBox,
+                                 SelectionTable, SimilarGalaxies)
 
     state = DashboardState(data)
     # Empty placeholders of the views' sizes, so the page does not jump when they arrive. No
@@ -121,6 +121,8 @@ def build_app(data: AppData) -> tuple[DashboardState, pn.viewable.Viewable]:
     # web fonts fetched from a CDN (the app must work offline).
     page = pn.Column(
         Header(state=state),
+        pn.Row(SearchBox(state=state), pn.layout.HSpacer(), SampButton(state=state), sizing_mode="stretch_width",
+               margin=(0, 10)),
         pn.Row(LatentMap(state=state), pn.Column(SelectionTable(state=state), hist, sizing_mode="stretch_width"),
                sizing_mode="stretch_width"),
         inspector,
