@@ -16,7 +16,7 @@ its state on its own Bokeh document's thread (``doc.add_next_tick_callback``, th
 thread-safe document method), since SAMP messages arrive on the client's own thread.
 
 The hub is the *server's* machine's: the app is served to localhost by default, so that is
-the user's. astropy.samp is imported only here, and only when a view asks, so a session
+the user's. pyvo.samp (astropy.samp until astropy 8 deprecated it) is imported only here, and only when a view asks, so a session
 without a hub pays nothing. See docs/ARCHITECTURE.md.
 """
 from __future__ import annotations
@@ -67,8 +67,8 @@ class SampLink:
             if now - self._checked[0] < HUB_CHECK_SECONDS:
                 return self._checked[1]
         try:
-            from astropy.samp import SAMPHubError
-            from astropy.samp.lockfile_helpers import get_main_running_hub
+            from pyvo.samp import SAMPHubError
+            from pyvo.samp.lockfile_helpers import get_main_running_hub
 
             get_main_running_hub()
             problem = ""
@@ -82,7 +82,7 @@ class SampLink:
 
     def _connected(self):
         """The registered client, registering (again) when there is none or the hub went away."""
-        from astropy.samp import SAMPIntegratedClient
+        from pyvo.samp import SAMPIntegratedClient
 
         with self._lock:
             if self._client is not None and self._client.is_connected:
@@ -138,17 +138,19 @@ class SampLink:
         name = f"{state.data.name}: {len(rows):,} galaxies"
         try:
             client = self._connected()
+            listeners = len(client.get_subscribed_clients(LOAD_VOTABLE))
+            if not listeners:  # the hub refuses a broadcast that nobody receives
+                path.unlink()
+                return "The SAMP hub has no application that loads VOTables: start TOPCAT or Aladin."
             self._remember(table_id, state, doc, rows, path)
-            reached = client.notify_all({"samp.mtype": LOAD_VOTABLE,
-                                         "samp.params": {"url": path.as_uri(), "table-id": table_id, "name": name}})
+            client.notify_all({"samp.mtype": LOAD_VOTABLE,
+                               "samp.params": {"url": path.as_uri(), "table-id": table_id, "name": name}})
             self.point_at(state)
         except Exception as error:  # the hub went away between the check and the send
             with self._lock:
                 self._checked = (-np.inf, "")
             return f"Could not send to the SAMP hub ({type(error).__name__}: {error})."
-        n = len(reached or [])
-        return (f"Sent {len(rows):,} galaxies to {n} SAMP application{'s' if n != 1 else ''}."
-                if n else "The SAMP hub has no application that loads VOTables: start TOPCAT or Aladin.")
+        return f"Sent {len(rows):,} galaxies to {listeners} SAMP application{'s' if listeners != 1 else ''}."
 
     def point_at(self, state) -> None:
         """Broadcast ``coord.pointAt.sky`` at the inspected galaxy (if it has a position)."""
@@ -156,8 +158,9 @@ class SampLink:
         if row is None:
             return
         ra, dec = (float(state.data.catalogue[c].iat[row]) for c in ("ra", "dec"))
-        if np.isfinite(ra) and np.isfinite(dec):
-            self._connected().notify_all({"samp.mtype": POINT_AT,
+        client = self._connected()
+        if np.isfinite(ra) and np.isfinite(dec) and client.get_subscribed_clients(POINT_AT):
+            client.notify_all({"samp.mtype": POINT_AT,
                                           "samp.params": {"ra": repr(ra), "dec": repr(dec)}})
 
     def _remember(self, table_id, state, doc, rows, path) -> None:
