@@ -7,11 +7,14 @@ pointAt, and sends ``table.select.rowList`` / ``table.highlight.row`` back.
 """
 from __future__ import annotations
 
-import io
+import json
+import subprocess
+import sys
 import threading
 import time
 import urllib.parse
 import urllib.request
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,6 +26,7 @@ from dashboard.state import DashboardState
 from tests.fakerun import make_fake_run
 
 WAIT_S = 20
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -187,3 +191,12 @@ def test_a_highlight_reaches_the_session_on_its_document_thread(data, hub):
     finally:
         topcat.close()
         link.close()
+
+
+def test_the_dashboard_and_its_state_load_no_samp_until_a_button_asks():
+    code = ("import json, sys\n"
+            "import dashboard.app, dashboard.state, dashboard.samp, dashboard.views\n"
+            "print(json.dumps({m: m in sys.modules for m in ('pyvo.samp', 'astropy.samp')}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=REPO)
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == {"pyvo.samp": False, "astropy.samp": False}

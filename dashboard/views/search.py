@@ -15,7 +15,7 @@ class SearchBox(StateView):
     def __init__(self, **params):
         super().__init__(**params)
         self._input = pn.widgets.TextInput(placeholder='plate-IFU, MaNGA-ID or "RA Dec [radius]"', width=300,
-                                           description=HELP, name="", css_classes=["bb-search"])
+                                           description=HELP, css_classes=["bb-search"])
         self._message = pn.pane.HTML("", css_classes=["bb-search-message"], styles={"font-size": "13px"},
                                      margin=(12, 5))
         self._input.param.watch(self._search, "enter_pressed")
