@@ -67,6 +67,10 @@ def warm_up(data: AppData) -> None:
     state.tap(float(data.x[0]), float(data.y[0]), (x0, x1), (y0, y1), MAP_FRAME)
     if data.categorical_colours:
         state.colour_by = data.categorical_colours[0]
+    # The SAMP button looks for a hub as it is built: importing pyvo.samp (~1 s) belongs here, not in a first paint.
+    from dashboard.samp import link
+
+    link().hub_problem()
 
 
 def error_page(path, error: Exception) -> pn.viewable.Viewable:
