@@ -74,9 +74,13 @@ def write_file(fileobj, state, frame, fmt: str) -> None:
 
 
 def register(state) -> str:
-    """Register a session's state; returns the secret token of its export URL."""
-    token = secrets.token_urlsafe(24)
+    """Register a session's state; returns the secret token of its export URL.
+
+    A state registered again (one export button per format) gets its first token back, so
+    "one export at a time" holds per session, whatever the format.
+    """
     with _lock:
+        token = next((t for t, ref in _sessions.items() if ref() is state), None) or secrets.token_urlsafe(24)
         _sessions[token] = weakref.ref(state)
     return token
 

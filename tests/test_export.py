@@ -186,6 +186,7 @@ def test_route_serves_fits_and_votable_of_the_selection(data, monkeypatch):
     state = DashboardState(data)
     state.select_score_range(data.median, np.inf)
     token = export.register(state)
+    assert export.register(state) == token, "one token, so one export at a time, per session"
     try:
         (fits_code, fits_headers, fits_body), (vot_code, vot_headers, vot_body), (bad_code, _, bad_body) = \
             _fetch_all(token, ["?format=fits", "?format=votable", "?format=xlsx"])

@@ -39,7 +39,7 @@ class SampButton(StateView):
         empty = not len(self.state.selection)
         self._button.disabled = bool(problem) or empty
         self._button.description = problem or ("Select galaxies first. " + TOOLTIP if empty else TOOLTIP)
-        if problem and self._note.object in ("", NO_HUB_NOTE) or not problem and self._note.object == NO_HUB_NOTE:
+        if self._note.object in ("", NO_HUB_NOTE):  # never hide the outcome of a send
             self._note.object = NO_HUB_NOTE if problem else ""
 
     def _send(self, _event=None) -> None:
