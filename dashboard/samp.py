@@ -225,3 +225,10 @@ def link() -> SampLink:
             _link = SampLink()
             atexit.register(_link.close)
         return _link
+
+
+def close() -> None:
+    """Unregister from the hub and delete the sent files, if this process ever used SAMP (server shutdown)."""
+    with _link_lock:
+        if _link is not None:
+            _link.close()

@@ -158,7 +158,7 @@ def test_selection_goes_to_topcat_and_its_row_selection_comes_back(data, hub, mo
         assert not link.apply(samp.SELECT_ROWS, {"table-id": "someone-else", "row-list": ["1"]})
     finally:
         topcat.close()
-        link.close()
+        samp.close()  # what the server's on_server_unloaded hook does
     assert link._client is None and link._dir is None, "unregistered, files deleted"
 
 
