@@ -67,6 +67,10 @@ def warm_up(data: AppData) -> None:
     state.tap(float(data.x[0]), float(data.y[0]), (x0, x1), (y0, y1), MAP_FRAME)
     if data.categorical_colours:
         state.colour_by = data.categorical_colours[0]
+    # The SAMP button looks for a hub as it is built: importing pyvo.samp (~1 s) belongs here, not in a first paint.
+    from dashboard.samp import link
+
+    link().hub_problem()
 
 
 def error_page(path, error: Exception) -> pn.viewable.Viewable:
@@ -89,8 +93,8 @@ def build_app(data: AppData) -> tuple[DashboardState, pn.viewable.Viewable]:
     after it has loaded, in two batches with a pause between them, so each batch is sent as
     soon as it is drawn and the first paint does not wait for all seven plots.
     """
-    from dashboard.views import (BPTDiagrams, Header, Inspector, LatentMap, ScoreHistogram, SelectionTable,
-                                 SimilarGalaxies, WhyOdd)
+    from dashboard.views import (BPTDiagrams, Header, Inspector, LatentMap, SampButton, ScoreHistogram, SearchBox,
+                                 SelectionTable, SimilarGalaxies, WhyOdd)
 
     state = DashboardState(data)
     # Empty placeholders of the views' sizes, so the page does not jump when they arrive. No
@@ -122,6 +126,8 @@ def build_app(data: AppData) -> tuple[DashboardState, pn.viewable.Viewable]:
     # web fonts fetched from a CDN (the app must work offline).
     page = pn.Column(
         Header(state=state),
+        pn.Row(SearchBox(state=state), pn.layout.HSpacer(), SampButton(state=state), sizing_mode="stretch_width",
+               margin=(0, 10)),
         pn.Row(LatentMap(state=state), pn.Column(SelectionTable(state=state), hist, sizing_mode="stretch_width"),
                sizing_mode="stretch_width"),
         inspector,

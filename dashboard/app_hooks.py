@@ -21,3 +21,10 @@ def on_server_loaded(server_context):
     except BlueberryError as error:
         # The page says so to every visitor; here it is only logged.
         logging.getLogger("blueberry.dashboard").warning("no run to show yet: %s", error)
+
+
+def on_server_unloaded(server_context):
+    # A stopped server leaves the SAMP hub (atexit does the same when the process simply exits).
+    from dashboard import samp
+
+    samp.close()

@@ -19,7 +19,8 @@ import pandas as pd
 
 from core.bpt import RATIOS
 from core.errors import RunError
-from core.run import Evaluation, Run, RunManifest, open_run
+from core.export import model_summary as describe_model  # the run's model in one line, as exports record it
+from core.run import Evaluation, Run, open_run
 
 #: Where the dashboard looks for a run when neither ``--args --run`` nor BLUEBERRY_RUN says.
 DEFAULT_RUN = "runs/demo"
@@ -233,17 +234,6 @@ def _fmt(v) -> str:
     if isinstance(v, (float, np.floating)):
         return f"{v:,.0f}" if abs(v) >= 1000 else f"{v:.3g}"
     return str(v)
-
-
-def describe_model(manifest: RunManifest) -> str:
-    """The run's model in one line ("ae, latent 128, 1,087,169 parameters, config demo")."""
-    parts = [manifest.model]
-    if "latent_dim" in manifest.model_args:
-        parts.append(f"latent {manifest.model_args['latent_dim']}")
-    if manifest.parameters is not None:
-        parts.append(f"{manifest.parameters:,} parameters")
-    parts.append(f"config {manifest.config}")
-    return ", ".join(parts)
 
 
 #: Bookkeeping entries of the manifest's evaluation, not figures.

@@ -1,7 +1,10 @@
-"""The served entry: ``panel serve dashboard [--plugins dashboard.export] [--args --run PATH]``."""
+"""The served entry: ``panel serve dashboard [--plugins dashboard.export] [--args --run PATH [--links FILE]]``."""
 import sys
 
+from core import links
 from dashboard.app import TITLE, create_app
 from dashboard.data import resolve_run_path
 
+# Bokeh sets sys.argv to the app's --args only while it runs this script.
+links.configure(sys.argv[1:])
 create_app(resolve_run_path(sys.argv[1:])).servable(title=TITLE)

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import param
 
+from core.search import IdIndex, search
 from dashboard import selection as sel
 from dashboard.data import DIAGRAMS, AppData
 
@@ -18,7 +19,7 @@ from dashboard.data import DIAGRAMS, AppData
 SOURCES = {
     "": "", "latent": "latent map", "bpt_nii": "[NII] BPT diagram", "bpt_sii": "[SII] BPT diagram",
     "bpt_oi": "[OI] BPT diagram", "histogram": "score histogram", "neighbours": "similar galaxies",
-    "tap": "tap on the latent map",
+    "tap": "tap on the latent map", "search": "search", "samp": "sent by a SAMP application (TOPCAT)",
 }
 #: How far (screen pixels) a tap may land from a galaxy and still pick it.
 TAP_TOLERANCE_PX = 6.0
@@ -120,6 +121,21 @@ class DashboardState(param.Parameterized):
     def select_neighbours(self) -> None:
         """Make the inspected galaxy's nearest neighbours the selection."""
         self.select_rows(self.neighbours, "neighbours")
+
+    def find(self, text: str) -> str:
+        """The search box (``core.search``): a plate-IFU or MaNGA-ID (or its beginning), or a position.
+
+        One galaxy found is selected and inspected; several are selected; none changes
+        nothing. Returns the line to show the user.
+        """
+        index = self.data.derived("id_index", lambda: IdIndex(self.data.catalogue))
+        result = search(self.data.catalogue, text, index)
+        if len(result.rows) == 1:
+            self.param.update(selection=result.rows, selection_source="search",
+                              galaxy=str(self.data.catalogue["galaxy_id"].iat[int(result.rows[0])]))
+        elif len(result.rows):
+            self.select_rows(result.rows, "search")
+        return result.message
 
     # ------------------------------------------------------------------ what the views show
 

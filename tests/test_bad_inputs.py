@@ -150,6 +150,8 @@ PATH_ROWS = [
     ("embed-run-empty-folder", "embed --run {w}/empty", ("empty",)),
     ("evaluate-missing-run", "evaluate --run {w}/nowhere", ("nowhere",)),
     ("evaluate-run-empty-folder", "evaluate --run {w}/empty", ("empty",)),
+    ("serve-links-not-json", "serve --run {w}/run --dry-run --links {w}/afile", ("--links", "afile", "not a JSON file")),
+    ("serve-links-missing", "serve --run {w}/run --dry-run --links {w}/nowhere", ("--links", "nowhere", "cannot read")),
 ]
 if Path("/sys").is_dir() and sys.platform.startswith("linux"):  # nobody, root included, creates folders in sysfs
     PATH_ROWS.append(("synth-out-unwritable-sysfs", "synth --out /sys/blueberry-test --n 1 --quiet", ("/sys",)))
@@ -219,7 +221,7 @@ def test_the_table_covers_every_numeric_option():
     commands = parser._subparsers._group_actions[0].choices
     for name, sub in commands.items():
         numeric = {a.option_strings[0] for a in sub._actions
-                   if a.option_strings and a.type is not None and a.option_strings[0] not in ("--out", "--run", "--device")}
+                   if a.option_strings and a.type is not None and a.option_strings[0] not in ("--out", "--run", "--device", "--links")}
         assert numeric == set(NUMBERS.get(name, {})), name
 
 

@@ -118,3 +118,14 @@ def _writable(text: str) -> Path:
     if not os.access(folder, os.W_OK | os.X_OK):
         raise argparse.ArgumentTypeError(f"cannot write in {folder} (permission denied)")
     return path
+
+
+def links_file(text: str) -> str:
+    """A links file of the inspector that ``core.links`` can use (checked now, not at the first page); absolute."""
+    from core.links import LinksError, load_links
+
+    try:
+        load_links(text)
+    except LinksError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return str(Path(text).resolve())

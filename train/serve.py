@@ -8,6 +8,7 @@ EXAMPLES = """\
   python -m train serve --run runs/mine --address 0.0.0.0 --allow-origin galaxies.example.org \\
       --basic-auth credentials.json --cookie-secret "$(openssl rand -hex 32)"
   python -m train serve --run runs/mine --dry-run          # print the panel command, start nothing
+  python -m train serve --run runs/mine --links links.json # the inspector's links from a JSON file
 
 The app listens on 127.0.0.1 and accepts websocket connections only from pages it served
 itself (http://localhost:PORT and http://127.0.0.1:PORT), so neither another machine nor a
@@ -18,7 +19,7 @@ a JSON file of user credentials (Panel's basic authentication; add --cookie-secr
 `panel serve` yourself with Panel's OAuth options (--oauth-provider ...).
 """
 
-from train.args import int_range, processes
+from train.args import int_range, links_file, processes
 
 #: The loopback addresses, which only this machine reaches.
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -40,6 +41,9 @@ def add_arguments(p) -> None:
     p.add_argument("--cookie-secret", help="secret that signs the login cookie (with --basic-auth)")
     p.add_argument("--num-procs", type=processes, default=1,
                    help="server processes (default 1); more serve more concurrent sessions on more cores")
+    p.add_argument("--links", type=links_file, metavar="FILE.json",
+                   help='the inspector\'s links: a JSON object {"name": "https://...{plateifu}..."} with fields '
+                        '{plateifu} {mangaid} {ra} {dec} (default: Marvin, SkyServer, Legacy Surveys)')
     p.add_argument("--dry-run", action="store_true", help="print the panel command and exit")
 
 
@@ -66,7 +70,8 @@ def panel_command(args) -> list[str]:
     # --reuse-sessions answers a page request from a cached page and builds the real session only
     # when the page's websocket connects: a request that never opens one (a link preview, a
     # crawler, a health check) costs almost nothing instead of a whole session.
-    return [*cmd, "--warm", "--reuse-sessions", "--args", "--run", str(args.run)]
+    app_args = ["--run", str(args.run)] + (["--links", str(args.links)] if getattr(args, "links", None) else [])
+    return [*cmd, "--warm", "--reuse-sessions", "--args", *app_args]
 
 
 def run(args) -> int:

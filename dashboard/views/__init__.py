@@ -5,9 +5,11 @@ from dashboard.views.header import Header
 from dashboard.views.histogram import ScoreHistogram
 from dashboard.views.inspector import Inspector
 from dashboard.views.latent_map import LatentMap
+from dashboard.views.samp import SampButton
+from dashboard.views.search import SearchBox
 from dashboard.views.similar import SimilarGalaxies
 from dashboard.views.table import ExportButton, SelectionTable
 from dashboard.views.why import WhyOdd
 
-__all__ = ["BPTDiagrams", "ExportButton", "Header", "Inspector", "LatentMap", "ScoreHistogram", "SelectionTable",
-           "SimilarGalaxies", "WhyOdd"]
+__all__ = ["BPTDiagrams", "ExportButton", "Header", "Inspector", "LatentMap", "SampButton", "ScoreHistogram",
+           "SearchBox", "SelectionTable", "SimilarGalaxies", "WhyOdd"]

@@ -21,6 +21,7 @@ import numpy as np
 import panel as pn
 
 from core import bpt
+from core.links import links_html
 from dashboard.views.base import PANEL_CSS, StateView, change, section_title
 from dashboard.views.glyphs import BPT_COLOURS, FLAGGED, MASKED, Mosaic, plain_figure
 
@@ -185,7 +186,7 @@ class Inspector(StateView):
             items.append(("Truth class", str(r["truth_class"])))
         rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in items)
         return (f'<h3 class="bb-galaxy-id" style="margin:4px 0">{html.escape(galaxy)}</h3>'
-                f'<table class="bb-meta" style="font-size:13px;text-align:left">{rows}</table>')
+                f'<table class="bb-meta" style="font-size:13px;text-align:left">{rows}</table>' + links_html(r))
 
     def __panel__(self):
         meta = pn.pane.HTML(pn.bind(self._meta, self.state.param.galaxy), width=240, margin=(0, 10))

@@ -1,9 +1,10 @@
-"""The selected galaxies as a table, with the count and the CSV export."""
+"""The selected galaxies as a table, with the count and the exports (CSV, FITS, VOTable)."""
 from __future__ import annotations
 
 import html
 
 import panel as pn
+import param
 
 from core.tables import to_csv
 from dashboard import export
@@ -11,22 +12,32 @@ from dashboard.state import TABLE_ROWS
 from dashboard.views.base import PANEL_CSS, StateView
 
 
+#: The export buttons: format -> (label, tooltip).
+EXPORTS = {"csv": ("Export CSV", "The selected galaxies, every catalogue column, as a spreadsheet-safe CSV"),
+           "fits": ("FITS", "The selection as a FITS binary table: units, the run and the model in the header"),
+           "votable": ("VOTable", "The selection as a VOTable (TOPCAT, Aladin): units, UCDs, the run and the model")}
+
+
 class ExportButton(StateView):
-    """"Export CSV": the selected galaxies with every catalogue column, over HTTP when the route is served."""
+    """One export button: the selected galaxies with every catalogue column, over HTTP when the route is served."""
+
+    fmt = param.Selector(default="csv", objects=list(EXPORTS), doc="The file format this button exports.")
 
     def __init__(self, **params):
         super().__init__(**params)
+        label, tooltip = EXPORTS[self.fmt]
         self._note = pn.pane.HTML("", styles={"color": "#a00", "font-size": "12px"}, margin=(0, 5))
+        width = 120 if self.fmt == "csv" else 80
         if export.route_served():
             token = export.register(self.state)
             pn.state.on_session_destroyed(lambda _ctx: export.unregister(token))
-            self._widget = pn.widgets.Button(label="Export CSV", color="primary", width=120)
-            url = export.export_url(token, pn.state.base_url or "/")
+            self._widget = pn.widgets.Button(label=label, color="primary", width=width, description=tooltip)
+            url = export.export_url(token, pn.state.base_url or "/", self.fmt)
             # The browser fetches the file itself: nothing goes through the websocket.
             self._widget.js_on_click(code=f"window.location.assign({url!r});")
         else:
-            self._widget = pn.widgets.FileDownload(label="Export CSV", color="primary", width=120,
-                                                   callback=self._csv_for_websocket, filename="selection.csv")
+            self._widget = pn.widgets.FileDownload(label=label, color="primary", width=width, description=tooltip,
+                                                   callback=self._file_for_websocket, filename="selection.csv")
         self.watch(self._update, "selection")
         self._update()
 
@@ -36,12 +47,24 @@ class ExportButton(StateView):
         self._widget.filename = export.export_filename(self.state.data.name)
         return io.StringIO(to_csv(self.state.export_frame()))
 
+    def _file_for_websocket(self):
+        import io
+
+        if self.fmt == "csv":
+            return self._csv_for_websocket()
+        self._widget.filename = export.export_filename(self.state.data.name, fmt=self.fmt)
+        out = io.BytesIO()
+        export.write_file(out, self.state, self.state.export_frame(), self.fmt)
+        out.seek(0)
+        return out
+
     def _update(self):
         n = len(self.state.selection)
         too_big = not export.route_served() and n >= export.WEBSOCKET_MAX_ROWS
-        self._widget.disabled = n == 0 or too_big
+        why = export.too_big(self.fmt, n)
+        self._widget.disabled = n == 0 or too_big or bool(why)
         self._note.object = ("Exports of 100,000+ rows need the HTTP route: start the server with "
-                             "<code>--plugins dashboard.export</code>." if too_big else "")
+                             "<code>--plugins dashboard.export</code>." if too_big and self.fmt == "csv" else html.escape(why))
 
     def __panel__(self):
         return pn.Row(self._widget, self._note, margin=0)
@@ -63,7 +86,7 @@ class SelectionTable(StateView):
                         "z": {"type": "money", "precision": 4}},
             widths={"galaxy_id": 110}, layout="fit_data_stretch")
         self._table.on_click(self._clicked)
-        self._export = ExportButton(state=self.state)
+        self._exports = [ExportButton(state=self.state, fmt=fmt) for fmt in EXPORTS]
         self.watch(self._update, "selection")
         self._update()
 
@@ -76,5 +99,5 @@ class SelectionTable(StateView):
         self.state.inspect(int(self._table.value.index[event.row]))
 
     def __panel__(self):
-        return pn.Column(pn.Row(self._count, pn.layout.HSpacer(), self._export), self._table,
+        return pn.Column(pn.Row(self._count, pn.layout.HSpacer(), *self._exports), self._table,
                          sizing_mode="stretch_width", stylesheets=[PANEL_CSS])
