@@ -5,6 +5,7 @@ HELP = "serve the app on a run (http://localhost:5006/dashboard), reachable from
 EXAMPLES = """\
   python -m train serve --run runs/demo
   python -m train serve --run runs/mine --port 5007
+  python -m train serve --run runs/mine --user "A. Astronomer"   # who the labels made here are by
   python -m train serve --run runs/mine --address 0.0.0.0 --allow-origin galaxies.example.org \\
       --basic-auth credentials.json --cookie-secret "$(openssl rand -hex 32)"
   python -m train serve --run runs/mine --dry-run          # print the panel command, start nothing
@@ -40,6 +41,9 @@ def add_arguments(p) -> None:
     p.add_argument("--cookie-secret", help="secret that signs the login cookie (with --basic-auth)")
     p.add_argument("--num-procs", type=processes, default=1,
                    help="server processes (default 1); more serve more concurrent sessions on more cores")
+    p.add_argument("--user", metavar="NAME",
+                   help="who the interest labels made in the app are attributed to (default: the OS user; "
+                        "with --basic-auth, each person's login)")
     p.add_argument("--dry-run", action="store_true", help="print the panel command and exit")
 
 
@@ -66,7 +70,8 @@ def panel_command(args) -> list[str]:
     # --reuse-sessions answers a page request from a cached page and builds the real session only
     # when the page's websocket connects: a request that never opens one (a link preview, a
     # crawler, a health check) costs almost nothing instead of a whole session.
-    return [*cmd, "--warm", "--reuse-sessions", "--args", "--run", str(args.run)]
+    user = ["--user", args.user] if args.user else []
+    return [*cmd, "--warm", "--reuse-sessions", "--args", "--run", str(args.run), *user]
 
 
 def run(args) -> int:
