@@ -13,7 +13,7 @@ import sys
 
 from core.errors import BlueberryError
 
-COMMANDS = ("synth", "ingest", "fit", "embed", "score", "evaluate", "demo", "serve")
+COMMANDS = ("synth", "ingest", "fit", "embed", "score", "evaluate", "demo", "serve", "labels", "rank")
 
 DESCRIPTION = """Blueberry: find the odd galaxies in IFS surveys.
 
@@ -25,6 +25,7 @@ Typical sequence:
   python -m train evaluate --run runs/mine
 or all of it at once:  python -m train demo
 then explore it:      python -m train serve --run runs/demo
+label and re-rank:    python -m train rank --run runs/demo --out ranked.csv
 """
 
 
