@@ -11,9 +11,7 @@ it, so the loop is tested without a server. See docs/ARCHITECTURE.md.
 from __future__ import annotations
 
 import argparse
-import getpass
 import logging
-import sqlite3
 import threading
 import time
 from typing import TYPE_CHECKING
@@ -23,6 +21,8 @@ import pandas as pd
 import param
 
 from core.errors import BlueberryError
+from core.labels import LABEL_COLUMNS, LabelStore, check_interest, os_user
+from core.rank import rank, read_ranking, write_ranking
 from dashboard.compare import Comparison, compare_rows
 from dashboard.data import AppData
 
@@ -34,8 +34,6 @@ LOG = logging.getLogger("blueberry.dashboard")
 RANKING_COLUMNS = ("relevance", "uncertainty", "acquisition")
 #: Orders of the table (and of n / p), as shown -> the column that sorts it, highest first.
 ORDERS = {"anomaly score": "anomaly_score", "relevance": "relevance", "label next (acquisition)": "acquisition"}
-#: Interest scores, as in Protege (Lochner & Rudnick 2025): 0 = nothing to see ... 5 = a discovery.
-INTEREST = range(6)
 #: Longest selection name; names go into URLs and file names, so they are short and printable.
 MAX_NAME = 60
 #: Names of the groups a comparison can take besides saved selections.
@@ -47,40 +45,24 @@ def resolve_user(argv: list[str] | None = None) -> str:
     parser = argparse.ArgumentParser(prog="panel serve dashboard --args", add_help=False)
     parser.add_argument("--user", default=None)
     args, _ = parser.parse_known_args(argv or [])
-    if args.user:
-        return args.user
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):  # a container user without a passwd entry
-        return "unknown"
-
-
-def _label_store(run_path):
-    # Imported here so that reading the dashboard's modules does not open SQLite.
-    from core.labels import LabelStore
-
-    return LabelStore(run_path)
+    return args.user or os_user()
 
 
 class RunLoop:
     """What every session on one run shares: its label store and its latest ranking.
 
-    The store file is created by the first label or saved selection, not by reading: a run
-    nobody labels stays as ``embed`` left it (and a read-only run can still be viewed).
+    The store opens a connection per call (so any thread may use it) and creates its file at
+    the first label or saved selection: a run nobody labels stays as ``embed`` left it.
     """
-
-    STORE = "labels.sqlite"
 
     def __init__(self, data: AppData):
         self.data = data
-        self._store = None
+        self.store = LabelStore(data.run.path)
         self._lock = threading.Lock()  # one re-rank at a time; a second click waits for the first
         self.ranking: pd.DataFrame | None = None  # RANKING_COLUMNS in catalogue row order, or None
         self.version = 0  # counts the rankings this process has taken in, so sessions see a new one
         self._orders: dict = {}  # ranking column -> every row sorted by it (for this version)
         self.problem = ""  # why the labels or the ranking could not be read, for the status line
-        from core.rank import read_ranking  # sklearn comes with it: imported when the first session opens
-
         try:
             self._take(read_ranking(data.run.path))
         except BlueberryError as error:  # a damaged ranking.parquet: the app works without it until a re-rank
@@ -89,29 +71,15 @@ class RunLoop:
 
     # ------------------------------------------------------------------ labels and selections
 
-    def store(self, create: bool = False):
-        """The run's LabelStore; None when it has no store file yet and ``create`` is False."""
-        if self._store is None and (create or (self.data.run.path / self.STORE).exists()):
-            try:
-                self._store = _label_store(self.data.run.path)
-            except (OSError, sqlite3.Error) as error:
-                raise BlueberryError(f"cannot open the labels of {self.data.run.path / self.STORE}: {error}; "
-                                     "check that the run folder is writable") from error
-        return self._store
-
     def labels(self) -> pd.DataFrame:
         """The latest label of every labelled galaxy: galaxy_id, interest, note, user, time. A store that
         cannot be read reads as empty (the app still shows the run) and says why in ``problem``."""
         try:
-            store = self.store()
-            if store is not None:
-                return store.latest()
-        except (BlueberryError, sqlite3.Error) as error:
+            return self.store.latest()
+        except BlueberryError as error:
             self.problem = str(error)
             LOG.warning("cannot read the labels: %s", error)
-        return pd.DataFrame(
-            {"galaxy_id": pd.Series(dtype=str), "interest": pd.Series(dtype=np.int64), "note": pd.Series(dtype=str),
-             "user": pd.Series(dtype=str), "time": pd.Series(dtype="datetime64[ns, UTC]")})
+            return pd.DataFrame(columns=list(LABEL_COLUMNS))
 
     def interest(self) -> np.ndarray:
         """(N,) float64: each galaxy's latest interest, NaN where unlabelled (or labelled in another run)."""
@@ -122,15 +90,6 @@ class RunLoop:
         out[rows[known]] = latest["interest"].to_numpy(dtype=np.float64)[known]
         return out
 
-    def history(self, galaxy_id: str) -> pd.DataFrame:
-        store = self.store()
-        return store.history(galaxy_id) if store is not None else self.labels().iloc[:0]
-
-    def selections(self) -> pd.DataFrame:
-        """The saved selections: name, n, user, time."""
-        store = self.store()
-        return store.selections() if store is not None else pd.DataFrame(
-            {"name": pd.Series(dtype=str), "n": pd.Series(dtype=np.int64)})
 
     # ------------------------------------------------------------------ ranking
 
@@ -163,12 +122,10 @@ class RunLoop:
     def rerank(self, labels: pd.DataFrame) -> float:
         """Fit the interest model to ``labels`` (core.rank), write ranking.parquet and take the new
         ranking; returns the seconds it took. Safe to call from a worker thread."""
-        from core.rank import rank, write_ranking
-
         with self._lock:
             start = time.perf_counter()
             ranking = rank(self.data.run, labels)
-            write_ranking(self.data.run.path, ranking)
+            write_ranking(self.data.run.path, ranking, n_labels=len(labels))
             self._take(ranking)
             return time.perf_counter() - start
 
@@ -214,11 +171,9 @@ class Discovery(param.Parameterized):
     def label(self, interest: int, note: str = "", galaxy: str | None = None) -> None:
         """Give the inspected galaxy (or ``galaxy``) an interest score 0-5 and an optional note."""
         galaxy = self._state.galaxy if galaxy is None else str(galaxy)
-        if isinstance(interest, bool) or int(interest) != interest or interest not in INTEREST:
-            raise ValueError(f"interest must be an integer 0 to 5, got {interest!r}")
         if not galaxy or self._state.data.row_of(galaxy) is None:
             raise ValueError(f"no galaxy {galaxy!r} in this run to label")
-        self.loop.store(create=True).set(galaxy, int(interest), note=str(note), user=self.user)
+        self.loop.store.set(galaxy, check_interest(interest), note=str(note), user=self.user)
         self.labels_version += 1
 
     def labels(self) -> pd.DataFrame:
@@ -226,24 +181,22 @@ class Discovery(param.Parameterized):
 
     def history(self, galaxy: str | None = None) -> pd.DataFrame:
         """Every label the galaxy (default: the inspected one) has had, oldest first."""
-        return self.loop.history(self._state.galaxy if galaxy is None else str(galaxy))
+        return self.loop.store.history(self._state.galaxy if galaxy is None else str(galaxy))
 
     def interest_of(self, galaxy: str | None = None) -> int | None:
         """The latest interest of the galaxy (default: the inspected one); None when unlabelled."""
         history = self.history(galaxy)
-        return int(history["interest"].iat[-1]) if len(history) else None
+        return None if not len(history) or pd.isna(history["interest"].iat[-1]) else int(history["interest"].iat[-1])
 
     # ------------------------------------------------------------------ ranking
 
     def ranking_frame(self) -> pd.DataFrame:
         """galaxy_id, relevance, uncertainty, acquisition of every galaxy, in catalogue order. Before the
-        first re-rank: relevance = acquisition = the anomaly score's percentile (as core.rank without labels)."""
-        data = self.loop.data
-        ids = data.catalogue["galaxy_id"].to_numpy()
-        if self.loop.ranking is not None:
-            return self.loop.ranking.assign(galaxy_id=ids)[["galaxy_id", *RANKING_COLUMNS]]
-        pct = data.catalogue["anomaly_pct"].to_numpy(dtype=np.float64)
-        return pd.DataFrame({"galaxy_id": ids, "relevance": pct, "uncertainty": np.nan, "acquisition": pct})
+        first re-rank: relevance = acquisition = the anomaly score's percentile / 100 (core.rank without labels)."""
+        if self.loop.ranking is None:
+            return rank(self.loop.data.run, None)  # no labels: no model is fitted, it costs nothing
+        ids = self.loop.data.catalogue["galaxy_id"].to_numpy()
+        return self.loop.ranking.assign(galaxy_id=ids)[["galaxy_id", *RANKING_COLUMNS]]
 
     def rerank(self) -> None:
         """Re-rank every galaxy on the labels so far (in this thread; the view runs it in a worker)."""
@@ -360,7 +313,7 @@ class Discovery(param.Parameterized):
     # ------------------------------------------------------------------ saved selections
 
     def saved_selections(self) -> pd.DataFrame:
-        return self.loop.selections()
+        return self.loop.store.selections()
 
     def save_selection(self, name: str) -> int:
         """Save the current selection as ``name`` (replacing one of that name); returns its size."""
@@ -369,7 +322,7 @@ class Discovery(param.Parameterized):
         if not len(selection):
             raise ValueError("nothing is selected: select galaxies before saving a selection")
         ids = self._state.data.catalogue["galaxy_id"].to_numpy()[selection]
-        self.loop.store(create=True).save_selection(name, [str(g) for g in ids], user=self.user)
+        self.loop.store.save_selection(name, [str(g) for g in ids], user=self.user)
         self._opened = name
         self._state.selection_source = "saved"
         self.selection_name = name
@@ -379,7 +332,7 @@ class Discovery(param.Parameterized):
         """Select the galaxies of the saved selection ``name``; returns how many of them this run has."""
         if name not in set(self.saved_selections()["name"]):
             raise ValueError(f"no saved selection {name!r} in this run")
-        ids = self.loop.store().selection(name)
+        ids = self.loop.store.selection(name)
         rows = self._state.data.rows_of(ids)
         # The name first, so that the views redrawing on the new rows show it.
         self._opened = name
@@ -390,9 +343,9 @@ class Discovery(param.Parameterized):
         return int(np.count_nonzero(rows >= 0))
 
     def delete_selection(self, name: str) -> None:
-        store = self.loop.store()
-        if store is not None:
-            store.delete_selection(name)
+        if name not in set(self.saved_selections()["name"]):
+            raise ValueError(f"no saved selection {name!r} in this run")
+        self.loop.store.delete_selection(name)
         if self.selection_name == name:
             self.selection_name = ""
 
@@ -422,7 +375,7 @@ class Discovery(param.Parameterized):
             return np.asarray(self._state.selection)
         if name not in set(self.saved_selections()["name"]):
             raise ValueError(f"no saved selection {name!r} in this run; choose one of {', '.join(self.group_names())}")
-        rows = self._state.data.rows_of(self.loop.store().selection(name))
+        rows = self._state.data.rows_of(self.loop.store.selection(name))
         return rows[rows >= 0]
 
     def groups(self, a: str, b: str) -> tuple[np.ndarray, np.ndarray]:

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import html
 
+import pandas as pd
 import panel as pn
 import param
 from panel.reactive import ReactiveHTML
 
-from dashboard.discovery import INTEREST
+from core.labels import MAX_INTEREST, MIN_INTEREST
 from dashboard.views.base import StateView, section_title
 
 #: How many of a galaxy's labels its history shows, newest first.
@@ -54,7 +55,7 @@ class LabelPanel(StateView):
 
     def __init__(self, **params):
         super().__init__(**params)
-        self._buttons = pn.widgets.RadioButtonGroup(options=[str(v) for v in INTEREST], value=None,
+        self._buttons = pn.widgets.RadioButtonGroup(options=[str(v) for v in range(MIN_INTEREST, MAX_INTEREST + 1)], value=None,
                                                     color="primary", variant="outline", width=220)
         self._note = pn.widgets.TextInput(placeholder="note (Enter saves it with the label)", width=220)
         self._history = pn.pane.HTML("", width=230, css_classes=["bb-labels"], margin=(0, 10))
@@ -91,7 +92,8 @@ class LabelPanel(StateView):
 
     def _update(self) -> None:
         history = self.state.discovery.history() if self.state.row is not None else None
-        current = None if history is None or not len(history) else history.iloc[-1]
+        current = None if history is None or not len(history) or pd.isna(history["interest"].iat[-1]) \
+            else history.iloc[-1]
         self._syncing = True
         try:
             self._buttons.value = None if current is None else str(int(current["interest"]))
@@ -102,8 +104,8 @@ class LabelPanel(StateView):
             self._history.object = '<span style="color:#666;font-size:12px">Not labelled yet.</span>'
             return
         rows = "".join(
-            f"<tr><td><b>{int(r.interest)}</b></td><td>{html.escape(str(r.user))}</td>"
-            f"<td>{r.time:%Y-%m-%d %H:%M}</td><td>{html.escape(str(r.note or ''))}</td></tr>"
+            f"<tr><td><b>{'–' if pd.isna(r.interest) else int(r.interest)}</b></td><td>{html.escape(str(r.user))}</td>"
+            f"<td>{html.escape(str(r.time)[:16].replace('T', ' '))}</td><td>{html.escape(str(r.note or ''))}</td></tr>"
             for r in history.iloc[::-1].head(HISTORY_ROWS).itertuples())
         self._history.object = f'<table class="bb-history" style="font-size:12px">{rows}</table>'
 
