@@ -173,6 +173,8 @@ class Discovery(param.Parameterized):
         galaxy = self._state.galaxy if galaxy is None else str(galaxy)
         if not galaxy or self._state.data.row_of(galaxy) is None:
             raise ValueError(f"no galaxy {galaxy!r} in this run to label")
+        if self._walk is None:
+            self._walk = self.order()  # n / p go on from the order the table showed before this label
         self.loop.store.set(galaxy, check_interest(interest), note=str(note), user=self.user)
         self.labels_version += 1
 
