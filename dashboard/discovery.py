@@ -22,7 +22,7 @@ import param
 
 from core.errors import BlueberryError
 from core.labels import LABEL_COLUMNS, LabelStore, check_interest, os_user
-from core.rank import rank, read_ranking, write_ranking
+from core.rank import RANKING_FILE, rank, read_ranking, write_ranking
 from dashboard.compare import Comparison, compare_rows
 from dashboard.data import AppData
 
@@ -63,8 +63,22 @@ class RunLoop:
         self.version = 0  # counts the rankings this process has taken in, so sessions see a new one
         self._orders: dict = {}  # ranking column -> every row sorted by it (for this version)
         self.problem = ""  # why the labels or the ranking could not be read, for the status line
+        self._seen = None  # (mtime_ns, size) of the ranking.parquet taken in
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Take in ranking.parquet when it changed since it was last read: a re-rank by another server
+        process or by ``python -m train rank`` reaches the next session opened here (a stat per session)."""
+        path = self.data.run.path / RANKING_FILE
         try:
-            self._take(read_ranking(data.run.path))
+            st = path.stat()
+        except FileNotFoundError:
+            return
+        if self._seen == (st.st_mtime_ns, st.st_size):
+            return
+        self._seen = (st.st_mtime_ns, st.st_size)
+        try:
+            self._take(read_ranking(self.data.run.path))
         except BlueberryError as error:  # a damaged ranking.parquet: the app works without it until a re-rank
             self.problem = str(error)
             LOG.warning("ignoring the ranking: %s", error)
@@ -89,7 +103,6 @@ class RunLoop:
         known = rows >= 0
         out[rows[known]] = latest["interest"].to_numpy(dtype=np.float64)[known]
         return out
-
 
     # ------------------------------------------------------------------ ranking
 
@@ -125,7 +138,9 @@ class RunLoop:
         with self._lock:
             start = time.perf_counter()
             ranking = rank(self.data.run, labels)
-            write_ranking(self.data.run.path, ranking, n_labels=len(labels))
+            path = write_ranking(self.data.run.path, ranking, n_labels=len(labels))
+            st = path.stat()
+            self._seen = (st.st_mtime_ns, st.st_size)
             self._take(ranking)
             return time.perf_counter() - start
 
@@ -159,6 +174,7 @@ class Discovery(param.Parameterized):
         super().__init__(**{"user": resolve_user([]), **params})
         self._state = state
         self.loop = run_loop(state.data)
+        self.loop.refresh()
         self._walk: np.ndarray | None = None  # the order n / p walk, frozen until the list changes
         self._opened = ""  # the saved selection whose rows are selected now
         self._show_ranking()

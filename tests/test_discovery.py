@@ -18,7 +18,7 @@ import pytest
 from bokeh.document import Document
 
 from core.labels import LabelStore
-from core.rank import LABELLED_ACQUISITION, read_ranking
+from core.rank import LABELLED_ACQUISITION, rank, read_ranking, write_ranking
 from dashboard import explore
 from dashboard.app import build_app
 from dashboard.compare import MAX_MAP_GALAXIES, compare_rows, mean_residuals
@@ -179,6 +179,14 @@ def test_rerank_writes_the_ranking_colours_by_relevance_and_orders_the_table(sta
     # A restarted server reads the ranking back, and offers it at once.
     again = DashboardState(open_app_data(run_path))
     assert "relevance" in again.param.colour_by.objects and again.discovery.loop.ranking is not None
+
+
+def test_a_ranking_written_elsewhere_reaches_the_next_session(state, data, run_path):
+    assert state.discovery.loop.ranking is None
+    write_ranking(run_path, rank(data.run, None))  # as `python -m train rank` or another server process does
+    other = DashboardState(data)
+    assert other.discovery.loop.ranking is not None and "relevance" in other.param.colour_by.objects
+    np.testing.assert_allclose(other.discovery.ranking_frame()["relevance"], data.catalogue["anomaly_pct"] / 100)
 
 
 def test_a_damaged_ranking_is_ignored_with_a_note(run_path):
