@@ -313,11 +313,16 @@ def test_the_page_with_the_discovery_views_renders_and_follows_the_state(data):
     panel._note.value_input = "edge-on"
     panel._note.param.trigger("enter_pressed")
     assert state.discovery.history()["note"].iat[-1] == "edge-on"
+    panel._keys.pressed = "n 4"
+    assert panel._note.value_input == "", "another galaxy's label does not take this note"
+    panel._keys.pressed = "2 5"
+    assert state.discovery.history()["note"].iat[-1] == ""
+    panel._keys.pressed = "p 6"
 
     bar = DiscoveryBar(state=state)
     pn.panel(bar).get_root(Document())
     asyncio.run(bar._rerank_clicked(None))
-    assert state.colour_by == "relevance" and "re-ranked on 1 label" in bar._note.object
+    assert state.colour_by == "relevance" and "re-ranked on 2 labels" in bar._note.object
     state.select_box(-20, 20, -20, 20)
     bar._name.value_input = "all"
     bar._save.clicks += 1

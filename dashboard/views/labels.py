@@ -99,7 +99,8 @@ class LabelPanel(StateView):
             self._buttons.value = None if current is None else str(int(current["interest"]))
         finally:
             self._syncing = False
-        self._note.value = "" if current is None else str(current["note"] or "")
+        note = "" if current is None else str(current["note"] or "")
+        self._note.param.update(value=note, value_input=note)  # both: a label reads what is being typed
         if history is None or not len(history):
             self._history.object = '<span style="color:#666;font-size:12px">Not labelled yet.</span>'
             return
