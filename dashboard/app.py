@@ -96,13 +96,15 @@ def build_app(data: AppData, state: DashboardState | None = None) -> tuple[Dashb
     # Empty placeholders of the views' sizes, so the page does not jump when they arrive. No
     # loading spinners: their animation restyles the page every frame until the last view
     # is in (measured ~1.5 s of the browser's main thread during a load).
-    hist, inspector, bpts, similar, compare = (pn.Column(min_height=h, **size) for h, size in (
-        (240, {"sizing_mode": "stretch_width"}), (560, {"sizing_mode": "stretch_width"}), (340, {"width": 1110}),
-        (340, {"width": 480}), (80, {"sizing_mode": "stretch_width"})))
+    bar, hist, inspector, bpts, similar, compare = (pn.Column(min_height=h, **size) for h, size in (
+        (95, {"sizing_mode": "stretch_width"}), (240, {"sizing_mode": "stretch_width"}),
+        (560, {"sizing_mode": "stretch_width"}), (340, {"width": 1110}), (340, {"width": 480}),
+        (80, {"sizing_mode": "stretch_width"})))
     # Two batches: each patch makes BokehJS lay out and repaint the whole page, so fewer patches
     # paint sooner. The BPT diagrams last: they take the server longest to draw, while the
     # browser lays out the others.
-    later_queue = [((hist, ScoreHistogram), (inspector, Inspector)),
+    # The discovery controls come with the first batch: the first paint stays what it was without them.
+    later_queue = [((bar, DiscoveryBar), (hist, ScoreHistogram), (inspector, Inspector)),
                    ((similar, SimilarGalaxies), (bpts, BPTDiagrams), (compare, CompareView))]
 
     def render_next():
@@ -123,7 +125,7 @@ def build_app(data: AppData, state: DashboardState | None = None) -> tuple[Dashb
     page = pn.Column(
         Header(state=state),
         pn.Row(LatentMap(state=state),
-               pn.Column(DiscoveryBar(state=state), SelectionTable(state=state), hist, sizing_mode="stretch_width"),
+               pn.Column(bar, SelectionTable(state=state), hist, sizing_mode="stretch_width"),
                sizing_mode="stretch_width"),
         inspector,
         pn.FlexBox(bpts, similar, gap="10px", sizing_mode="stretch_width"),
