@@ -17,7 +17,7 @@ from core.bpt import CLASSES, RATIOS
 from dashboard.data import AppData
 
 #: Galaxies averaged into a group's residual maps at most (drawn at random beyond): each costs a read of its maps.
-MAX_MAP_GALAXIES = 400
+MAX_MAP_GALAXIES = 200
 #: Bins of each distribution, spread over the 1st to 99th percentile of both groups together.
 BINS = 30
 #: Class columns whose fractions are compared, with their classes in display order.
