@@ -92,7 +92,7 @@ def build_app(data: AppData, state: DashboardState | None = None) -> tuple[Dashb
     from dashboard.views import (BPTDiagrams, CompareView, DiscoveryBar, Header, Inspector, LatentMap, ScoreHistogram,
                                  SelectionTable, SimilarGalaxies)
 
-    state = state or DashboardState(data)
+    state = state if state is not None else DashboardState(data)
     # Empty placeholders of the views' sizes, so the page does not jump when they arrive. No
     # loading spinners: their animation restyles the page every frame until the last view
     # is in (measured ~1.5 s of the browser's main thread during a load).
@@ -148,7 +148,7 @@ def create_app(path, user: str | None = None) -> pn.viewable.Viewable:
                                 "the server's log has the details")
     state = DashboardState(data)
     state.discovery.user = pn.state.user or user or state.discovery.user
-    state, page = build_app(data, state)
+    _, page = build_app(data, state)
     if pn.state.location is not None:
         # ?galaxy=<id> opens the app on that galaxy, and inspecting another updates the URL;
         # ?selection=<name> opens that saved selection, and the URL follows the open one.
