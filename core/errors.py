@@ -27,3 +27,7 @@ class DatasetError(BlueberryError):
 
 class RunError(BlueberryError):
     """A run directory that is missing, incomplete or inconsistent."""
+
+
+class LabelsError(BlueberryError):
+    """A labels file (CSV) or label store that cannot be used. The message names the file and the rows."""

@@ -86,28 +86,30 @@ def error_page(path, error: Exception) -> pn.viewable.Viewable:
         margin=20, width=900)
 
 
-def build_app(data: AppData) -> tuple[DashboardState, pn.viewable.Viewable]:
-    """The state and the page of one session on ``data``.
+def build_app(data: AppData, state: DashboardState | None = None) -> tuple[DashboardState, pn.viewable.Viewable]:
+    """The state (``state``, or a new one) and the page of one session on ``data``.
 
     The header, the latent map and the table render with the page. The other views render
     after it has loaded, in two batches with a pause between them, so each batch is sent as
     soon as it is drawn and the first paint does not wait for all seven plots.
     """
-    from dashboard.views import (BPTDiagrams, Header, Inspector, LatentMap, SampButton, ScoreHistogram, SearchBox,
-                                 SelectionTable, SimilarGalaxies, WhyOdd)
+    from dashboard.views import (BPTDiagrams, CompareView, DiscoveryBar, Header, Inspector, LatentMap, SampButton,
+                                 ScoreHistogram, SearchBox, SelectionTable, SimilarGalaxies, WhyOdd)
 
-    state = DashboardState(data)
+    state = state if state is not None else DashboardState(data)
     # Empty placeholders of the views' sizes, so the page does not jump when they arrive. No
     # loading spinners: their animation restyles the page every frame until the last view
     # is in (measured ~1.5 s of the browser's main thread during a load).
-    hist, inspector, why, bpts, similar = (pn.Column(min_height=h, **size) for h, size in (
-        (240, {"sizing_mode": "stretch_width"}), (560, {"sizing_mode": "stretch_width"}),
-        (300, {"sizing_mode": "stretch_width"}), (340, {"width": 1110}), (340, {"width": 480})))
+    bar, hist, inspector, why, bpts, similar, compare = (pn.Column(min_height=h, **size) for h, size in (
+        (95, {"sizing_mode": "stretch_width"}), (240, {"sizing_mode": "stretch_width"}),
+        (560, {"sizing_mode": "stretch_width"}), (300, {"sizing_mode": "stretch_width"}),
+        (340, {"width": 1110}), (340, {"width": 480}), (80, {"sizing_mode": "stretch_width"})))
     # Two batches: each patch makes BokehJS lay out and repaint the whole page, so fewer patches
     # paint sooner. The BPT diagrams last: they take the server longest to draw, while the
     # browser lays out the others.
-    later_queue = [((hist, ScoreHistogram), (inspector, Inspector), (why, WhyOdd)),
-                   ((similar, SimilarGalaxies), (bpts, BPTDiagrams))]
+    # The discovery controls come with the first batch: the first paint stays what it was without them.
+    later_queue = [((bar, DiscoveryBar), (hist, ScoreHistogram), (inspector, Inspector), (why, WhyOdd)),
+                   ((similar, SimilarGalaxies), (bpts, BPTDiagrams), (compare, CompareView))]
 
     def render_next():
         for slot, view in later_queue.pop(0):
@@ -128,17 +130,20 @@ def build_app(data: AppData) -> tuple[DashboardState, pn.viewable.Viewable]:
         Header(state=state),
         pn.Row(SearchBox(state=state), pn.layout.HSpacer(), SampButton(state=state), sizing_mode="stretch_width",
                margin=(0, 10)),
-        pn.Row(LatentMap(state=state), pn.Column(SelectionTable(state=state), hist, sizing_mode="stretch_width"),
+        pn.Row(LatentMap(state=state),
+               pn.Column(bar, SelectionTable(state=state), hist, sizing_mode="stretch_width"),
                sizing_mode="stretch_width"),
         inspector,
         why,
         pn.FlexBox(bpts, similar, gap="10px", sizing_mode="stretch_width"),
+        compare,
         sizing_mode="stretch_width", styles={"background": "#f4f5f8"})
     return state, page
 
 
-def create_app(path) -> pn.viewable.Viewable:
-    """The page for the run at ``path``: the dashboard, or a clear error page when the run is missing."""
+def create_app(path, user: str | None = None) -> pn.viewable.Viewable:
+    """The page for the run at ``path``: the dashboard, or a clear error page when the run is missing.
+    Labels are attributed to the logged-in user when the server authenticates, else to ``user``."""
     path = Path(path)
     try:
         data = prepared(str(path))
@@ -148,8 +153,12 @@ def create_app(path) -> pn.viewable.Viewable:
         logging.getLogger("blueberry.dashboard").exception("cannot open the run at %s", path)
         return error_page(path, f"the run could not be opened ({type(error).__name__}: {error}); "
                                 "the server's log has the details")
-    state, page = build_app(data)
+    state = DashboardState(data)
+    state.discovery.user = pn.state.user or user or state.discovery.user
+    _, page = build_app(data, state)
     if pn.state.location is not None:
-        # ?galaxy=<id> opens the app on that galaxy, and inspecting another updates the URL.
+        # ?galaxy=<id> opens the app on that galaxy, and inspecting another updates the URL;
+        # ?selection=<name> opens that saved selection, and the URL follows the open one.
         pn.state.location.sync(state, {"galaxy": "galaxy"})
+        pn.state.location.sync(state.discovery, {"selection_name": "selection"})
     return page

@@ -78,6 +78,7 @@ class AppData:
     _ids: pd.Index = field(repr=False)
     _colour_frames: dict = field(default_factory=dict, repr=False)
     _derived: dict = field(default_factory=dict, repr=False)
+    _extra_colours: dict = field(default_factory=dict, repr=False)  # name -> (N,) float64, not catalogue columns
 
     @property
     def name(self) -> str:
@@ -97,7 +98,14 @@ class AppData:
 
     @property
     def colour_options(self) -> tuple[str, ...]:
-        return tuple(sorted(self.numeric_colours + self.categorical_colours, key=_colour_rank))
+        return tuple(sorted(self.numeric_colours + self.categorical_colours + tuple(self._extra_colours),
+                            key=_colour_rank))
+
+    def set_colouring(self, name: str, values: np.ndarray) -> None:
+        """Offer (or replace) a numeric colouring that is not a catalogue column, e.g. the ranking's
+        relevance (``dashboard.discovery``); every session sees it from its next redraw."""
+        self._extra_colours[name] = np.array(values, dtype=np.float64)
+        self._colour_frames.pop(name, None)
 
     @property
     def added_text_columns(self) -> tuple[str, ...]:
@@ -130,11 +138,12 @@ class AppData:
         mean a handful of compilations (done at warm-up) instead of one per column.
         """
         if col not in self._colour_frames:
-            values = self.catalogue[col]
-            if col in self.categorical_colours:
-                v = values.astype(str).astype("category")
+            if col in self._extra_colours:
+                v = self._extra_colours[col]
+            elif col in self.categorical_colours:
+                v = self.catalogue[col].astype(str).astype("category")
             elif col in self.numeric_colours:
-                v = values.to_numpy(dtype=np.float64, na_value=np.nan)
+                v = self.catalogue[col].to_numpy(dtype=np.float64, na_value=np.nan)
             else:
                 raise KeyError(f"{col!r} is not a colouring of this run; choose one of {', '.join(self.colour_options)}")
             if len(self._colour_frames) >= COLOUR_FRAMES_KEPT:
@@ -149,6 +158,10 @@ class AppData:
         except KeyError:
             return None
         return int(loc) if isinstance(loc, (int, np.integer)) else None
+
+    def rows_of(self, galaxy_ids) -> np.ndarray:
+        """Row numbers of many galaxy_ids at once, -1 for an id the run does not have."""
+        return self._ids.get_indexer(pd.Index([str(g) for g in galaxy_ids]))
 
     def by_score(self, mask: np.ndarray) -> np.ndarray:
         """The rows where ``mask`` is True, most anomalous first."""

@@ -14,12 +14,14 @@ import param
 from core.search import IdIndex, search
 from dashboard import selection as sel
 from dashboard.data import DIAGRAMS, AppData
+from dashboard.discovery import Discovery
 
 #: Selection sources, as shown next to the count.
 SOURCES = {
     "": "", "latent": "latent map", "bpt_nii": "[NII] BPT diagram", "bpt_sii": "[SII] BPT diagram",
     "bpt_oi": "[OI] BPT diagram", "histogram": "score histogram", "neighbours": "similar galaxies",
     "tap": "tap on the latent map", "search": "search", "samp": "sent by a SAMP application (TOPCAT)",
+    "saved": "saved selection", "python": "set from Python",
 }
 #: How far (screen pixels) a tap may land from a galaxy and still pick it.
 TAP_TOLERANCE_PX = 6.0
@@ -47,6 +49,8 @@ class DashboardState(param.Parameterized):
     def __init__(self, data: AppData, **params):
         super().__init__(data=data, **params)
         self.param.colour_by.objects = list(data.colour_options)
+        #: Labels, the ranking's order, saved selections (dashboard/discovery.py).
+        self.discovery = Discovery(self)
         if not self.galaxy:
             # Open on the most anomalous galaxy, so the inspector has something to say at once.
             self.galaxy = str(data.catalogue["galaxy_id"].iat[int(data.order[0])])
@@ -144,14 +148,18 @@ class DashboardState(param.Parameterized):
         """"N selected", plus where the selection came from."""
         n = len(self.selection)
         where = SOURCES[self.selection_source] if n else ""
+        if where and self.discovery.selection_name:
+            where += f" “{self.discovery.selection_name}”"
         return f"{n:,} selected" + (f" · {where}" if where else "")
 
     def table_frame(self) -> pd.DataFrame:
-        """The selection table: ``dashboard.data.TABLE_COLUMNS`` of the ``TABLE_ROWS`` most anomalous
-        selected rows, most anomalous first, indexed by catalogue row. Only these go to the browser:
+        """The selection table: ``dashboard.data.TABLE_COLUMNS`` (and the labels' interest and the ranking's
+        relevance, once there are some) of the first ``TABLE_ROWS`` selected rows in the discovery order
+        (most anomalous first unless re-ordered), indexed by catalogue row. Only these go to the browser:
         the table widget indexes every row it holds (half a second at a million), and nobody pages
         past a thousand; the count and the export still cover the whole selection."""
-        return self.data.table_base.take(self.selection[:TABLE_ROWS])
+        rows = self.discovery.order()[:TABLE_ROWS] if len(self.selection) else self.selection
+        return self.data.table_base.take(rows).assign(**self.discovery.table_columns(rows))
 
     def export_frame(self) -> pd.DataFrame:
         """Every catalogue column of the selected galaxies, most anomalous first."""

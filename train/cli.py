@@ -13,7 +13,8 @@ import sys
 
 from core.errors import BlueberryError
 
-COMMANDS = ("synth", "download", "ingest", "fit", "embed", "score", "evaluate", "annotate", "demo", "serve")
+COMMANDS = ("synth", "download", "ingest", "fit", "embed", "score", "evaluate", "annotate", "demo", "serve", "labels",
+            "rank")
 
 DESCRIPTION = """Blueberry: find the odd galaxies in IFS surveys.
 
@@ -28,6 +29,7 @@ then explore it:      python -m train serve --run runs/demo
 The real survey:      python -m train download --dapall DAPALL.fits --out data/manga-dr17
                       python -m train ingest data/manga-dr17/HYB10-MILESHC-MASTARSSP --out data/dr17 --dapall DAPALL.fits
 Another catalogue:    python -m train annotate --run runs/mine known_agn.fits --on plateifu
+label and re-rank:    python -m train rank --run runs/demo --out ranked.csv
 """
 
 

@@ -5,6 +5,7 @@ HELP = "serve the app on a run (http://localhost:5006/dashboard), reachable from
 EXAMPLES = """\
   python -m train serve --run runs/demo
   python -m train serve --run runs/mine --port 5007
+  python -m train serve --run runs/mine --user "A. Astronomer"   # who the labels made here are by
   python -m train serve --run runs/mine --address 0.0.0.0 --allow-origin galaxies.example.org \\
       --basic-auth credentials.json --cookie-secret "$(openssl rand -hex 32)"
   python -m train serve --run runs/mine --dry-run          # print the panel command, start nothing
@@ -44,6 +45,9 @@ def add_arguments(p) -> None:
     p.add_argument("--links", type=links_file, metavar="FILE.json",
                    help='the inspector\'s links: a JSON object {"name": "https://...{plateifu}..."} with fields '
                         '{plateifu} {mangaid} {ra} {dec} (default: Marvin, SkyServer, Legacy Surveys)')
+    p.add_argument("--user", metavar="NAME",
+                   help="who the interest labels made in the app are attributed to (default: the OS user; "
+                        "with --basic-auth, each person's login)")
     p.add_argument("--dry-run", action="store_true", help="print the panel command and exit")
 
 
@@ -71,6 +75,7 @@ def panel_command(args) -> list[str]:
     # when the page's websocket connects: a request that never opens one (a link preview, a
     # crawler, a health check) costs almost nothing instead of a whole session.
     app_args = ["--run", str(args.run)] + (["--links", str(args.links)] if getattr(args, "links", None) else [])
+    app_args += ["--user", args.user] if getattr(args, "user", None) else []
     return [*cmd, "--warm", "--reuse-sessions", "--args", *app_args]
 
 

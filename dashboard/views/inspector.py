@@ -24,6 +24,7 @@ from core import bpt
 from core.links import links_html
 from dashboard.views.base import PANEL_CSS, StateView, change, section_title
 from dashboard.views.glyphs import BPT_COLOURS, FLAGGED, MASKED, Mosaic, plain_figure
+from dashboard.views.labels import LabelPanel
 
 #: Maps per row of the mosaics, and each mosaic's width in screen pixels.
 MOSAIC_COLUMNS = 5
@@ -194,5 +195,6 @@ class Inspector(StateView):
                             f'(99th percentile of |data|); <span style="background:{MASKED}">&nbsp;grey&nbsp;</span> '
                             'spaxels are masked.</span>')
         return pn.Column(section_title("Galaxy inspector"),
-                         pn.Row(meta, pn.Column(pn.pane.Bokeh(self._fig, margin=(0, 5)), note)),
+                         pn.Row(pn.Column(meta, LabelPanel(state=self.state)),
+                                pn.Column(pn.pane.Bokeh(self._fig, margin=(0, 5)), note)),
                          stylesheets=[PANEL_CSS], sizing_mode="stretch_width")

@@ -83,11 +83,14 @@ class SelectionTable(StateView):
             titles={"anomaly_score": "score", "anomaly_pct": "pct", "bpt_class": "BPT", "top_line": "top error line"},
             formatters={"anomaly_score": {"type": "money", "precision": 0, "thousand": ","},
                         "anomaly_pct": {"type": "money", "precision": 1},
-                        "z": {"type": "money", "precision": 4}},
+                        "z": {"type": "money", "precision": 4}, "relevance": {"type": "money", "precision": 3}},
             widths={"galaxy_id": 110}, layout="fit_data_stretch")
         self._table.on_click(self._clicked)
         self._exports = [ExportButton(state=self.state, fmt=fmt) for fmt in EXPORTS]
         self.watch(self._update, "selection")
+        # The order, the labels' interest and the ranking's relevance change the rows or their columns.
+        self.state.discovery.param.watch(lambda *_: self._update(), ["order_by", "unlabelled_first", "labels_version",
+                                                                      "ranking_version", "selection_name"])
         self._update()
 
     def _update(self):

@@ -39,14 +39,14 @@ def fake_run(tmp_path_factory) -> Path:
     return make_fake_run(tmp_path_factory.mktemp("browser") / "fake-run", n=300)
 
 
-@pytest.fixture(scope="session")
-def server(fake_run, tmp_path_factory):
-    """Base URL of ``python -m train serve`` on the fake run; the log is printed if it dies."""
+def serve(run: Path, log_dir: Path, *extra: str):
+    """Base URL of ``python -m train serve --run RUN [extra]`` on a free port, until the generator is closed;
+    the server's log is shown if it dies or does not answer."""
     if not CHROMIUM.is_file():
         pytest.skip(f"no Chromium at {CHROMIUM}; the browser tests drive that binary and never download one")
     port = _free_port()
-    log_path = tmp_path_factory.mktemp("server") / "panel.log"
-    cmd = [sys.executable, "-m", "train", "serve", "--run", str(fake_run), "--port", str(port)]
+    log_path = log_dir / "panel.log"
+    cmd = [sys.executable, "-m", "train", "serve", "--run", str(run), "--port", str(port), *extra]
     with open(log_path, "w") as log:
         proc = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
@@ -72,6 +72,12 @@ def server(fake_run, tmp_path_factory):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@pytest.fixture(scope="session")
+def server(fake_run, tmp_path_factory):
+    """Base URL of ``python -m train serve`` on the fake run; the log is printed if it dies."""
+    yield from serve(fake_run, tmp_path_factory.mktemp("server"))
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,282 @@
+"""Active-learning re-ranking: a model of the astronomer's interest, and what to label next.
+
+The astronomer scores galaxies 0..5 (``core.labels``). A regression model over each
+galaxy's features (:func:`features`: the run's latent vector reduced by PCA, the anomaly
+score, the BPT line ratios, the central Halpha equivalent width; each standardised) learns
+``interest / 5`` from the labelled galaxies and predicts every galaxy's *relevance* and its
+*uncertainty*; an acquisition function (expected improvement over the best label so far)
+orders what to label next, as in Astronomaly and Protege (Lochner & Bassett 2021,
+Lochner & Rudnick 2025). With no labels, relevance is the anomaly score's percentile.
+
+Cost: the model trains on at most ``RankConfig.max_train`` labelled galaxies, so a
+re-rank is a fixed training cost plus a prediction linear in the number of galaxies
+(made in chunks of ``RankConfig.chunk``, so memory stays flat). docs/ARCHITECTURE.md
+describes the run folder and ``ranking.parquet``.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from core.bpt import RATIOS
+from core.errors import RunError
+from core.io import atomic_path
+
+#: The ranking's file in a run folder.
+RANKING_FILE = "ranking.parquet"
+#: Its columns, in order.
+RANK_COLUMNS = ("galaxy_id", "relevance", "uncertainty", "acquisition")
+#: Catalogue columns used as features besides the latents, when the catalogue has them.
+CATALOGUE_FEATURES = ("anomaly_pct", *RATIOS, "log_ew_ha_cen")
+#: Acquisition of a galaxy already labelled: below every unlabelled one, so it is never proposed again.
+LABELLED_ACQUISITION = -1.0
+#: The key of the ranking's metadata in the parquet schema.
+_META_KEY = b"blueberry"
+
+
+@dataclass
+class RankConfig:
+    """How the interest model is built (defaults: those measured by benchmarks/discovery.py)."""
+
+    model: str = "gp"  # "gp": Gaussian-process regression (Protege); "forest": a random-forest ensemble
+    latent_components: int = 16  # PCA components of the latent vectors kept as features
+    pca_sample: int = 50_000  # galaxies the PCA is fitted on at most (then applied to all, in chunks)
+    max_train: int = 1000  # labelled galaxies the model trains on at most (a random subset beyond)
+    xi: float = 0.01  # expected improvement's margin: how much better than the best label counts
+    prior_std: float = 0.3  # uncertainty of a relevance with no labels (the anomaly percentile's)
+    chunk: int = 100_000  # galaxies predicted at a time
+
+
+# ---------------------------------------------------------------------------------------
+# Features
+
+
+def _standardised(x: np.ndarray) -> np.ndarray:
+    """Columns to zero mean, unit variance over their finite values; a missing value becomes the mean (0)."""
+    x = np.where(np.isfinite(x), x, np.nan)
+    mean, std = np.nanmean(x, axis=0), np.nanstd(x, axis=0)
+    z = (x - mean) / np.where(std > 0, std, 1.0)
+    return np.nan_to_num(z, nan=0.0)
+
+
+def latent_components(latents: np.ndarray, cfg: RankConfig, seed: int) -> np.ndarray:
+    """(N, k) the latents' first principal components, fitted on a sample and applied in chunks."""
+    from sklearn.decomposition import PCA
+
+    n, d = latents.shape
+    k = min(cfg.latent_components, d, n)
+    if k == 0:
+        return np.zeros((n, 0))
+    rng = np.random.default_rng(seed)
+    sample = np.sort(rng.choice(n, size=min(n, cfg.pca_sample), replace=False))
+    pca = PCA(n_components=k, random_state=seed).fit(np.asarray(latents[sample], dtype=np.float64))
+    return np.concatenate([pca.transform(np.asarray(latents[lo:lo + cfg.chunk], dtype=np.float64))
+                           for lo in range(0, n, cfg.chunk)])
+
+
+def catalogue_features(catalogue: pd.DataFrame) -> tuple[np.ndarray, list[str]]:
+    """(N, F) the catalogue's features (:data:`CATALOGUE_FEATURES`, log anomaly score) with missing-value flags."""
+    cols, names = [], []
+    if "anomaly_score" in catalogue:
+        cols.append(np.log10(np.clip(catalogue["anomaly_score"].to_numpy(np.float64), 1e-12, None)))
+        names.append("log_anomaly_score")
+    for name in CATALOGUE_FEATURES:
+        if name == "log_ew_ha_cen" and "ew_ha_cen" in catalogue:
+            ew = catalogue["ew_ha_cen"].to_numpy(np.float64)
+            cols.append(np.log10(np.clip(ew, 1e-2, None)))  # EW <= 0 (absorption): as low as it gets
+            names.append(name)
+        elif name in catalogue:
+            cols.append(catalogue[name].to_numpy(np.float64))
+            names.append(name)
+    x = np.stack(cols, axis=1) if cols else np.zeros((len(catalogue), 0))
+    missing = ~np.isfinite(x)
+    flagged = missing.any(axis=0)
+    names += [f"{n}_missing" for n, f in zip(names, flagged) if f]
+    # Whether a line is undetected is itself a feature (a retired galaxy has no [OIII]).
+    return np.hstack([x, missing[:, flagged].astype(np.float64)]), names
+
+
+def features(run, cfg: RankConfig | None = None, seed: int = 0) -> np.ndarray:
+    """(N, F) standardised features of every galaxy of ``run`` (``core.run.open_run``), catalogue order."""
+    cfg = cfg or RankConfig()
+    cat_x, _ = catalogue_features(run.catalogue)
+    return _standardised(np.hstack([latent_components(run.latents, cfg, seed), cat_x]))
+
+
+# ---------------------------------------------------------------------------------------
+# The interest model
+
+
+def _label_vector(catalogue: pd.DataFrame, labels: pd.DataFrame | None) -> np.ndarray:
+    """(N,) interest / 5 of each galaxy, NaN where unlabelled; RunError for ids not in the run."""
+    y = np.full(len(catalogue), np.nan)
+    if labels is None or len(labels) == 0:
+        return y
+    index = pd.Index(catalogue["galaxy_id"].astype(str))
+    rows = index.get_indexer(labels["galaxy_id"].astype(str))
+    if (rows < 0).any():
+        unknown = labels["galaxy_id"][rows < 0].astype(str).head(5).tolist()
+        raise RunError(f"{(rows < 0).sum()} labelled galaxies are not in the run ({', '.join(unknown)} ...)")
+    y[rows] = labels["interest"].to_numpy(np.float64) / 5.0
+    return y
+
+
+def _fit(x: np.ndarray, y: np.ndarray, cfg: RankConfig, seed: int):
+    """The interest model trained on features ``x`` (M, F) and targets ``y`` (M,) in [0, 1]."""
+    if cfg.model == "forest":
+        from sklearn.ensemble import RandomForestRegressor
+
+        return RandomForestRegressor(n_estimators=200, min_samples_leaf=1, max_features=0.5, n_jobs=2,
+                                     random_state=seed).fit(x, y)
+    if cfg.model != "gp":
+        raise ValueError(f"unknown interest model {cfg.model!r}; give 'gp' or 'forest'")
+    from sklearn.gaussian_process import GaussianProcessRegressor
+    from sklearn.gaussian_process.kernels import RBF, ConstantKernel, WhiteKernel
+
+    d = x.shape[1]
+    kernel = (ConstantKernel(0.1, (1e-3, 10.0)) * RBF(np.sqrt(d), (1e-1, 1e3))
+              + WhiteKernel(1e-2, (1e-5, 1e-1)))
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+
+    # The prior mean is the labels' mean: far from every label, relevance returns to it.
+    gp = GaussianProcessRegressor(kernel=kernel, normalize_y=True, random_state=seed)
+    with warnings.catch_warnings():  # a hyperparameter at its bound is an answer here, not a failure
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        return gp.fit(x, y)
+
+
+def _predict(model, x: np.ndarray, cfg: RankConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and standard deviation of the model's prediction, in chunks of ``cfg.chunk``."""
+    means, stds = [], []
+    for lo in range(0, len(x), cfg.chunk):
+        part = x[lo:lo + cfg.chunk]
+        if cfg.model == "forest":
+            per_tree = np.stack([t.predict(part) for t in model.estimators_])  # (trees, chunk)
+            means.append(per_tree.mean(axis=0))
+            stds.append(per_tree.std(axis=0))
+        else:
+            m, s = model.predict(part, return_std=True)
+            means.append(m)
+            stds.append(s)
+    return np.concatenate(means), np.concatenate(stds)
+
+
+def expected_improvement(mean: np.ndarray, std: np.ndarray, best: float, xi: float) -> np.ndarray:
+    """E[max(f - best - xi, 0)] for f ~ N(mean, std^2): how much a label here may beat the best so far."""
+    from scipy.stats import norm
+
+    std = np.maximum(std, 1e-9)
+    z = (mean - best - xi) / std
+    return (mean - best - xi) * norm.cdf(z) + std * norm.pdf(z)
+
+
+def rank(run, labels: pd.DataFrame | None = None, *, seed: int = 0, cfg: RankConfig | None = None,
+         x: np.ndarray | None = None) -> pd.DataFrame:
+    """Relevance, uncertainty and acquisition of every galaxy of ``run``, in catalogue order.
+
+    ``labels``: ``galaxy_id, interest`` (``LabelStore.latest()`` or ``read_labels_csv``).
+    ``x``: precomputed :func:`features` (a benchmark re-ranks many times). Without labels,
+    relevance is ``anomaly_pct / 100``, uncertainty ``cfg.prior_std`` and acquisition the
+    relevance. A labelled galaxy's relevance is its label / 5, its uncertainty 0 and its
+    acquisition :data:`LABELLED_ACQUISITION`.
+    """
+    cfg = cfg or RankConfig()
+    cat = run.catalogue
+    y = _label_vector(cat, labels)
+    labelled = np.isfinite(y)
+    out = pd.DataFrame({"galaxy_id": cat["galaxy_id"].astype(str).to_numpy()})
+    if not labelled.any():
+        prior = cat["anomaly_pct"].to_numpy(np.float64) / 100.0 if "anomaly_pct" in cat else np.full(len(cat), 0.5)
+        out["relevance"] = prior
+        out["uncertainty"] = np.full(len(cat), cfg.prior_std)
+        out["acquisition"] = prior
+        return out
+    if x is None:
+        x = features(run, cfg, seed)
+    train = np.flatnonzero(labelled)
+    if len(train) > cfg.max_train:
+        train = np.sort(np.random.default_rng(seed).choice(train, size=cfg.max_train, replace=False))
+    model = _fit(x[train], y[train], cfg, seed)
+    mean, std = _predict(model, x, cfg)
+    acquisition = expected_improvement(mean, std, best=float(np.nanmax(y)), xi=cfg.xi)
+    out["relevance"] = np.where(labelled, y, mean)
+    out["uncertainty"] = np.where(labelled, 0.0, std)
+    out["acquisition"] = np.where(labelled, LABELLED_ACQUISITION, acquisition)
+    return out
+
+
+# ---------------------------------------------------------------------------------------
+# ranking.parquet
+
+
+def write_ranking(run_dir, df: pd.DataFrame, **info) -> Path:
+    """Write ``run_dir/ranking.parquet`` atomically, with what it was made from in its metadata.
+
+    The metadata holds the catalogue's sha256 recorded by ``embed``, so :func:`read_ranking`
+    can tell a ranking of an older catalogue; ``info`` adds fields (e.g. ``n_labels``, the
+    config). Not stamped in the manifest: the app re-ranks while it serves, and a ranking is
+    a cache of the labels, remade in seconds.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from core.run import RunManifest
+
+    run_dir = Path(run_dir)
+    missing = [c for c in RANK_COLUMNS if c not in df.columns]
+    if missing:
+        raise ValueError(f"a ranking needs the columns {', '.join(RANK_COLUMNS)}; missing {', '.join(missing)}")
+    meta = {"catalogue_sha256": RunManifest.read(run_dir).checksums.get("catalogue.parquet"),
+            "time": datetime.now(timezone.utc).isoformat(timespec="seconds"), **info}
+    table = pa.Table.from_pandas(df[list(RANK_COLUMNS)], preserve_index=False)
+    table = table.replace_schema_metadata({**(table.schema.metadata or {}),
+                                           _META_KEY: json.dumps(meta, default=str).encode()})
+    path = run_dir / RANKING_FILE
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
+    return path
+
+
+def ranking_info(run_dir) -> dict | None:
+    """The metadata :func:`write_ranking` stored, or None without a ranking."""
+    import pyarrow.parquet as pq
+
+    path = Path(run_dir) / RANKING_FILE
+    if not path.is_file():
+        return None
+    try:
+        meta = pq.read_schema(path).metadata or {}
+        return json.loads(meta.get(_META_KEY, b"{}"))
+    except (OSError, ValueError) as exc:
+        raise RunError(f"{path}: damaged ranking ({exc}); delete it and run `python -m train rank --run "
+                       f"{run_dir} --out ranked.csv` again") from None
+
+
+def read_ranking(run_dir) -> pd.DataFrame | None:
+    """The run's ranking, or None when there is none or it ranks another catalogue than the run's.
+
+    RunError when the file is damaged.
+    """
+    from core.io import load_parquet
+    from core.run import RunManifest
+
+    run_dir = Path(run_dir)
+    info = ranking_info(run_dir)
+    if info is None:
+        return None
+    current = RunManifest.read(run_dir).checksums.get("catalogue.parquet")
+    if info.get("catalogue_sha256") != current:
+        return None  # the run was embedded again after this ranking: it must be remade
+    df = load_parquet(run_dir / RANKING_FILE, RunError,
+                      f"delete it and run `python -m train rank --run {run_dir} --out ranked.csv` again")
+    missing = [c for c in RANK_COLUMNS if c not in df.columns]
+    if missing:
+        raise RunError(f"{run_dir / RANKING_FILE}: no column(s) {', '.join(missing)}; delete it and rank again")
+    return df
