@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from core.bpt import RATIOS
+from core.bpt import FRACTIONS, RATIOS
 from core.errors import RunError
 from core.io import atomic_path
 
@@ -31,8 +31,10 @@ from core.io import atomic_path
 RANKING_FILE = "ranking.parquet"
 #: Its columns, in order.
 RANK_COLUMNS = ("galaxy_id", "relevance", "uncertainty", "acquisition")
-#: Catalogue columns used as features besides the latents, when the catalogue has them.
-CATALOGUE_FEATURES = ("anomaly_pct", *RATIOS, "log_ew_ha_cen")
+#: Catalogue columns used as features besides the latents, when the catalogue has them: the
+#: score, the central line ratios, the share of spaxels in each BPT class (an off-nuclear
+#: or extended AGN shows there, not in the centre) and the central Halpha equivalent width.
+CATALOGUE_FEATURES = ("anomaly_pct", *RATIOS, *FRACTIONS, "log_ew_ha_cen")
 #: Acquisition of a galaxy already labelled: below every unlabelled one, so it is never proposed again.
 LABELLED_ACQUISITION = -1.0
 #: The key of the ranking's metadata in the parquet schema.
@@ -48,6 +50,10 @@ class RankConfig:
     pca_sample: int = 50_000  # galaxies the PCA is fitted on at most (then applied to all, in chunks)
     max_train: int = 1000  # labelled galaxies the model trains on at most (a random subset beyond)
     xi: float = 0.01  # expected improvement's margin: how much better than the best label counts
+    prior: str = "score"  # the model's prior mean: "score" (the anomaly percentile, scaled to the labels) or "zero"
+    prior_sharpness: float = 20.0  # the score prior is (anomaly_pct / 100) ** this: the top few per cent stand out
+    ard: bool = False  # one RBF length per feature (learned from the labels) instead of one for all
+    acquisition: str = "ei"  # "ei" expected improvement, "ucb" mean + std, "mean" the relevance itself
     prior_std: float = 0.3  # uncertainty of a relevance with no labels (the anomaly percentile's)
     chunk: int = 100_000  # galaxies predicted at a time
 
@@ -126,6 +132,23 @@ def _label_vector(catalogue: pd.DataFrame, labels: pd.DataFrame | None) -> np.nd
     return y
 
 
+def _prior_mean(catalogue: pd.DataFrame, y: np.ndarray, cfg: RankConfig) -> np.ndarray:
+    """(N,) what the model expects before it sees a galaxy's neighbours' labels.
+
+    "score": the sharpened anomaly percentile times how well it predicts the labels so far
+    (least squares through the origin, in [0, 1]): for an anomaly hunt the score stays a
+    guide, for a hunt it misleads (an AGN hunt) it fades as the labels contradict it.
+    """
+    if cfg.prior == "zero" or "anomaly_pct" not in catalogue:
+        return np.zeros(len(catalogue))
+    p = (catalogue["anomaly_pct"].to_numpy(np.float64) / 100.0) ** cfg.prior_sharpness
+    p = np.nan_to_num(p)
+    labelled = np.isfinite(y)
+    denom = float(np.sum(p[labelled] ** 2))
+    weight = float(np.clip(np.sum(y[labelled] * p[labelled]) / denom, 0.0, 1.0)) if denom > 0 else 0.0
+    return weight * p
+
+
 def _fit(x: np.ndarray, y: np.ndarray, cfg: RankConfig, seed: int):
     """The interest model trained on features ``x`` (M, F) and targets ``y`` (M,) in [0, 1]."""
     if cfg.model == "forest":
@@ -139,14 +162,16 @@ def _fit(x: np.ndarray, y: np.ndarray, cfg: RankConfig, seed: int):
     from sklearn.gaussian_process.kernels import RBF, ConstantKernel, WhiteKernel
 
     d = x.shape[1]
-    kernel = (ConstantKernel(0.1, (1e-3, 10.0)) * RBF(np.sqrt(d), (1e-1, 1e3))
-              + WhiteKernel(1e-2, (1e-5, 1e-1)))
+    length = np.full(d, np.sqrt(d)) if cfg.ard else np.sqrt(d)
+    kernel = (ConstantKernel(0.25, (1e-2, 10.0)) * RBF(length, (1e-1, 1e3))
+              + WhiteKernel(1e-2, (1e-4, 1e-1)))
     import warnings
 
     from sklearn.exceptions import ConvergenceWarning
 
-    # The prior mean is the labels' mean: far from every label, relevance returns to it.
-    gp = GaussianProcessRegressor(kernel=kernel, normalize_y=True, random_state=seed)
+    # The prior mean is 0, "not interesting": far from every label, relevance falls back to it,
+    # and labels that are all 5 (the first of a hunt) still rank their look-alikes first.
+    gp = GaussianProcessRegressor(kernel=kernel, normalize_y=False, random_state=seed)
     with warnings.catch_warnings():  # a hyperparameter at its bound is an answer here, not a failure
         warnings.simplefilter("ignore", ConvergenceWarning)
         return gp.fit(x, y)
@@ -203,9 +228,16 @@ def rank(run, labels: pd.DataFrame | None = None, *, seed: int = 0, cfg: RankCon
     train = np.flatnonzero(labelled)
     if len(train) > cfg.max_train:
         train = np.sort(np.random.default_rng(seed).choice(train, size=cfg.max_train, replace=False))
-    model = _fit(x[train], y[train], cfg, seed)
+    prior = _prior_mean(cat, y, cfg)
+    model = _fit(x[train], y[train] - prior[train], cfg, seed)
     mean, std = _predict(model, x, cfg)
-    acquisition = expected_improvement(mean, std, best=float(np.nanmax(y)), xi=cfg.xi)
+    mean = mean + prior
+    if cfg.acquisition == "ei":
+        acquisition = expected_improvement(mean, std, best=float(np.nanmax(y)), xi=cfg.xi)
+    elif cfg.acquisition == "ucb":
+        acquisition = mean + std
+    else:
+        acquisition = mean.copy()
     out["relevance"] = np.where(labelled, y, mean)
     out["uncertainty"] = np.where(labelled, 0.0, std)
     out["acquisition"] = np.where(labelled, LABELLED_ACQUISITION, acquisition)
