@@ -48,7 +48,8 @@ class RankConfig:
     model: str = "gp"  # "gp": Gaussian-process regression (Protege); "forest": a random-forest ensemble
     latent_components: int = 16  # PCA components of the latent vectors kept as features
     pca_sample: int = 50_000  # galaxies the PCA is fitted on at most (then applied to all, in chunks)
-    max_train: int = 1000  # labelled galaxies the model trains on at most (a random subset beyond)
+    max_train: int = 500  # labelled galaxies the model trains on at most (beyond: the interesting ones first)
+    max_optimise: int = 200  # of which the GP's kernel is fitted on at most this many (its cost grows as M^3)
     xi: float = 0.01  # expected improvement's margin: how much better than the best label counts
     prior: str = "score"  # the model's prior mean: "score" (the anomaly percentile, scaled to the labels) or "zero"
     prior_sharpness: float = 20.0  # the score prior is (anomaly_pct / 100) ** this: the top few per cent stand out
@@ -80,7 +81,7 @@ def latent_components(latents: np.ndarray, cfg: RankConfig, seed: int) -> np.nda
         return np.zeros((n, 0))
     rng = np.random.default_rng(seed)
     sample = np.sort(rng.choice(n, size=min(n, cfg.pca_sample), replace=False))
-    pca = PCA(n_components=k, random_state=seed).fit(np.asarray(latents[sample], dtype=np.float64))
+    pca = PCA(n_components=k, svd_solver="randomized", random_state=seed).fit(np.asarray(latents[sample], dtype=np.float64))
     return np.concatenate([pca.transform(np.asarray(latents[lo:lo + cfg.chunk], dtype=np.float64))
                            for lo in range(0, n, cfg.chunk)])
 
@@ -132,6 +133,19 @@ def _label_vector(catalogue: pd.DataFrame, labels: pd.DataFrame | None) -> np.nd
     return y
 
 
+def _training_rows(y: np.ndarray, cfg: RankConfig, seed: int) -> np.ndarray:
+    """The labelled rows the model trains on: all of them up to ``cfg.max_train``, else the
+    interesting ones (interest > 0, at most half) and a random draw of the others."""
+    labelled = np.flatnonzero(np.isfinite(y))
+    if len(labelled) <= cfg.max_train:
+        return labelled
+    rng = np.random.default_rng(seed)
+    keen = labelled[y[labelled] > 0]
+    keen = rng.permutation(keen)[:cfg.max_train // 2]
+    rest = rng.permutation(np.setdiff1d(labelled, keen))[:cfg.max_train - len(keen)]
+    return np.sort(np.concatenate([keen, rest]))
+
+
 def _prior_mean(catalogue: pd.DataFrame, y: np.ndarray, cfg: RankConfig) -> np.ndarray:
     """(N,) what the model expects before it sees a galaxy's neighbours' labels.
 
@@ -172,9 +186,14 @@ def _fit(x: np.ndarray, y: np.ndarray, cfg: RankConfig, seed: int):
     # The prior mean is 0, "not interesting": far from every label, relevance falls back to it,
     # and labels that are all 5 (the first of a hunt) still rank their look-alikes first.
     gp = GaussianProcessRegressor(kernel=kernel, normalize_y=False, random_state=seed)
+    sub = np.random.default_rng(seed).permutation(len(x))[:cfg.max_optimise]
     with warnings.catch_warnings():  # a hyperparameter at its bound is an answer here, not a failure
         warnings.simplefilter("ignore", ConvergenceWarning)
-        return gp.fit(x, y)
+        gp.fit(x[sub], y[sub])
+    if len(sub) == len(x):
+        return gp
+    # The kernel fitted on the subset, the posterior on every training label.
+    return GaussianProcessRegressor(kernel=gp.kernel_, optimizer=None, normalize_y=False).fit(x, y)
 
 
 def _predict(model, x: np.ndarray, cfg: RankConfig) -> tuple[np.ndarray, np.ndarray]:
@@ -225,9 +244,7 @@ def rank(run, labels: pd.DataFrame | None = None, *, seed: int = 0, cfg: RankCon
         return out
     if x is None:
         x = features(run, cfg, seed)
-    train = np.flatnonzero(labelled)
-    if len(train) > cfg.max_train:
-        train = np.sort(np.random.default_rng(seed).choice(train, size=cfg.max_train, replace=False))
+    train = _training_rows(y, cfg, seed)
     prior = _prior_mean(cat, y, cfg)
     model = _fit(x[train], y[train] - prior[train], cfg, seed)
     mean, std = _predict(model, x, cfg)
