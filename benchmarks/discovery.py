@@ -120,10 +120,15 @@ def main(argv=None) -> int:
                   f"{r['average_precision']:>7.3f} {r['roc_auc']:>8.3f}")
         print(f"{'ceiling':>8} {'':>6} {ceil['top50']:>6} {ceil['top200']:>7} {ceil['average_precision']:>7.3f} "
               f"{ceil['roc_auc']:>8.3f}   (5-fold CV on every label)")
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
-    print(f"\nwrote {args.out}")
+    write_result(args.out, result)
     return 0
+
+
+def write_result(out, result: dict) -> None:
+    """The benchmark's JSON, where --out says."""
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    Path(out).write_text(json.dumps(result, indent=2) + "\n")
+    print(f"\nwrote {out}")
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ Writes benchmarks/results/rank_speed.json (or --out).
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import time
 from dataclasses import asdict
@@ -23,6 +22,7 @@ from types import SimpleNamespace
 import numpy as np
 import pandas as pd
 
+from benchmarks.discovery import write_result
 from core.bpt import FRACTIONS, RATIOS
 from core.rank import RankConfig, rank
 
@@ -69,11 +69,8 @@ def main(argv=None) -> int:
                     seconds.append(time.perf_counter() - t0)
                 rows.append({"n": n, "labels": int(len(picked)), "seconds": round(float(np.median(seconds)), 3)})
                 print(f"{n:>10,} {len(picked):>7,} {rows[-1]['seconds']:>8.2f}", flush=True)
-    result = {"date": date.today().isoformat(), "machine": platform.platform(), "threads": args.threads,
-              "config": asdict(cfg), "rows": rows}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    write_result(args.out, {"date": date.today().isoformat(), "machine": platform.platform(),
+                            "threads": args.threads, "config": asdict(cfg), "rows": rows})
     return 0
 
 

@@ -61,6 +61,24 @@ def _wcs_cards(nx: int, ny: int, ra: float, dec: float, pixscale: float, naxis: 
     return cards
 
 
+def _measurement_specs(names: tuple[str, str, str], unit: str, channels: tuple) -> dict:
+    """The specs of a measurement's three extensions (values, inverse variance, mask), which name each other."""
+    data, ivar, mask = names
+    return {
+        data: dict(channels=channels, bunit=unit,
+                   extra=[("ERRDATA", ivar, "Associated inv. variance extension"),
+                          ("QUALDATA", mask, "Associated quality extension")]),
+        ivar: dict(channels=channels, bunit=f"({unit})^{{-2}}", hduclas2="ERROR",
+                   extra=[("HDUCLAS3", "INVMSE", "Value is inverse mean-square error"),
+                          ("SCIDATA", data, "Associated data extension"),
+                          ("QUALDATA", mask, "Associated quality extension")]),
+        mask: dict(channels=channels, hduclas2="QUALITY",
+                   extra=[("HDUCLAS3", "FLAG32BIT", "32-bit mask"),
+                          ("SCIDATA", data, "Associated data extension"),
+                          ("ERRDATA", ivar, "Associated inv. variance extension")]),
+    }
+
+
 def _extension_spec(name: str, channels: tuple) -> dict:
     """Channel names and header keys of each MAPS extension, as the DAP writes them."""
     specs = {
@@ -69,28 +87,8 @@ def _extension_spec(name: str, channels: tuple) -> dict:
         "SPX_SNR": {},
         "BINID": dict(channels=("Binned spectra", "Stellar continua", "Em. line moments",
                                 "Em. line models", "Spectral indices")),
-        FLUX_EXT: dict(channels=channels, bunit=FLUX_UNIT,
-                       extra=[("ERRDATA", IVAR_EXT, "Associated inv. variance extension"),
-                              ("QUALDATA", MASK_EXT, "Associated quality extension")]),
-        IVAR_EXT: dict(channels=channels, bunit=f"({FLUX_UNIT})^{{-2}}", hduclas2="ERROR",
-                       extra=[("HDUCLAS3", "INVMSE", "Value is inverse mean-square error"),
-                              ("SCIDATA", FLUX_EXT, "Associated data extension"),
-                              ("QUALDATA", MASK_EXT, "Associated quality extension")]),
-        MASK_EXT: dict(channels=channels, hduclas2="QUALITY",
-                       extra=[("HDUCLAS3", "FLAG32BIT", "32-bit mask"),
-                              ("SCIDATA", FLUX_EXT, "Associated data extension"),
-                              ("ERRDATA", IVAR_EXT, "Associated inv. variance extension")]),
-        EW_EXT: dict(channels=channels, bunit=EW_UNIT,
-                     extra=[("ERRDATA", EW_IVAR_EXT, "Associated inv. variance extension"),
-                            ("QUALDATA", EW_MASK_EXT, "Associated quality extension")]),
-        EW_IVAR_EXT: dict(channels=channels, bunit=f"({EW_UNIT})^{{-2}}", hduclas2="ERROR",
-                          extra=[("HDUCLAS3", "INVMSE", "Value is inverse mean-square error"),
-                                 ("SCIDATA", EW_EXT, "Associated data extension"),
-                                 ("QUALDATA", EW_MASK_EXT, "Associated quality extension")]),
-        EW_MASK_EXT: dict(channels=channels, hduclas2="QUALITY",
-                          extra=[("HDUCLAS3", "FLAG32BIT", "32-bit mask"),
-                                 ("SCIDATA", EW_EXT, "Associated data extension"),
-                                 ("ERRDATA", EW_IVAR_EXT, "Associated inv. variance extension")]),
+        **_measurement_specs(EXTENSIONS, FLUX_UNIT, channels),
+        **_measurement_specs(EW_EXTENSIONS, EW_UNIT, channels),
     }
     return specs[name]
 
