@@ -4,9 +4,9 @@ The astronomer scores galaxies 0..5 (``core.labels``). A regression model over e
 galaxy's features (:func:`features`: the run's latent vector reduced by PCA, the anomaly
 score, the BPT line ratios, the central Halpha equivalent width; each standardised) learns
 ``interest / 5`` from the labelled galaxies and predicts every galaxy's *relevance* and its
-*uncertainty*; an acquisition function (expected improvement over the best label so far)
-orders what to label next, as in Astronomaly and Protege (Lochner & Bassett 2021,
-Lochner & Rudnick 2025). With no labels, relevance is the anomaly score's percentile.
+*uncertainty*; an acquisition function (the upper confidence bound, mean + std, or the
+expected improvement over the best label so far) orders what to label next, as in
+Astronomaly and Protege (Lochner & Bassett 2021, Lochner & Rudnick 2025). With no labels, relevance is the anomaly score's percentile.
 
 Cost: the model trains on at most ``RankConfig.max_train`` labelled galaxies, so a
 re-rank is a fixed training cost plus a prediction linear in the number of galaxies
@@ -54,7 +54,7 @@ class RankConfig:
     prior: str = "score"  # the model's prior mean: "score" (the anomaly percentile, scaled to the labels) or "zero"
     prior_sharpness: float = 20.0  # the score prior is (anomaly_pct / 100) ** this: the top few per cent stand out
     ard: bool = False  # one RBF length per feature (learned from the labels) instead of one for all
-    acquisition: str = "ei"  # "ei" expected improvement, "ucb" mean + std, "mean" the relevance itself
+    acquisition: str = "ucb"  # "ucb" mean + std (best on benchmarks/discovery.py), "ei" expected improvement, "mean"
     prior_std: float = 0.3  # uncertainty of a relevance with no labels (the anomaly percentile's)
     chunk: int = 100_000  # galaxies predicted at a time
 
@@ -253,8 +253,10 @@ def rank(run, labels: pd.DataFrame | None = None, *, seed: int = 0, cfg: RankCon
         acquisition = expected_improvement(mean, std, best=float(np.nanmax(y)), xi=cfg.xi)
     elif cfg.acquisition == "ucb":
         acquisition = mean + std
-    else:
+    elif cfg.acquisition == "mean":
         acquisition = mean.copy()
+    else:
+        raise ValueError(f"unknown acquisition {cfg.acquisition!r}; give 'ucb', 'ei' or 'mean'")
     out["relevance"] = np.where(labelled, y, mean)
     out["uncertainty"] = np.where(labelled, 0.0, std)
     out["acquisition"] = np.where(labelled, LABELLED_ACQUISITION, acquisition)
