@@ -6,7 +6,8 @@ score, the BPT line ratios, the central Halpha equivalent width; each standardis
 ``interest / 5`` from the labelled galaxies and predicts every galaxy's *relevance* and its
 *uncertainty*; an acquisition function (the upper confidence bound, mean + std, or the
 expected improvement over the best label so far) orders what to label next, as in
-Astronomaly and Protege (Lochner & Bassett 2021, Lochner & Rudnick 2025). With no labels, relevance is the anomaly score's percentile.
+Astronomaly and Protege (Lochner & Bassett 2021, Lochner & Rudnick 2025). With no labels,
+relevance is the anomaly score's percentile.
 
 Cost: the model trains on at most ``RankConfig.max_train`` labelled galaxies, so a
 re-rank is a fixed training cost plus a prediction linear in the number of galaxies
