@@ -92,6 +92,7 @@ BASE = {
     "evaluate": "evaluate --run {w}/run",
     "demo": "demo --out {t}/demo",
     "serve": "serve --run {w}/run --dry-run",
+    "rank": "rank --run {w}/run --out {t}/r.csv",
 }
 #: Every numeric option of every command, with values that are zero, negative, NaN, inf,
 #: not numbers or out of range for it.
@@ -105,6 +106,7 @@ NUMBERS = {
     "embed": {"--batch-size": "0 -1", "--neighbours": "0 -1 nan", "--flag-pct": "0 100 -5 150 nan", "--seed": "-1"},
     "score": {"--batch-size": "0 -1 nan"},
     "evaluate": {"--seed": "-1 x"},
+    "rank": {"--seed": "-1 4294967296 x"},
     "demo": {"--n": "0 9 -1", "--seed": "-1", "--epochs": "0 -1", "--workers": "0 -1"},
     "serve": {"--port": "0 -1 65536 nan", "--num-procs": "0 -1 100000"},
 }
