@@ -433,6 +433,22 @@ def _integrated(fs, ivs, snr) -> dict:
     }
 
 
+def central_aperture(shape, center, pixscale: float, aperture: float = APERTURE) -> np.ndarray:
+    """(ny, nx) bool: the spaxels whose centres lie within ``aperture`` arcsec of ``center``.
+
+    ``center`` is ``(x, y)`` in pixels (spaxel centres on integers); the spaxel holding the
+    centre is always in it, so a small aperture is never empty.
+    """
+    ny, nx = shape
+    yy, xx = np.mgrid[0:ny, 0:nx]
+    cx, cy = float(center[0]), float(center[1])
+    inside = np.hypot(xx - cx, yy - cy) * float(pixscale) <= float(aperture)
+    iy, ix = int(np.floor(cy + 0.5)), int(np.floor(cx + 0.5))
+    if 0 <= iy < ny and 0 <= ix < nx:
+        inside[iy, ix] = True
+    return inside
+
+
 def galaxy_bpt(flux, ivar, mask, lines: Sequence[str], center, pixscale: float, aperture: float = APERTURE,
                snr=SNR_CUT) -> dict:
     """The per-galaxy BPT catalogue columns of one galaxy.
@@ -455,13 +471,7 @@ def galaxy_bpt(flux, ivar, mask, lines: Sequence[str], center, pixscale: float, 
     flux, lines = _check_cube(flux, ivar, mask, lines)
     ny, nx = flux.shape[1:]
     f, iv = _bpt_maps(flux, ivar, mask, lines)
-
-    yy, xx = np.mgrid[0:ny, 0:nx]
-    cx, cy = float(center[0]), float(center[1])
-    inside = np.hypot(xx - cx, yy - cy) * float(pixscale) <= float(aperture)
-    iy, ix = int(np.floor(cy + 0.5)), int(np.floor(cx + 0.5))
-    if 0 <= iy < ny and 0 <= ix < nx:
-        inside[iy, ix] = True
+    inside = central_aperture((ny, nx), center, pixscale, aperture)
 
     out = _integrated(*_summed(f, iv, inside), snr)
     out["bpt_class_total"] = _integrated(*_summed(f, iv, np.ones((ny, nx), dtype=bool)), snr)["bpt_class"]

@@ -10,7 +10,8 @@ with the ingest process, even when it is killed with -9, and the temporary files
 writers are removed by the next ingest.
 
 BPT columns come from the physical (unnormalised) fluxes at native resolution; the
-per-cell BPT map from the gridded physical fluxes, before normalisation.
+per-cell BPT map from the gridded physical fluxes, before normalisation; the WHAN columns
+(``core.whan``) from the file's ``EMLINE_GEW`` where it has one.
 """
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from core import bpt, maps, summaries
+from core import bpt, maps, summaries, whan
 from core.dataset import FILES, DatasetManifest, IngestOptions, open_dataset
 from core.errors import DatasetError, MapsError
 from core.io import atomic_path, open_npy_memmap, remove_stale_tmp, save_parquet, sha256_file, stamp_files
@@ -113,6 +114,7 @@ def _process(path: Path, opts: IngestOptions, part: Path) -> dict:
            "daptype": g.daptype, "versdap": g.versdap}
     row.update(bpt.galaxy_bpt(g.flux, g.ivar, g.mask, g.lines, g.center, g.pixscale,
                               aperture=opts.aperture, snr=opts.snr))
+    row.update(whan.galaxy_whan(g.ew, g.lines, g.center, g.pixscale, row["log_nii_ha"], aperture=opts.aperture))
     bpt_map = bpt.spaxel_classes(p.physical.flux, p.physical.ivar, p.physical.mask, p.physical.lines, snr=opts.snr)
     row["scale"] = float(p.scale)
     row["good_frac"] = float((~p.grid.mask).mean())
@@ -253,10 +255,13 @@ def _cached_row(part: Path) -> dict | None:
         return None
     try:
         with np.load(part) as z:
-            return json.loads(str(z["row"]))
+            row = json.loads(str(z["row"]))
     except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile):
+        row = None
+    if row is None or any(c not in row for c in whan.COLUMNS):  # damaged, or made before the WHAN columns
         part.unlink(missing_ok=True)
         return None
+    return row
 
 
 def _up_to_date(out: Path, files: list[Path], hashes: dict, opts: IngestOptions,

@@ -39,6 +39,8 @@ from core.lines import BPT_LINES, DAPPIXMASK, DAPPIXMASK_BITS, DEFAULT_BAD_BITS,
 
 #: The extensions read, in the order flux, inverse variance, mask.
 EXTENSIONS: tuple[str, str, str] = ("EMLINE_GFLUX", "EMLINE_GFLUX_IVAR", "EMLINE_GFLUX_MASK")
+#: The equivalent-width extensions (Angstrom; read when a file has them): EW, inverse variance, mask.
+EW_EXTENSIONS: tuple[str, str, str] = ("EMLINE_GEW", "EMLINE_GEW_IVAR", "EMLINE_GEW_MASK")
 
 #: Per-galaxy flux normalisations (recorded in every dataset manifest):
 #:   "none"     physical flux per cell, 1E-17 erg/s/cm^2 (the paper; scale = 1).
@@ -108,6 +110,7 @@ class GalaxyMaps:
     pixscale: float  # arcsec per spaxel
     center: tuple[float, float]  # (x, y) 0-based pixel position of OBJRA/OBJDEC
     footprint: np.ndarray  # (ny, nx) bool, True = covered (NOCOV set in no selected line)
+    ew: np.ndarray | None = None  # (L, ny, nx) float32 EMLINE_GEW (Angstrom), NaN where bad; None: not in the file
 
 
 @dataclass
@@ -143,7 +146,7 @@ def read_maps(path, lines=DEFAULT_LINES, bad_bits=DEFAULT_BAD_BITS) -> GalaxyMap
     path = Path(path)
     lines = (lines,) if isinstance(lines, str) else tuple(lines)
     bad_value = _bit_value(path, bad_bits)
-    primary, headers, (flux, ivar, bits) = _read_fits(path)
+    primary, headers, (flux, ivar, bits), ew_ext = _read_fits(path)
 
     galaxy_id = primary.get("PLATEIFU")
     if not galaxy_id:
@@ -181,6 +184,7 @@ def read_maps(path, lines=DEFAULT_LINES, bad_bits=DEFAULT_BAD_BITS) -> GalaxyMap
     with np.errstate(invalid="ignore"):
         mask = ((bits & bad_value) != 0) | ~(ivar > 0) | ~np.isfinite(ivar) | ~(np.abs(flux) <= MAX_ABS_FLUX)
     footprint = ~((bits & (1 << DAPPIXMASK_BITS["NOCOV"])) != 0).any(axis=0)
+    ew = _equivalent_widths(path, ew_ext, lines, flux.shape[1:], bad_value) if ew_ext else None
 
     ra = _header_float(primary, "OBJRA", "IFURA")
     dec = _header_float(primary, "OBJDEC", "IFUDEC")
@@ -209,7 +213,29 @@ def read_maps(path, lines=DEFAULT_LINES, bad_bits=DEFAULT_BAD_BITS) -> GalaxyMap
         pixscale=pixscale,
         center=center,
         footprint=footprint,
+        ew=ew,
     )
+
+
+def _equivalent_widths(path, ext: dict, lines, map_shape, bad_value: int) -> np.ndarray | None:
+    """(L, ny, nx) the EMLINE_GEW of ``lines``, NaN where its mask has a bad bit or it is not finite.
+
+    None when the extension lacks a line or its maps have another shape than the fluxes':
+    the equivalent width is optional, so such a file is read without it, not refused.
+    """
+    (hdr, ew), mask = ext.get(EW_EXTENSIONS[0], (None, None)), ext.get(EW_EXTENSIONS[2])
+    if ew is None or ew.ndim != 3 or ew.shape[1:] != tuple(map_shape) or "C01" not in hdr:
+        return None
+    names = _channel_names(path, EW_EXTENSIONS[0], hdr, ew.shape[0])
+    if not set(lines) <= set(names):
+        return None
+    idx = [names.index(name) for name in lines]
+    out = ew[idx].astype(np.float32)  # (L, ny, nx)
+    bad = ~np.isfinite(out)
+    if mask is not None and mask[1].shape == ew.shape:
+        bad |= (mask[1][idx].astype(np.int64) & bad_value) != 0
+    out[bad] = np.nan
+    return out
 
 
 def _bit_value(path, bad_bits) -> int:
@@ -224,7 +250,9 @@ def _bit_value(path, bad_bits) -> int:
 
 
 def _read_fits(path: Path):
-    """Return (primary header, [flux, ivar, mask headers], (flux, ivar, mask arrays)).
+    """Return (primary header, [flux, ivar, mask headers], (flux, ivar, mask arrays), optional).
+
+    ``optional``: ``{name: (header, array)}`` of the :data:`EW_EXTENSIONS` the file has.
 
     The whole file is read into memory first (:func:`_read_capped`): a ``.gz`` file is
     decompressed to its end, which checks its CRC and length (astropy's lazy gzip reads
@@ -249,9 +277,11 @@ def _read_fits(path: Path):
                 primary = hdul[0].header.copy()
                 headers = [hdul[ext].header.copy() for ext in EXTENSIONS]
                 arrays = tuple(np.array(hdul[ext].data) for ext in EXTENSIONS)
+                optional = {ext: (hdul[ext].header.copy(), np.array(hdul[ext].data))
+                            for ext in EW_EXTENSIONS if ext in names and hdul[ext].data is not None}
     except (OSError, EOFError, ValueError, TypeError, VerifyWarning, AstropyUserWarning) as exc:
         raise MapsError(path, f"not a readable FITS file ({type(exc).__name__}: {exc})") from None
-    return primary, headers, arrays
+    return primary, headers, arrays, optional
 
 
 def _read_capped(path: Path) -> io.BytesIO:

@@ -4,9 +4,10 @@ The astronomer scores galaxies 0..5 (``core.labels``). A regression model over e
 galaxy's features (:func:`features`: the run's latent vector reduced by PCA, the anomaly
 score, the BPT line ratios, the central Halpha equivalent width; each standardised) learns
 ``interest / 5`` from the labelled galaxies and predicts every galaxy's *relevance* and its
-*uncertainty*; an acquisition function (expected improvement over the best label so far)
-orders what to label next, as in Astronomaly and Protege (Lochner & Bassett 2021,
-Lochner & Rudnick 2025). With no labels, relevance is the anomaly score's percentile.
+*uncertainty*; an acquisition function (the upper confidence bound, mean + std, or the
+expected improvement over the best label so far) orders what to label next, as in
+Astronomaly and Protege (Lochner & Bassett 2021, Lochner & Rudnick 2025). With no labels,
+relevance is the anomaly score's percentile.
 
 Cost: the model trains on at most ``RankConfig.max_train`` labelled galaxies, so a
 re-rank is a fixed training cost plus a prediction linear in the number of galaxies
@@ -23,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from core.bpt import RATIOS
+from core.bpt import FRACTIONS, RATIOS
 from core.errors import RunError
 from core.io import atomic_path
 
@@ -31,8 +32,10 @@ from core.io import atomic_path
 RANKING_FILE = "ranking.parquet"
 #: Its columns, in order.
 RANK_COLUMNS = ("galaxy_id", "relevance", "uncertainty", "acquisition")
-#: Catalogue columns used as features besides the latents, when the catalogue has them.
-CATALOGUE_FEATURES = ("anomaly_pct", *RATIOS, "log_ew_ha_cen")
+#: Catalogue columns used as features besides the latents, when the catalogue has them: the
+#: score, the central line ratios, the share of spaxels in each BPT class (an off-nuclear
+#: or extended AGN shows there, not in the centre) and the central Halpha equivalent width.
+CATALOGUE_FEATURES = ("anomaly_pct", *RATIOS, *FRACTIONS, "log_ew_ha_cen")
 #: Acquisition of a galaxy already labelled: below every unlabelled one, so it is never proposed again.
 LABELLED_ACQUISITION = -1.0
 #: The key of the ranking's metadata in the parquet schema.
@@ -46,8 +49,13 @@ class RankConfig:
     model: str = "gp"  # "gp": Gaussian-process regression (Protege); "forest": a random-forest ensemble
     latent_components: int = 16  # PCA components of the latent vectors kept as features
     pca_sample: int = 50_000  # galaxies the PCA is fitted on at most (then applied to all, in chunks)
-    max_train: int = 1000  # labelled galaxies the model trains on at most (a random subset beyond)
+    max_train: int = 500  # labelled galaxies the model trains on at most (beyond: the interesting ones first)
+    max_optimise: int = 200  # of which the GP's kernel is fitted on at most this many (its cost grows as M^3)
     xi: float = 0.01  # expected improvement's margin: how much better than the best label counts
+    prior: str = "score"  # the model's prior mean: "score" (the anomaly percentile, scaled to the labels) or "zero"
+    prior_sharpness: float = 20.0  # the score prior is (anomaly_pct / 100) ** this: the top few per cent stand out
+    ard: bool = False  # one RBF length per feature (learned from the labels) instead of one for all
+    acquisition: str = "ucb"  # "ucb" mean + std (best on benchmarks/discovery.py), "ei" expected improvement, "mean"
     prior_std: float = 0.3  # uncertainty of a relevance with no labels (the anomaly percentile's)
     chunk: int = 100_000  # galaxies predicted at a time
 
@@ -74,7 +82,7 @@ def latent_components(latents: np.ndarray, cfg: RankConfig, seed: int) -> np.nda
         return np.zeros((n, 0))
     rng = np.random.default_rng(seed)
     sample = np.sort(rng.choice(n, size=min(n, cfg.pca_sample), replace=False))
-    pca = PCA(n_components=k, random_state=seed).fit(np.asarray(latents[sample], dtype=np.float64))
+    pca = PCA(n_components=k, svd_solver="randomized", random_state=seed).fit(np.asarray(latents[sample], dtype=np.float64))
     return np.concatenate([pca.transform(np.asarray(latents[lo:lo + cfg.chunk], dtype=np.float64))
                            for lo in range(0, n, cfg.chunk)])
 
@@ -126,6 +134,36 @@ def _label_vector(catalogue: pd.DataFrame, labels: pd.DataFrame | None) -> np.nd
     return y
 
 
+def _training_rows(y: np.ndarray, cfg: RankConfig, seed: int) -> np.ndarray:
+    """The labelled rows the model trains on: all of them up to ``cfg.max_train``, else the
+    interesting ones (interest > 0, at most half) and a random draw of the others."""
+    labelled = np.flatnonzero(np.isfinite(y))
+    if len(labelled) <= cfg.max_train:
+        return labelled
+    rng = np.random.default_rng(seed)
+    keen = labelled[y[labelled] > 0]
+    keen = rng.permutation(keen)[:cfg.max_train // 2]
+    rest = rng.permutation(np.setdiff1d(labelled, keen))[:cfg.max_train - len(keen)]
+    return np.sort(np.concatenate([keen, rest]))
+
+
+def _prior_mean(catalogue: pd.DataFrame, y: np.ndarray, cfg: RankConfig) -> np.ndarray:
+    """(N,) what the model expects before it sees a galaxy's neighbours' labels.
+
+    "score": the sharpened anomaly percentile times how well it predicts the labels so far
+    (least squares through the origin, in [0, 1]): for an anomaly hunt the score stays a
+    guide, for a hunt it misleads (an AGN hunt) it fades as the labels contradict it.
+    """
+    if cfg.prior == "zero" or "anomaly_pct" not in catalogue:
+        return np.zeros(len(catalogue))
+    p = (catalogue["anomaly_pct"].to_numpy(np.float64) / 100.0) ** cfg.prior_sharpness
+    p = np.nan_to_num(p)
+    labelled = np.isfinite(y)
+    denom = float(np.sum(p[labelled] ** 2))
+    weight = float(np.clip(np.sum(y[labelled] * p[labelled]) / denom, 0.0, 1.0)) if denom > 0 else 0.0
+    return weight * p
+
+
 def _fit(x: np.ndarray, y: np.ndarray, cfg: RankConfig, seed: int):
     """The interest model trained on features ``x`` (M, F) and targets ``y`` (M,) in [0, 1]."""
     if cfg.model == "forest":
@@ -139,17 +177,24 @@ def _fit(x: np.ndarray, y: np.ndarray, cfg: RankConfig, seed: int):
     from sklearn.gaussian_process.kernels import RBF, ConstantKernel, WhiteKernel
 
     d = x.shape[1]
-    kernel = (ConstantKernel(0.1, (1e-3, 10.0)) * RBF(np.sqrt(d), (1e-1, 1e3))
-              + WhiteKernel(1e-2, (1e-5, 1e-1)))
+    length = np.full(d, np.sqrt(d)) if cfg.ard else np.sqrt(d)
+    kernel = (ConstantKernel(0.25, (1e-2, 10.0)) * RBF(length, (1e-1, 1e3))
+              + WhiteKernel(1e-2, (1e-4, 1e-1)))
     import warnings
 
     from sklearn.exceptions import ConvergenceWarning
 
-    # The prior mean is the labels' mean: far from every label, relevance returns to it.
-    gp = GaussianProcessRegressor(kernel=kernel, normalize_y=True, random_state=seed)
+    # The prior mean is 0, "not interesting": far from every label, relevance falls back to it,
+    # and labels that are all 5 (the first of a hunt) still rank their look-alikes first.
+    gp = GaussianProcessRegressor(kernel=kernel, normalize_y=False, random_state=seed)
+    sub = np.random.default_rng(seed).permutation(len(x))[:cfg.max_optimise]
     with warnings.catch_warnings():  # a hyperparameter at its bound is an answer here, not a failure
         warnings.simplefilter("ignore", ConvergenceWarning)
-        return gp.fit(x, y)
+        gp.fit(x[sub], y[sub])
+    if len(sub) == len(x):
+        return gp
+    # The kernel fitted on the subset, the posterior on every training label.
+    return GaussianProcessRegressor(kernel=gp.kernel_, optimizer=None, normalize_y=False).fit(x, y)
 
 
 def _predict(model, x: np.ndarray, cfg: RankConfig) -> tuple[np.ndarray, np.ndarray]:
@@ -200,12 +245,19 @@ def rank(run, labels: pd.DataFrame | None = None, *, seed: int = 0, cfg: RankCon
         return out
     if x is None:
         x = features(run, cfg, seed)
-    train = np.flatnonzero(labelled)
-    if len(train) > cfg.max_train:
-        train = np.sort(np.random.default_rng(seed).choice(train, size=cfg.max_train, replace=False))
-    model = _fit(x[train], y[train], cfg, seed)
+    train = _training_rows(y, cfg, seed)
+    prior = _prior_mean(cat, y, cfg)
+    model = _fit(x[train], y[train] - prior[train], cfg, seed)
     mean, std = _predict(model, x, cfg)
-    acquisition = expected_improvement(mean, std, best=float(np.nanmax(y)), xi=cfg.xi)
+    mean = mean + prior
+    if cfg.acquisition == "ei":
+        acquisition = expected_improvement(mean, std, best=float(np.nanmax(y)), xi=cfg.xi)
+    elif cfg.acquisition == "ucb":
+        acquisition = mean + std
+    elif cfg.acquisition == "mean":
+        acquisition = mean.copy()
+    else:
+        raise ValueError(f"unknown acquisition {cfg.acquisition!r}; give 'ucb', 'ei' or 'mean'")
     out["relevance"] = np.where(labelled, y, mean)
     out["uncertainty"] = np.where(labelled, 0.0, std)
     out["acquisition"] = np.where(labelled, LABELLED_ACQUISITION, acquisition)

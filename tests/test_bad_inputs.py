@@ -94,6 +94,7 @@ BASE = {
     "serve": "serve --run {w}/run --dry-run",
     "download": "download --dapall {w}/afile --out {t}/dl --dry-run",
     "annotate": "annotate --run {w}/run {w}/afile --on radec",
+    "rank": "rank --run {w}/run --out {t}/r.csv",
 }
 #: Every numeric option of every command, with values that are zero, negative, NaN, inf,
 #: not numbers or out of range for it.
@@ -109,6 +110,7 @@ NUMBERS = {
     "score": {"--batch-size": "0 -1 nan"},
     "evaluate": {"--seed": "-1 x", "--n-per-kind": "0 -1 nan", "--strengths": "0 -0.5 1.5 nan inf",
                  "--workers": "0 -1 100000", "--keep": "{w}/afile"},
+    "rank": {"--seed": "-1 4294967296 x"},
     "demo": {"--n": "0 9 -1", "--seed": "-1", "--epochs": "0 -1", "--workers": "0 -1"},
     "serve": {"--port": "0 -1 65536 nan", "--num-procs": "0 -1 100000"},
     "download": {"--dapall": "{w}/nowhere.fits {w}/maps", "--limit": "0 -1 nan", "--workers": "0 -1 100000",

@@ -172,7 +172,7 @@ def test_survey_files_and_truth(survey):
     assert files == sorted(truth["file"])
     for row in truth.head(4).itertuples():
         with fits.open(out / row.file) as hdul:
-            assert [h.name for h in hdul] == EXTENSIONS
+            assert [h.name for h in hdul] == EXTENSIONS + ["EMLINE_GEW", "EMLINE_GEW_IVAR", "EMLINE_GEW_MASK"]
             assert hdul[0].header["PLATEIFU"] == row.galaxy_id
             g = hdul["EMLINE_GFLUX"]
             assert g.data.shape == (22, row.map_size, row.map_size)

@@ -12,7 +12,7 @@ EXAMPLES = """\
 A Gaussian-process model of the labels (interest 0 to 5; `python -m train labels`, or the
 app) over each galaxy's latent vector, anomaly score, line ratios and central Halpha
 equivalent width predicts every galaxy's relevance (0 to 1) and its uncertainty; the
-acquisition (expected improvement) says which galaxies to label next (higher: sooner).
+acquisition (relevance + uncertainty) says which galaxies to label next (higher: sooner).
 Without --labels the run's own labels (RUN/labels.sqlite) are used; with no labels at all,
 relevance is the anomaly score's percentile / 100. Writes the CSV (galaxy_id, relevance,
 uncertainty, acquisition; most relevant first) and RUN/ranking.parquet (catalogue order),

@@ -3,7 +3,8 @@
 The stages, each drawing from the galaxy's own random generator in this order: the
 bundle, grid and PSF, the stars, the gas and an anomaly's region
 (:mod:`core.synth.geometry`); the emission (:mod:`core.synth.ionisation`); the
-brightness; noise and masks (:mod:`core.synth.observe`); the position on the sky.
+brightness; noise and masks (:mod:`core.synth.observe`); the position on the sky. The
+equivalent widths draw from a second stream of their own (:data:`EW_STREAM`).
 """
 from __future__ import annotations
 
@@ -15,10 +16,10 @@ import numpy as np
 
 from core.errors import BlueberryError
 from core.lines import BPT_LINES, RELEASES
-from core.synth.config import ANOMALY_KINDS, BUNDLES, NORMAL_CLASSES, SynthConfig
+from core.synth.config import ANOMALY_KINDS, APERTURE, BUNDLES, NORMAL_CLASSES, SynthConfig
 from core.synth.geometry import EARLY, bundle, make_sky, uniform
 from core.synth.ionisation import Emission, ionise
-from core.synth.observe import observe
+from core.synth.observe import equivalent_widths, observe
 from core.synth.spectra import BLUEBERRY, DOUBLETS, RATIOS
 from core.synth.templates import load_templates
 from core.synth.writer import write_maps_file
@@ -50,12 +51,15 @@ class SynthGalaxy:
     reff: float  # effective radius, arcsec
     header: dict  # extra primary-header keys (PSF FWHM ...)
     truth: dict  # the truth-table row
+    ew: np.ndarray | None = None  # (C, ny, nx) equivalent widths (EMLINE_GEW), Angstrom
+    ew_ivar: np.ndarray | None = None  # (C, ny, nx) their inverse variance
 
     def write(self, path) -> Path:
         return write_maps_file(
             path, galaxy_id=self.galaxy_id, mangaid=self.mangaid, ra=self.ra, dec=self.dec, z=self.z,
             channels=self.channels, flux=self.flux, ivar=self.ivar, mask=self.mask, binid=self.binid,
-            snr=self.snr, pa=self.pa, ellipticity=self.ellipticity, reff=self.reff, extra_header=self.header)
+            snr=self.snr, pa=self.pa, ellipticity=self.ellipticity, reff=self.reff, extra_header=self.header,
+            ew=self.ew, ew_ivar=self.ew_ivar)
 
 
 def survey_file_name(galaxy_id: str) -> str:
@@ -70,8 +74,13 @@ def _ids(index: int, fibres: int) -> tuple[str, str]:
     return f"{plate}-{fibres * 100 + slot}", f"90-{index:06d}"
 
 
-def _rng(seed: int, index: int) -> np.random.Generator:
-    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(index,)))
+#: The random streams of a galaxy besides its main one, each a spawn key after the index: a
+#: stream added later leaves the earlier streams' draws, and so the earlier files, unchanged.
+EW_STREAM = 1
+
+
+def _rng(seed: int, index: int, *stream: int) -> np.random.Generator:
+    return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(index, *stream)))
 
 
 def galaxy_file_name(index: int, seed: int, truth_class: str, config: SynthConfig) -> str:
@@ -155,6 +164,9 @@ def _make_galaxy(index, seed, truth_class, release, config) -> SynthGalaxy:
     cont = sky.grid.blur(sky.stars.stellar[None])[0]
     obs = observe(rng, model, cont / cont.max(), sky.grid.radius, sigma_gal, host in EARLY, channels, config)
     z, ra, dec = _position(rng, host)
+    log_ew = (BLUEBERRY if host == "blueberry" else templates["classes"][host])["log_ew_ha"]
+    widths = equivalent_widths(_rng(seed, index, EW_STREAM), log_ew, host, model[channels.index(BPT_LINES["ha"])],
+                               obs.flux, obs.ivar, cont, sky.grid.aperture(APERTURE))
 
     galaxy_id, mangaid = _ids(index, fibres)
     grid, stars, gas = sky.grid, sky.stars, sky.gas
@@ -172,7 +184,7 @@ def _make_galaxy(index, seed, truth_class, release, config) -> SynthGalaxy:
         **{f"tpl_{k}": float(emission.main[k]) for k in RATIOS},
         **{f"cen_{k}": v for k, v in emission.central.items()}, "cen_bpt": emission.bpt,
         **sky.feature.truth, "anomaly_ionisation": emission.ionisation,
-        "has_star": obs.has_star, "has_dead_fibre": obs.has_dead,
+        "has_star": obs.has_star, "has_dead_fibre": obs.has_dead, "ew_ha_cen": widths.central,
     }
     header = {"RFWHM": (grid.psf, "Reconstructed FWHM in r-band (arcsec)"),
               "GFWHM": (grid.psf * 1.04, "Reconstructed FWHM in g-band (arcsec)"),
@@ -180,4 +192,5 @@ def _make_galaxy(index, seed, truth_class, release, config) -> SynthGalaxy:
               "SYNINDEX": (int(index), "Index of the galaxy in the synthetic survey")}
     return SynthGalaxy(galaxy_id, mangaid, channels, model.astype(np.float32), obs.flux.astype(np.float32),
                        obs.ivar.astype(np.float32), obs.mask, obs.snr.astype(np.float32), obs.binid, ra, dec, z,
-                       stars.pa, 1 - stars.ba, stars.re, header, truth)
+                       stars.pa, 1 - stars.ba, stars.re, header, truth, widths.ew.astype(np.float32),
+                       widths.ivar.astype(np.float32))

@@ -67,6 +67,11 @@ class Grid:
         """(k, N, N) padded maps -> (k, n, n) maps seen through the PSF."""
         return np.matmul(np.matmul(self.kern, maps), self.kern.T)
 
+    def aperture(self, radius: float) -> np.ndarray:
+        """(n, n) bool: the map's spaxels within ``radius`` arcsec of the centre (the central aperture)."""
+        yo = (np.arange(self.n) - self.n // 2) * self.pix
+        return np.hypot(yo[:, None], yo[None, :]) <= radius
+
     def point(self) -> np.ndarray:
         """(N, N) a point source at the centre, total 1."""
         m = np.zeros((self.n + 2 * self.pad,) * 2)

@@ -153,8 +153,7 @@ def _amplitudes(comps: dict, ap: dict, ha: int, host: str, shares: _Shares) -> d
 def _balance(comps: dict, shares: _Shares, host: str, light: _Light):
     """``(amplitudes, central ratios, their class)`` once the central aperture has the host's
     class, raising the nucleus's share as needed; None if it never does."""
-    yo = (np.arange(light.grid.n) - light.grid.n // 2) * light.grid.pix
-    in_aperture = np.hypot(yo[:, None], yo[None, :]) <= APERTURE
+    in_aperture = light.grid.aperture(APERTURE)
     ha = light.ch[BPT_LINES["ha"]]
     ap = {name: c[:, in_aperture].sum(axis=1) for name, c in comps.items()}  # (C,) each
     for _boost in range(8):

@@ -3,7 +3,8 @@
 The hexagonal footprint of the bundle (``NOCOV``, ``LOWCOV`` outside it), noise that grows
 on the continuum and in the blue, ``UNRELIABLE`` where the continuum is too faint, and now
 and then a dead fibre (``DEADFIBER``, no data) or a foreground star (``FORESTAR``,
-spurious line residuals).
+spurious line residuals); and the equivalent widths of the lines over the stellar
+continuum (:func:`equivalent_widths`).
 """
 from __future__ import annotations
 
@@ -112,3 +113,36 @@ def observe(rng, model, cont, radius: float, sigma_gal: float, early: bool, chan
     binid = np.full((n, n), -1, np.int32)
     binid[fp.covered] = np.arange(int(fp.covered.sum()), dtype=np.int32)
     return Observation(flux, ivar, mask, snr, binid, has_star, has_dead)
+
+
+#: Bounds (Angstrom) of a class's central EW(Ha): retired galaxies stay below Cid Fernandes
+#: et al. 2011's 3 A (with a margin for the noise of the measurement), the others above it.
+EW_BOUNDS = {"retired": (0.05, 2.5)}
+EW_ACTIVE = (3.5, 2000.0)
+#: The continuum's floor, as a fraction of its peak: the sky, so that no EW divides by zero.
+CONTINUUM_FLOOR = 1e-4
+
+
+@dataclass
+class EquivalentWidths:
+    """The EMLINE_GEW maps of one galaxy."""
+
+    ew: np.ndarray  # (C, n, n) observed line flux / continuum flux density, Angstrom
+    ivar: np.ndarray  # (C, n, n) its inverse variance
+    central: float  # the central aperture's EW(Ha) drawn: summed model Ha / summed continuum
+
+
+def equivalent_widths(rng, log_ew: dict, host: str, model_ha, flux, ivar, cont, aperture) -> EquivalentWidths:
+    """Equivalent widths of the observed lines ``flux`` (C, n, n) over a continuum shaped like ``cont``.
+
+    The central aperture's EW(Ha) is drawn from the class's ``log_ew`` (median, std in dex;
+    from the DAPall's EMLINE_GEW_1RE) within :data:`EW_BOUNDS`, and sets the continuum
+    flux density (1E-17 erg/s/cm^2/A/spaxel): ``model_ha`` summed over ``aperture`` divided
+    by it. The continuum is taken flat in wavelength, so every line's EW is its flux over
+    the same map. ``rng`` is a stream of its own: drawing here changes no other draw.
+    """
+    lo, hi = EW_BOUNDS.get(host, EW_ACTIVE)
+    central = float(np.clip(10 ** rng.normal(log_ew["median"], log_ew["std"]), lo, hi))
+    shape = np.maximum(cont / cont.max(), CONTINUUM_FLOOR)  # (n, n)
+    density = model_ha[aperture].sum() / (central * shape[aperture].sum()) * shape
+    return EquivalentWidths(ew=flux / density, ivar=ivar * density ** 2, central=central)

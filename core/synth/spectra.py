@@ -59,6 +59,8 @@ BLUEBERRY = {
              "HeII-4687": -1.8, "NI-5199": -2.5, "NI-5201": -2.5, "HeI-5877": -0.98,
              "HeI-7067": -1.45, "ArIII-7137": -1.2, "SIII-9071": -1.0},
     "log_ha_cen": {"median": 2.3, "std": 0.25},
+    # Extreme starbursts: EW(Ha) of several hundred Angstrom (Yang et al. 2017, ApJ 844, 171).
+    "log_ew_ha": {"median": 2.6, "std": 0.2},
 }
 #: Calzetti et al. (2000) total-to-selective extinction.
 R_V = 4.05

@@ -53,6 +53,12 @@ def _weak_line(rel: np.ndarray) -> dict:
     return {"median": _round(np.log10(med)), "std": _round(scatter)}
 
 
+def _log_ew(ew: np.ndarray) -> dict:
+    """Median and scatter (dex) of a class's Ha equivalent widths (Angstrom, floored at 0.05 A)."""
+    log_ew = np.log10(np.clip(ew[np.isfinite(ew)], 0.05, None))
+    return {"median": _round(np.median(log_ew)), "std": _round(np.std(log_ew))}
+
+
 def derive_templates(dapall_path) -> dict:
     """Per-class line-ratio templates from the central fluxes of a MaNGA DR17 DAPall file.
 
@@ -63,9 +69,10 @@ def derive_templates(dapall_path) -> dict:
     ratios from old stars). Needs the BPT lines detected (positive, Hb > 1E-17).
 
     Returns a JSON-ready dict: per class the mean and covariance of :data:`RATIOS`, the
-    median and scatter of log Ha central flux, and the median and scatter of every
+    median and scatter of log Ha central flux, the median and scatter of every
     :data:`WEAK_LINES` ratio, dereddened with the galaxy's Balmer decrement, from the
-    brighter half (in Hb) of the class.
+    brighter half (in Hb) of the class, and the median and scatter of log EW(Ha)
+    (``log_ew_ha``; for ``liner`` only the LINERs above 3 A, the others being retired).
     """
     path = Path(dapall_path)
     flux, ew = _read_dapall(path)
@@ -88,6 +95,10 @@ def derive_templates(dapall_path) -> dict:
         "seyfert": (bpt == "seyfert") & (ew_ha >= 3), "liner": bpt == "liner",
         "retired": (bpt == "liner") & (ew_ha < 3),
     }
+    # Equivalent widths: the star-forming and AGN classes from their members above 3 A (the
+    # LINERs with less are retired galaxies), the retired ones below.
+    with np.errstate(invalid="ignore"):
+        ew_members = {name: sel & (ew_ha >= 3) for name, sel in members.items()} | {"retired": members["retired"]}
     k = calzetti_k([wavelength(n) for n in DR17_CHANNELS])
     av = av_from_balmer(ratios[:, 4])
 
@@ -107,6 +118,7 @@ def derive_templates(dapall_path) -> dict:
             "log_ha_cen": {"median": _round(np.median(np.log10(ha[sel]))),
                            "std": _round(np.std(np.log10(ha[sel])))},
             "weak": weak,
+            "log_ew_ha": _log_ew(ew_ha[ew_members[name] & np.all(np.isfinite(ratios), axis=1)]),
         }
     return {
         "source": {"file": path.name, "sha256": sha256_file(path), "column": "EMLINE_GFLUX_CEN",

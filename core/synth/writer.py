@@ -1,6 +1,7 @@
 """The DAP file writer: a MaNGA ``MAPS`` file from maps in memory, the mirror of :mod:`core.maps`.
 
-The files have the extensions, header keys, channel names ``C01..``, celestial TAN WCS
+The files have the extensions (the emission-line fluxes and, when given, equivalent
+widths), header keys, channel names ``C01..``, celestial TAN WCS
 and ``MANGA_DAPPIXMASK`` bits of the MaNGA Data Analysis Pipeline's, so the reader of
 real data serves the synthetic survey too. Writing is deterministic: the same maps give
 the same bytes, gzip included.
@@ -17,13 +18,16 @@ from astropy.io import fits
 from core.io import atomic_path
 from core.lines import LINES
 from core.lines import DAPPIXMASK, DAPPIXMASK_BITS
-from core.maps import C_KMS, EXTENSIONS, MANGA_PIXSCALE
+from core.maps import C_KMS, EW_EXTENSIONS, EXTENSIONS, MANGA_PIXSCALE
 
 FLUX_UNIT = "1E-17 erg/s/cm^2/spaxel"
 #: gzip level 1: three times faster than astropy's default 9 for ~10 % more disk.
 GZIP_LEVEL = 1
 #: The emission-line extensions, named as the reader expects them.
 FLUX_EXT, IVAR_EXT, MASK_EXT = EXTENSIONS
+#: The equivalent-width extensions, written after the fluxes' as in a real MAPS file.
+EW_EXT, EW_IVAR_EXT, EW_MASK_EXT = EW_EXTENSIONS
+EW_UNIT = "ang"
 
 
 def _wcs_cards(nx: int, ny: int, ra: float, dec: float, pixscale: float, naxis: int) -> list:
@@ -57,6 +61,24 @@ def _wcs_cards(nx: int, ny: int, ra: float, dec: float, pixscale: float, naxis: 
     return cards
 
 
+def _measurement_specs(names: tuple[str, str, str], unit: str, channels: tuple) -> dict:
+    """The specs of a measurement's three extensions (values, inverse variance, mask), which name each other."""
+    data, ivar, mask = names
+    return {
+        data: dict(channels=channels, bunit=unit,
+                   extra=[("ERRDATA", ivar, "Associated inv. variance extension"),
+                          ("QUALDATA", mask, "Associated quality extension")]),
+        ivar: dict(channels=channels, bunit=f"({unit})^{{-2}}", hduclas2="ERROR",
+                   extra=[("HDUCLAS3", "INVMSE", "Value is inverse mean-square error"),
+                          ("SCIDATA", data, "Associated data extension"),
+                          ("QUALDATA", mask, "Associated quality extension")]),
+        mask: dict(channels=channels, hduclas2="QUALITY",
+                   extra=[("HDUCLAS3", "FLAG32BIT", "32-bit mask"),
+                          ("SCIDATA", data, "Associated data extension"),
+                          ("ERRDATA", ivar, "Associated inv. variance extension")]),
+    }
+
+
 def _extension_spec(name: str, channels: tuple) -> dict:
     """Channel names and header keys of each MAPS extension, as the DAP writes them."""
     specs = {
@@ -65,17 +87,8 @@ def _extension_spec(name: str, channels: tuple) -> dict:
         "SPX_SNR": {},
         "BINID": dict(channels=("Binned spectra", "Stellar continua", "Em. line moments",
                                 "Em. line models", "Spectral indices")),
-        FLUX_EXT: dict(channels=channels, bunit=FLUX_UNIT,
-                       extra=[("ERRDATA", IVAR_EXT, "Associated inv. variance extension"),
-                              ("QUALDATA", MASK_EXT, "Associated quality extension")]),
-        IVAR_EXT: dict(channels=channels, bunit=f"({FLUX_UNIT})^{{-2}}", hduclas2="ERROR",
-                       extra=[("HDUCLAS3", "INVMSE", "Value is inverse mean-square error"),
-                              ("SCIDATA", FLUX_EXT, "Associated data extension"),
-                              ("QUALDATA", MASK_EXT, "Associated quality extension")]),
-        MASK_EXT: dict(channels=channels, hduclas2="QUALITY",
-                       extra=[("HDUCLAS3", "FLAG32BIT", "32-bit mask"),
-                              ("SCIDATA", FLUX_EXT, "Associated data extension"),
-                              ("ERRDATA", IVAR_EXT, "Associated inv. variance extension")]),
+        **_measurement_specs(EXTENSIONS, FLUX_UNIT, channels),
+        **_measurement_specs(EW_EXTENSIONS, EW_UNIT, channels),
     }
     return specs[name]
 
@@ -214,7 +227,7 @@ def write_maps_file(path, *, galaxy_id: str, mangaid: str, ra: float, dec: float
                     channels, flux, ivar, mask, binid=None, snr=None, pixscale: float = MANGA_PIXSCALE,
                     daptype: str = "SYNTH-GAU-BLUEBERRY", versdap: str = "blueberry-synth-1",
                     pa: float = 0.0, ellipticity: float = 0.0, reff: float | None = None,
-                    extra_header=None) -> Path:
+                    extra_header=None, ew=None, ew_ivar=None) -> Path:
     """Write a MaNGA DAP ``MAPS`` file (gzip-compressed when ``path`` ends in ``.gz``).
 
     ``flux``, ``ivar`` and ``mask`` are ``(C, ny, nx)`` in the order of ``channels`` (DAP
@@ -224,6 +237,8 @@ def write_maps_file(path, *, galaxy_id: str, mangaid: str, ra: float, dec: float
     ``snr`` is the continuum S/N map ``SPX_SNR`` (zeros by default). ``pa``,
     ``ellipticity`` and ``reff`` (arcsec) define ``SPX_ELLCOO`` and the ``ECOOPA``,
     ``ECOOELL`` and ``REFF`` keys. ``extra_header`` (a dict) adds primary header keys.
+    ``ew`` and ``ew_ivar`` (``(C, ny, nx)``, Angstrom), when given, add the equivalent-width
+    extensions ``EMLINE_GEW``, ``_IVAR`` and ``_MASK`` (``mask`` again) after the others.
     The write is atomic and deterministic (the same inputs give the same bytes).
     """
     path = Path(path)
@@ -234,8 +249,15 @@ def write_maps_file(path, *, galaxy_id: str, mangaid: str, ra: float, dec: float
                               versdap=versdap, pa=pa, ellipticity=ellipticity, reff=reff,
                               extra_header=extra_header)
     parts = [fits.PrimaryHDU(header=primary).header.tostring().encode("ascii")]
-    for name, data in (("SPX_ELLCOO", ellcoo(nx, ny, pixscale, pa, ellipticity, reff)), ("SPX_SNR", snr),
-                       ("BINID", binid), (FLUX_EXT, flux), (IVAR_EXT, ivar), (MASK_EXT, mask)):
+    extensions = [("SPX_ELLCOO", ellcoo(nx, ny, pixscale, pa, ellipticity, reff)), ("SPX_SNR", snr),
+                  ("BINID", binid), (FLUX_EXT, flux), (IVAR_EXT, ivar), (MASK_EXT, mask)]
+    if ew is not None:
+        ew, ew_ivar = (np.asarray(a, dtype=np.float32) for a in (ew, ew_ivar))
+        if ew.shape != flux.shape or ew_ivar.shape != flux.shape:
+            raise ValueError(f"ew {ew.shape} and ew_ivar {ew_ivar.shape} must have the shape of flux {flux.shape} "
+                             f"for {path}")
+        extensions += [(EW_EXT, ew), (EW_IVAR_EXT, ew_ivar), (EW_MASK_EXT, mask)]
+    for name, data in extensions:
         parts.append(_extension_bytes(name, np.ascontiguousarray(data), ra, dec, pixscale, channels))
     data = b"".join(parts)
     if path.name.endswith(".gz"):
