@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +27,16 @@ from dashboard.data import open_app_data
 from dashboard.discovery import CURRENT, REST, check_name, resolve_user
 from dashboard.state import DashboardState
 from tests.fakerun import make_fake_run
+
+
+def run_click(handler) -> None:
+    """Run an async click handler to its end, on its own event loop in its own thread.
+
+    Not ``asyncio.run`` in this thread: the browser tests' Playwright (sync API) keeps an event
+    loop running in the main thread for the whole session when they run first.
+    """
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, handler(None)).result()
 
 
 @pytest.fixture(scope="module")
@@ -321,7 +332,7 @@ def test_the_page_with_the_discovery_views_renders_and_follows_the_state(data):
 
     bar = DiscoveryBar(state=state)
     pn.panel(bar).get_root(Document())
-    asyncio.run(bar._rerank_clicked(None))
+    run_click(bar._rerank_clicked)
     assert state.colour_by == "relevance" and "re-ranked on 2 labels" in bar._note.object
     state.select_box(-20, 20, -20, 20)
     bar._name.value_input = "all"
@@ -339,7 +350,7 @@ def test_the_page_with_the_discovery_views_renders_and_follows_the_state(data):
     pn.panel(compare).get_root(Document())
     state.select_rows([1, 2, 3], "latent")
     compare._a.value = CURRENT
-    asyncio.run(compare._compare(None))
+    run_click(compare._compare)
     figures = [o.object.name for o in compare._out.objects if isinstance(o, pn.pane.Bokeh)]
     assert figures == ["compare-distributions", "compare-residuals"]
 
