@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import platform
+import sys
 import time
 from dataclasses import asdict
 from datetime import date
@@ -22,9 +23,11 @@ from types import SimpleNamespace
 import numpy as np
 import pandas as pd
 
-from benchmarks.discovery import write_result
-from core.bpt import FRACTIONS, RATIOS
-from core.rank import RankConfig, rank
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
+
+from benchmarks.discovery import write_result  # noqa: E402
+from core.bpt import FRACTIONS, RATIOS  # noqa: E402
+from core.rank import RankConfig, rank  # noqa: E402
 
 
 def fake_run(n: int, latent_dim: int = 128, seed: int = 0) -> SimpleNamespace:
