@@ -59,8 +59,9 @@ class RankConfig:
     prior_std: float = 0.3  # uncertainty of a relevance with no labels (the anomaly percentile's)
     chunk: int = 100_000  # galaxies predicted at a time
     batch: int = 10  # galaxies the astronomer labels between re-ranks: the top of the acquisition order is chosen as a set
-    explore: float = 0.5  # share of that batch spent covering the feature space while few targets are known
+    explore: float = 0.3  # share of that batch spent covering the feature space while few targets are known
     explore_until: int = 3  # labels of interest > 0 after which the batch stops exploring
+    diversity: float = 0.5  # radius over which a pick damps its neighbours' acquisition, in kernel lengths (0: none)
     candidates: int = 20  # the batch's exploiting picks are chosen among this many times batch best-acquisition galaxies
 
 
@@ -320,7 +321,8 @@ def _batch_first(acquisition: np.ndarray, x: np.ndarray, y: np.ndarray, length: 
             pick = int(np.argmax(cover))
         else:
             pick = int(pool[np.argmax(gain)])
-            gain *= 1.0 - np.exp(-((x[pool] - x[pick]) ** 2).sum(-1) / (2 * length ** 2))
+            radius = max(cfg.diversity * length, 1e-9)
+            gain *= 1.0 - np.exp(-((x[pool] - x[pick]) ** 2).sum(-1) / (2 * radius ** 2))
         gain[pool == pick] = 0.0
         nearest = np.minimum(nearest, ((x - x[pick]) ** 2).sum(-1))
         picks.append(pick)
