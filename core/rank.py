@@ -284,6 +284,18 @@ def _length_scale(model, x: np.ndarray) -> float:
         return float(np.sqrt(max(x.shape[1], 1)))
 
 
+def _nearest_sq(x: np.ndarray, rows: np.ndarray, chunk: int) -> np.ndarray:
+    """(N,) squared distance of each galaxy to the nearest of ``rows``, in blocks of chunk x 64 (flat memory)."""
+    sq = (x ** 2).sum(axis=1)  # (N,)
+    nearest = np.full(len(x), np.inf)
+    for lo in range(0, len(x), chunk):
+        for r in range(0, len(rows), 64):
+            part = rows[r:r + 64]
+            d2 = sq[lo:lo + chunk, None] + sq[None, part] - 2.0 * x[lo:lo + chunk] @ x[part].T  # (chunk, <=64)
+            nearest[lo:lo + chunk] = np.minimum(nearest[lo:lo + chunk], d2.min(axis=1))
+    return nearest
+
+
 def _batch_first(acquisition: np.ndarray, x: np.ndarray, y: np.ndarray, length: float,
                  cfg: RankConfig) -> np.ndarray:
     """``acquisition`` with the next ``cfg.batch`` galaxies chosen as a set raised above all others.
@@ -307,12 +319,7 @@ def _batch_first(acquisition: np.ndarray, x: np.ndarray, y: np.ndarray, length: 
     pool = free[np.argsort(-acquisition[free], kind="stable")[:cfg.candidates * size]]
     gain = acquisition[pool] - acquisition[pool].min() + 1e-9  # (P,) >= 0, so damping only lowers it
     labelled = np.flatnonzero(np.isfinite(y))
-    sq = (x ** 2).sum(axis=1)  # (N,)
-    nearest = np.full(len(x), np.inf)  # squared distance of each galaxy to the nearest labelled or picked one
-    for lo in range(0, len(labelled), 256):
-        part = labelled[lo:lo + 256]
-        d2 = sq[:, None] + sq[None, part] - 2.0 * x @ x[part].T  # (N, <=256)
-        nearest = np.minimum(nearest, d2.min(axis=1))
+    nearest = _nearest_sq(x, labelled, cfg.chunk)  # (N,) squared distance to the nearest labelled or picked galaxy
     picks: list[int] = []
     for k in range(size):
         if k >= size - n_explore:  # exploring picks come last: the exploiting ones matter most
