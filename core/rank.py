@@ -266,7 +266,7 @@ def rank(run, labels: pd.DataFrame | None = None, *, seed: int = 0, cfg: RankCon
     acquisition = np.where(labelled, LABELLED_ACQUISITION, acquisition)
     out["relevance"] = np.where(labelled, y, mean)
     out["uncertainty"] = np.where(labelled, 0.0, std)
-    out["acquisition"] = _batch_first(acquisition, x, y, _length_scale(model, x), cfg)
+    out["acquisition"] = _batch_first(acquisition, x, y, _length_scale(model, x), cfg, seed)
     return out
 
 
@@ -284,20 +284,19 @@ def _length_scale(model, x: np.ndarray) -> float:
         return float(np.sqrt(max(x.shape[1], 1)))
 
 
-def _nearest_sq(x: np.ndarray, rows: np.ndarray, chunk: int) -> np.ndarray:
-    """(N,) squared distance of each galaxy to the nearest of ``rows``, in blocks of chunk x 64 (flat memory)."""
-    sq = (x ** 2).sum(axis=1)  # (N,)
+def _nearest_sq(x: np.ndarray, others: np.ndarray, chunk: int) -> np.ndarray:
+    """(S,) squared distance of each row of ``x`` to the nearest row of ``others``, in blocks of chunk x 64."""
+    sq, sq_o = (x ** 2).sum(axis=1), (others ** 2).sum(axis=1)  # (S,), (L,)
     nearest = np.full(len(x), np.inf)
     for lo in range(0, len(x), chunk):
-        for r in range(0, len(rows), 64):
-            part = rows[r:r + 64]
-            d2 = sq[lo:lo + chunk, None] + sq[None, part] - 2.0 * x[lo:lo + chunk] @ x[part].T  # (chunk, <=64)
+        for r in range(0, len(others), 64):
+            d2 = sq[lo:lo + chunk, None] + sq_o[None, r:r + 64] - 2.0 * x[lo:lo + chunk] @ others[r:r + 64].T  # (chunk, <=64)
             nearest[lo:lo + chunk] = np.minimum(nearest[lo:lo + chunk], d2.min(axis=1))
     return nearest
 
 
 def _batch_first(acquisition: np.ndarray, x: np.ndarray, y: np.ndarray, length: float,
-                 cfg: RankConfig) -> np.ndarray:
+                 cfg: RankConfig, seed: int = 0) -> np.ndarray:
     """``acquisition`` with the next ``cfg.batch`` galaxies chosen as a set raised above all others.
 
     Taking the top ``batch`` of the acquisition spends a batch on near-twins: one label
@@ -318,20 +317,22 @@ def _batch_first(acquisition: np.ndarray, x: np.ndarray, y: np.ndarray, length: 
     n_explore = int(round(cfg.explore * size)) if n_keen < cfg.explore_until else 0
     pool = free[np.argsort(-acquisition[free], kind="stable")[:cfg.candidates * size]]
     gain = acquisition[pool] - acquisition[pool].min() + 1e-9  # (P,) >= 0, so damping only lowers it
-    labelled = np.flatnonzero(np.isfinite(y))
-    nearest = _nearest_sq(x, labelled, cfg.chunk)  # (N,) squared distance to the nearest labelled or picked galaxy
+    # Coverage is judged on a sample of the unlabelled galaxies (as the PCA is): the cost stays
+    # flat in N, and the farthest of a sample of 50,000 is as far out as the feature space goes.
+    reach = np.random.default_rng(seed).permutation(free)[:cfg.pca_sample] if n_explore else free[:0]
+    nearest = _nearest_sq(x[reach], x[np.isfinite(y)], cfg.chunk)  # (S,) squared distance to the nearest labelled
     picks: list[int] = []
     for k in range(size):
         if k >= size - n_explore:  # exploring picks come last: the exploiting ones matter most
-            cover = np.where(acquisition > LABELLED_ACQUISITION, nearest, -np.inf)
-            cover[picks] = -np.inf
-            pick = int(np.argmax(cover))
+            cover = nearest.copy()
+            cover[np.isin(reach, picks)] = -np.inf
+            pick = int(reach[np.argmax(cover)])
         else:
             pick = int(pool[np.argmax(gain)])
             radius = max(cfg.diversity * length, 1e-9)
             gain *= 1.0 - np.exp(-((x[pool] - x[pick]) ** 2).sum(-1) / (2 * radius ** 2))
         gain[pool == pick] = 0.0
-        nearest = np.minimum(nearest, ((x - x[pick]) ** 2).sum(-1))
+        nearest = np.minimum(nearest, ((x[reach] - x[pick]) ** 2).sum(-1))
         picks.append(pick)
     out = acquisition.copy()
     top = float(np.max(np.delete(acquisition, picks)))
