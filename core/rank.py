@@ -320,7 +320,8 @@ def _batch_first(acquisition: np.ndarray, x: np.ndarray, y: np.ndarray, length: 
     # Coverage is judged on a sample of the unlabelled galaxies (as the PCA is): the cost stays
     # flat in N, and the farthest of a sample of 50,000 is as far out as the feature space goes.
     reach = np.random.default_rng(seed).permutation(free)[:cfg.pca_sample] if n_explore else free[:0]
-    nearest = _nearest_sq(x[reach], x[np.isfinite(y)], cfg.chunk)  # (S,) squared distance to the nearest labelled
+    x_reach = x[reach]  # (S, F)
+    nearest = _nearest_sq(x_reach, x[np.isfinite(y)], cfg.chunk)  # (S,) squared distance to the nearest labelled
     picks: list[int] = []
     for k in range(size):
         if k >= size - n_explore:  # exploring picks come last: the exploiting ones matter most
@@ -332,7 +333,7 @@ def _batch_first(acquisition: np.ndarray, x: np.ndarray, y: np.ndarray, length: 
             radius = max(cfg.diversity * length, 1e-9)
             gain *= 1.0 - np.exp(-((x[pool] - x[pick]) ** 2).sum(-1) / (2 * radius ** 2))
         gain[pool == pick] = 0.0
-        nearest = np.minimum(nearest, ((x[reach] - x[pick]) ** 2).sum(-1))
+        nearest = np.minimum(nearest, ((x_reach - x[pick]) ** 2).sum(-1))
         picks.append(pick)
     out = acquisition.copy()
     top = float(np.max(np.delete(acquisition, picks)))
