@@ -58,6 +58,11 @@ class RankConfig:
     acquisition: str = "ucb"  # "ucb" mean + std (best on benchmarks/discovery.py), "ei" expected improvement, "mean"
     prior_std: float = 0.3  # uncertainty of a relevance with no labels (the anomaly percentile's)
     chunk: int = 100_000  # galaxies predicted at a time
+    batch: int = 10  # galaxies the astronomer labels between re-ranks: the top of the acquisition order is chosen as a set
+    explore: float = 0.3  # share of that batch spent covering the feature space while few targets are known
+    explore_until: int = 3  # labels of interest > 0 after which the batch stops exploring
+    diversity: float = 0.5  # radius over which a pick damps its neighbours' acquisition, in kernel lengths (0: none)
+    candidates: int = 20  # the batch's exploiting picks are chosen among this many times batch best-acquisition galaxies
 
 
 # ---------------------------------------------------------------------------------------
@@ -258,9 +263,81 @@ def rank(run, labels: pd.DataFrame | None = None, *, seed: int = 0, cfg: RankCon
         acquisition = mean.copy()
     else:
         raise ValueError(f"unknown acquisition {cfg.acquisition!r}; give 'ucb', 'ei' or 'mean'")
+    acquisition = np.where(labelled, LABELLED_ACQUISITION, acquisition)
     out["relevance"] = np.where(labelled, y, mean)
     out["uncertainty"] = np.where(labelled, 0.0, std)
-    out["acquisition"] = np.where(labelled, LABELLED_ACQUISITION, acquisition)
+    out["acquisition"] = _batch_first(acquisition, x, y, _length_scale(model, x), cfg, seed)
+    return out
+
+
+# ---------------------------------------------------------------------------------------
+# The next batch
+
+
+def _length_scale(model, x: np.ndarray) -> float:
+    """The distance in feature space over which two galaxies' relevances go together: the
+    GP's fitted RBF length (the geometric mean of an ARD kernel's), else sqrt(F)."""
+    kernel = getattr(model, "kernel_", None)
+    try:
+        return float(np.exp(np.mean(np.log(kernel.k1.k2.length_scale))))
+    except AttributeError:
+        return float(np.sqrt(max(x.shape[1], 1)))
+
+
+def _nearest_sq(x: np.ndarray, others: np.ndarray, chunk: int) -> np.ndarray:
+    """(S,) squared distance of each row of ``x`` to the nearest row of ``others``, in blocks of chunk x 64."""
+    sq, sq_o = (x ** 2).sum(axis=1), (others ** 2).sum(axis=1)  # (S,), (L,)
+    nearest = np.full(len(x), np.inf)
+    for lo in range(0, len(x), chunk):
+        for r in range(0, len(others), 64):
+            d2 = sq[lo:lo + chunk, None] + sq_o[None, r:r + 64] - 2.0 * x[lo:lo + chunk] @ others[r:r + 64].T  # (chunk, <=64)
+            nearest[lo:lo + chunk] = np.minimum(nearest[lo:lo + chunk], d2.min(axis=1))
+    return nearest
+
+
+def _batch_first(acquisition: np.ndarray, x: np.ndarray, y: np.ndarray, length: float,
+                 cfg: RankConfig, seed: int = 0) -> np.ndarray:
+    """``acquisition`` with the next ``cfg.batch`` galaxies chosen as a set raised above all others.
+
+    Taking the top ``batch`` of the acquisition spends a batch on near-twins: one label
+    would have told the model about all of them. Instead (local penalisation, Gonzalez et al.
+    2016) each exploiting pick damps the acquisition of its neighbours by
+    ``1 - exp(-d^2 / 2 length^2)`` before the next pick. While fewer than
+    ``cfg.explore_until`` interesting labels are known, ``cfg.explore`` of the batch instead
+    goes to the unlabelled galaxy farthest from every labelled or picked one (farthest-point
+    coverage): the first labels of a hunt the anomaly score misleads then still reach every
+    region of the feature space. The batch's acquisition is the best other value plus its
+    place in the batch, so the order below it, and every galaxy's own value, is kept.
+    """
+    free = np.flatnonzero(acquisition > LABELLED_ACQUISITION)
+    size = min(cfg.batch, len(free))
+    if size <= 1:
+        return acquisition
+    n_keen = int(np.sum(y[np.isfinite(y)] > 0))
+    n_explore = int(round(cfg.explore * size)) if n_keen < cfg.explore_until else 0
+    pool = free[np.argsort(-acquisition[free], kind="stable")[:cfg.candidates * size]]
+    gain = acquisition[pool] - acquisition[pool].min() + 1e-9  # (P,) >= 0, so damping only lowers it
+    # Coverage is judged on a sample of the unlabelled galaxies (as the PCA is): the cost stays
+    # flat in N, and the farthest of a sample of 50,000 is as far out as the feature space goes.
+    reach = np.random.default_rng(seed).permutation(free)[:cfg.pca_sample] if n_explore else free[:0]
+    x_reach = x[reach]  # (S, F)
+    nearest = _nearest_sq(x_reach, x[np.isfinite(y)], cfg.chunk)  # (S,) squared distance to the nearest labelled
+    picks: list[int] = []
+    for k in range(size):
+        if k >= size - n_explore:  # exploring picks come last: the exploiting ones matter most
+            cover = nearest.copy()
+            cover[np.isin(reach, picks)] = -np.inf
+            pick = int(reach[np.argmax(cover)])
+        else:
+            pick = int(pool[np.argmax(gain)])
+            radius = max(cfg.diversity * length, 1e-9)
+            gain *= 1.0 - np.exp(-((x[pool] - x[pick]) ** 2).sum(-1) / (2 * radius ** 2))
+        gain[pool == pick] = 0.0
+        nearest = np.minimum(nearest, ((x_reach - x[pick]) ** 2).sum(-1))
+        picks.append(pick)
+    out = acquisition.copy()
+    top = float(np.max(np.delete(acquisition, picks)))
+    out[picks] = top + np.arange(len(picks), 0, -1)
     return out
 
 

@@ -127,3 +127,41 @@ def test_cli_rank_from_a_csv_and_from_the_store(run, tmp_path, capsys):
     assert main(["rank", "--run", str(copy), "--labels", str(bad), "--out", str(tmp_path / "r2.csv")]) == 2
     err = capsys.readouterr().err
     assert str(bad) in err and "line(s) 2" in err and not (tmp_path / "r2.csv").exists()
+
+
+def test_the_next_batch_is_chosen_as_a_diverse_set(run):
+    """Near-twins of the best galaxy are not all proposed together: one label tells about all
+    of them. Every galaxy outside the batch keeps its own acquisition, the batch tops the order."""
+    x = features(run)
+    labels = _labels(run, n_per_class=2)
+    # No score prior: the acquisition then depends on the features alone, so twins share it.
+    one, ten = RankConfig(batch=1, prior="zero"), RankConfig(batch=10, prior="zero")
+    free = ~run.catalogue["galaxy_id"].isin(labels["galaxy_id"]).to_numpy()
+    best = int(np.argmax(np.where(free, rank(run, labels, x=x, cfg=one)["acquisition"], -np.inf)))
+    twins = np.flatnonzero(free & (np.arange(len(x)) != best))[:5]
+    x[twins] = x[best] + 1e-3 * np.random.default_rng(0).normal(size=(len(twins), x.shape[1]))
+    group = {best, *twins}
+    plain = rank(run, labels, x=x, cfg=one)  # a batch of one: no set to choose
+    batch = rank(run, labels, x=x, cfg=ten)
+    top_plain = np.argsort(-plain["acquisition"].to_numpy(), kind="stable")[:10]
+    top_batch = np.argsort(-batch["acquisition"].to_numpy(), kind="stable")[:10]
+    assert len(group & set(top_plain)) == 6  # by acquisition alone the twins fill most of the batch
+    assert len(group & set(top_batch)) == 1
+    assert free[top_batch].all()  # labelled galaxies are never proposed
+    rest = np.setdiff1d(np.arange(len(x)), top_batch)
+    np.testing.assert_allclose(batch["acquisition"].to_numpy()[rest], plain["acquisition"].to_numpy()[rest])
+    assert batch["acquisition"].to_numpy()[top_batch].min() > batch["acquisition"].to_numpy()[rest].max()
+    np.testing.assert_allclose(batch["relevance"], plain["relevance"])  # only the order of labelling changes
+
+def test_few_targets_known_means_part_of_the_batch_explores(run):
+    """With no interesting label yet, some of the batch goes to the galaxies farthest from every labelled one."""
+    x = features(run)
+    cat = run.catalogue
+    labels = pd.DataFrame({"galaxy_id": cat["galaxy_id"].head(10), "interest": 0})
+    r = rank(run, labels, x=x, cfg=RankConfig(batch=10, explore=0.5))
+    top = np.argsort(-r["acquisition"].to_numpy(), kind="stable")[:10]
+    labelled = np.arange(10)
+    nearest = np.sqrt(((x[:, None, :] - x[None, labelled, :]) ** 2).sum(-1)).min(axis=1)  # (N,)
+    assert int(np.argmax(np.where(np.arange(len(x)) >= 10, nearest, -np.inf))) in top
+    exploit = rank(run, labels, x=x, cfg=RankConfig(batch=10, explore=0.0))
+    assert set(top) != set(np.argsort(-exploit["acquisition"].to_numpy(), kind="stable")[:10])
