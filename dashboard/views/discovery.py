@@ -20,7 +20,7 @@ class DiscoveryBar(StateView):
         super().__init__(**params)
         d = self.state.discovery
         self._order = pn.widgets.Select.from_param(d.param.order_by, label="Order by", width=170)
-        self._unlabelled = pn.widgets.Switch.from_param(d.param.unlabelled_first, width=40, align="end")
+        self._unlabelled = pn.widgets.Switch.from_param(d.param.unlabelled_first, name="", width=40, align="end")  # the label sits above it
         self._next = pn.widgets.Button(label="Label next", width=100, align="end",
                                        description="Inspect the unlabelled galaxy that labelling would teach the "
                                                    "model most about")

@@ -86,7 +86,7 @@ def explain(data, row: int) -> dict:
     top = [ln for ln, _ in shares[:TOP_LINES]] or lines[:TOP_LINES]
     idx = [lines.index(ln) for ln in top]
     where = [scoring.normalised_residual(x[i], recon[i], ivar[i], floor) for i in idx]
-    labels = [f"{ln} data − model" for ln in top]
+    labels = list(top)  # the mosaic's title says these are residuals; a longer label overlaps its neighbour
     predicted = consistency(data)
     if predicted is not None:
         other = np.where(mask, np.nan, np.asarray(predicted[row], dtype=np.float64))
