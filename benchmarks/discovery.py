@@ -14,6 +14,7 @@ model trained on every galaxy's label, predicted with 5-fold cross-validation.
 
     python benchmarks/discovery.py --run runs/demo
     python benchmarks/discovery.py --run runs/demo --model forest --out /tmp/discovery-forest.json
+    python benchmarks/discovery.py --run runs/demo --held-out --out /tmp/discovery-held-out.json
 Writes benchmarks/results/discovery.json (or --out).
 """
 from __future__ import annotations
@@ -41,13 +42,23 @@ TARGET, OTHER = 5, 0
 TOP = (50, 200)
 
 
-def targets(catalogue: pd.DataFrame) -> dict[str, np.ndarray]:
-    """The tasks: name -> (N,) bool, the galaxies the astronomer is looking for."""
+def targets(catalogue: pd.DataFrame, held_out: bool = False) -> dict[str, np.ndarray]:
+    """The tasks: name -> (N,) bool, the galaxies the astronomer is looking for.
+
+    ``held_out``: also one hunt per truth class and per artefact flag (``truth_has_*``), hunts
+    that no default of ``RankConfig`` was chosen on: whether the loop works for what it was
+    not tuned to.
+    """
     tasks = {}
     if "truth_anomaly" in catalogue:
         tasks["anomaly"] = catalogue["truth_anomaly"].fillna(False).astype(bool).to_numpy()
     if "truth_class" in catalogue:
         tasks["agn"] = catalogue["truth_class"].isin(["seyfert", "liner"]).to_numpy()
+    if held_out:
+        for name in sorted(catalogue.get("truth_class", pd.Series(dtype=str)).dropna().unique()):
+            tasks[name] = (catalogue["truth_class"] == name).to_numpy()
+        for col in sorted(c for c in catalogue.columns if c.startswith("truth_has_")):
+            tasks[col.removeprefix("truth_has_")] = catalogue[col].fillna(False).astype(bool).to_numpy()
     return tasks
 
 
@@ -84,7 +95,7 @@ def ceiling(run, x, truth, cfg: RankConfig, seed: int) -> dict:
     ids = run.catalogue["galaxy_id"].astype(str).to_numpy()
     relevance = np.zeros(len(ids))
     folds = StratifiedKFold(n_splits=5, shuffle=True, random_state=seed)
-    for train, test in folds.split(x, truth):
+    for train, test in folds.split(x.x, truth):
         labels = pd.DataFrame({"galaxy_id": ids[train], "interest": np.where(truth[train], TARGET, OTHER)})
         relevance[test] = rank(run, labels, seed=seed, cfg=cfg, x=x)["relevance"].to_numpy()[test]
     return metrics(relevance, truth)
@@ -96,6 +107,8 @@ def main(argv=None) -> int:
     parser.add_argument("--model", choices=("gp", "forest"), default=RankConfig.model, help="interest model")
     parser.add_argument("--batch", type=int, default=10, help="galaxies labelled between re-ranks (default 10)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--held-out", action="store_true",
+                        help="also hunt each truth class and artefact flag (hunts the defaults were not chosen on)")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "discovery.json"))
     args = parser.parse_args(argv)
 
@@ -106,9 +119,10 @@ def main(argv=None) -> int:
     feature_seconds = time.perf_counter() - t0
     result = {"date": date.today().isoformat(), "run": str(args.run), "n_galaxies": len(run.catalogue),
               "machine": platform.platform(), "config": asdict(cfg), "batch": args.batch, "seed": args.seed,
-              "n_features": int(x.shape[1]), "feature_seconds": round(feature_seconds, 3),
+              "n_features": int(x.x.shape[1]),
+              "feature_groups": {k: len(v) for k, v in x.groups.items()}, "feature_seconds": round(feature_seconds, 3),
               "has_ew": "ew_ha_cen" in run.catalogue, "tasks": {}}
-    for name, truth in targets(run.catalogue).items():
+    for name, truth in targets(run.catalogue, args.held_out).items():
         rows, seconds = simulate(run, x, truth, cfg, args.batch, args.seed)
         ceil = ceiling(run, x, truth, cfg, args.seed)
         result["tasks"][name] = {"n_targets": int(truth.sum()), "steps": rows, "ceiling": ceil,

@@ -52,13 +52,14 @@ def embed_run(run_dir, *, batch_size: int = scoring.BATCH_SIZE, device="auto", k
 
     n, lines = len(data), list(data.lines)
     latents = np.empty((n, payload["model_args"]["latent_dim"]), np.float32)
-    scores, shares = np.empty(n), np.empty((n, len(lines)))
+    scores, shares, shape = np.empty(n), np.empty((n, len(lines))), np.empty((n, len(scoring.SHAPE_COLUMNS)))
     recon, commit = open_npy_memmap(run_dir / "recon.npy", data.flux.shape, np.float32)
     try:
         for rows, z, rec in scoring.reconstruct(model, data.flux, data.mask, batch_size, dev, progress, desc="embed"):
             latents[rows], recon[rows] = z, rec
-            scores[rows], shares[rows] = scoring.galaxy_errors(rec, data.flux[rows], data.mask[rows],
-                                                                 data.ivar[rows], lines)
+            batch = (rec, data.flux[rows], data.mask[rows], data.ivar[rows], lines)
+            scores[rows], shares[rows] = scoring.galaxy_errors(*batch)
+            shape[rows] = scoring.residual_shape(*batch)
         commit()
     except BaseException:
         os.unlink(recon.filename)
@@ -72,7 +73,7 @@ def embed_run(run_dir, *, batch_size: int = scoring.BATCH_SIZE, device="auto", k
 
     threshold = scoring.flag_threshold(scores, flag_pct)
     catalogue = data.catalogue.reset_index(drop=True).copy()
-    for name, col in scoring.score_columns(scores, shares, lines, scores, threshold).items():
+    for name, col in scoring.score_columns(scores, shares, lines, scores, threshold, shape).items():
         catalogue[name] = col
     catalogue["umap_x"], catalogue["umap_y"] = coords[:, 0], coords[:, 1]
     catalogue["split"] = np.where(manifest.split.mask(n), "val", "train")

@@ -2,7 +2,8 @@
 
 The astronomer scores galaxies 0..5 (``core.labels``). A regression model over each
 galaxy's features (:func:`features`: the run's latent vector reduced by PCA, the anomaly
-score, the BPT line ratios, the central Halpha equivalent width; each standardised) learns
+score, the BPT line ratios, the central Halpha equivalent width, which lines and where on
+the galaxy the score comes from; each standardised) learns
 ``interest / 5`` from the labelled galaxies and predicts every galaxy's *relevance* and its
 *uncertainty*; an acquisition function (the upper confidence bound, mean + std, or the
 expected improvement over the best label so far) orders what to label next, as in
@@ -26,6 +27,7 @@ import pandas as pd
 
 from core.bpt import FRACTIONS, RATIOS
 from core.errors import RunError
+from core.scoring import SHAPE_COLUMNS
 from core.io import atomic_path
 
 #: The ranking's file in a run folder.
@@ -34,8 +36,12 @@ RANKING_FILE = "ranking.parquet"
 RANK_COLUMNS = ("galaxy_id", "relevance", "uncertainty", "acquisition")
 #: Catalogue columns used as features besides the latents, when the catalogue has them: the
 #: score, the central line ratios, the share of spaxels in each BPT class (an off-nuclear
-#: or extended AGN shows there, not in the centre) and the central Halpha equivalent width.
-CATALOGUE_FEATURES = ("anomaly_pct", *RATIOS, *FRACTIONS, "log_ew_ha_cen")
+#: or extended AGN shows there, not in the centre), the central Halpha equivalent width and
+#: where on the galaxy the score comes from (``core.scoring.SHAPE_COLUMNS``). Besides them,
+#: the log of each line's share of the score (``err_<line>``): which lines make it odd.
+CATALOGUE_FEATURES = ("anomaly_pct", *RATIOS, *FRACTIONS, "log_ew_ha_cen", *SHAPE_COLUMNS)
+#: Error shares below this count as this in the log (a line with no share at all is not infinitely unlike one with 1e-4).
+SHARE_FLOOR = 1e-4
 #: Acquisition of a galaxy already labelled: below every unlabelled one, so it is never proposed again.
 LABELLED_ACQUISITION = -1.0
 #: The key of the ranking's metadata in the parquet schema.
@@ -54,7 +60,7 @@ class RankConfig:
     xi: float = 0.01  # expected improvement's margin: how much better than the best label counts
     prior: str = "score"  # the model's prior mean: "score" (the anomaly percentile, scaled to the labels) or "zero"
     prior_sharpness: float = 20.0  # the score prior is (anomaly_pct / 100) ** this: the top few per cent stand out
-    ard: bool = False  # one RBF length per feature (learned from the labels) instead of one for all
+    lengths: str = "group"  # RBF lengths learned from the labels: "group" one per feature group, "one" one for all, "feature" one each
     acquisition: str = "ucb"  # "ucb" mean + std (best on benchmarks/discovery.py), "ei" expected improvement, "mean"
     prior_std: float = 0.3  # uncertainty of a relevance with no labels (the anomaly percentile's)
     chunk: int = 100_000  # galaxies predicted at a time
@@ -93,7 +99,8 @@ def latent_components(latents: np.ndarray, cfg: RankConfig, seed: int) -> np.nda
 
 
 def catalogue_features(catalogue: pd.DataFrame) -> tuple[np.ndarray, list[str]]:
-    """(N, F) the catalogue's features (:data:`CATALOGUE_FEATURES`, log anomaly score) with missing-value flags."""
+    """(N, F) the catalogue's features (:data:`CATALOGUE_FEATURES`, log anomaly score, log error shares) with
+    missing-value flags."""
     cols, names = [], []
     if "anomaly_score" in catalogue:
         cols.append(np.log10(np.clip(catalogue["anomaly_score"].to_numpy(np.float64), 1e-12, None)))
@@ -106,6 +113,10 @@ def catalogue_features(catalogue: pd.DataFrame) -> tuple[np.ndarray, list[str]]:
         elif name in catalogue:
             cols.append(catalogue[name].to_numpy(np.float64))
             names.append(name)
+    for name in catalogue.columns:
+        if name.startswith("err_"):
+            cols.append(np.log10(np.clip(catalogue[name].to_numpy(np.float64), SHARE_FLOOR, None)))
+            names.append(f"log_{name}")
     x = np.stack(cols, axis=1) if cols else np.zeros((len(catalogue), 0))
     missing = ~np.isfinite(x)
     flagged = missing.any(axis=0)
@@ -114,11 +125,36 @@ def catalogue_features(catalogue: pd.DataFrame) -> tuple[np.ndarray, list[str]]:
     return np.hstack([x, missing[:, flagged].astype(np.float64)]), names
 
 
-def features(run, cfg: RankConfig | None = None, seed: int = 0) -> np.ndarray:
-    """(N, F) standardised features of every galaxy of ``run`` (``core.run.open_run``), catalogue order."""
+@dataclass
+class Features:
+    """Every galaxy's features, in groups that the interest model weighs separately."""
+
+    x: np.ndarray  # (N, F) standardised per column, then each group scaled by sqrt(F / (groups x its columns))
+    groups: dict  # group name -> the columns of x it holds (tuple of int)
+
+
+def features(run, cfg: RankConfig | None = None, seed: int = 0) -> Features:
+    """The features of every galaxy of ``run`` (``core.run.open_run``), in catalogue order.
+
+    Four groups, each standardised per column and then scaled so that it weighs as much as
+    any other in a distance, however many columns it has: the latents, the catalogue's
+    physics (:data:`CATALOGUE_FEATURES` but the residual's shape), which lines the score
+    comes from (``log_err_*``) and where on the galaxy (``core.scoring.SHAPE_COLUMNS``).
+    Without the balance the 19 error shares outvote the few line ratios and a hunt by line
+    ratios (LINERs) finds nothing in its first 50 labels (benchmarks/README.md).
+    """
     cfg = cfg or RankConfig()
-    cat_x, _ = catalogue_features(run.catalogue)
-    return _standardised(np.hstack([latent_components(run.latents, cfg, seed), cat_x]))
+    cat_x, names = catalogue_features(run.catalogue)
+    kinds = ["shares" if n.startswith("log_err_") else "shape" if n.removesuffix("_missing") in SHAPE_COLUMNS
+             else "physics" for n in names]
+    parts = {"latents": latent_components(run.latents, cfg, seed),
+             **{k: cat_x[:, [i for i, kind in enumerate(kinds) if kind == k]] for k in ("physics", "shares", "shape")}}
+    parts = {k: _standardised(v) for k, v in parts.items() if v.shape[1]}
+    total = sum(v.shape[1] for v in parts.values())
+    x = np.hstack([v * np.sqrt(total / len(parts) / v.shape[1]) for v in parts.values()]) if parts else np.zeros(
+        (len(run.catalogue), 0))
+    edges = np.cumsum([0, *(v.shape[1] for v in parts.values())])
+    return Features(x, {k: tuple(range(a, b)) for k, a, b in zip(parts, edges[:-1], edges[1:])})
 
 
 # ---------------------------------------------------------------------------------------
@@ -169,8 +205,47 @@ def _prior_mean(catalogue: pd.DataFrame, y: np.ndarray, cfg: RankConfig) -> np.n
     return weight * p
 
 
-def _fit(x: np.ndarray, y: np.ndarray, cfg: RankConfig, seed: int):
-    """The interest model trained on features ``x`` (M, F) and targets ``y`` (M,) in [0, 1]."""
+def _on_columns(kernel, columns):
+    """``kernel`` applied to ``columns`` of the features only (a scikit-learn kernel)."""
+    from sklearn.gaussian_process.kernels import Hyperparameter, Kernel
+
+    class OnColumns(Kernel):
+        def __init__(self, kernel, columns):
+            self.kernel, self.columns = kernel, columns
+
+        @property
+        def hyperparameters(self):
+            return [Hyperparameter(f"kernel__{h.name}", h.value_type, h.bounds, h.n_elements)
+                    for h in self.kernel.hyperparameters]
+
+        @property
+        def theta(self):
+            return self.kernel.theta
+
+        @theta.setter
+        def theta(self, theta):
+            self.kernel.theta = theta
+
+        @property
+        def bounds(self):
+            return self.kernel.bounds
+
+        def __call__(self, X, Y=None, eval_gradient=False):
+            cols = list(self.columns)
+            return self.kernel(X[:, cols], None if Y is None else Y[:, cols], eval_gradient=eval_gradient)
+
+        def diag(self, X):
+            return self.kernel.diag(X[:, list(self.columns)])
+
+        def is_stationary(self):
+            return True
+
+    return OnColumns(kernel, tuple(columns))
+
+
+def _fit(x: np.ndarray, y: np.ndarray, cfg: RankConfig, seed: int, groups=()):
+    """The interest model trained on features ``x`` (M, F) and targets ``y`` (M,) in [0, 1];
+    ``groups``: the columns of each feature group (:class:`Features`)."""
     if cfg.model == "forest":
         from sklearn.ensemble import RandomForestRegressor
 
@@ -182,9 +257,17 @@ def _fit(x: np.ndarray, y: np.ndarray, cfg: RankConfig, seed: int):
     from sklearn.gaussian_process.kernels import RBF, ConstantKernel, WhiteKernel
 
     d = x.shape[1]
-    length = np.full(d, np.sqrt(d)) if cfg.ard else np.sqrt(d)
-    kernel = (ConstantKernel(0.25, (1e-2, 10.0)) * RBF(length, (1e-1, 1e3))
-              + WhiteKernel(1e-2, (1e-4, 1e-1)))
+    if cfg.lengths == "group" and len(groups) > 1:
+        # One length per group: the labels say which kind of feature matters to this hunt.
+        # Each group's total variance is d / len(groups), so that is its initial length squared.
+        similarity = _on_columns(RBF(np.sqrt(d / len(groups)), (1e-1, 1e3)), groups[0])
+        for cols in groups[1:]:
+            similarity = similarity * _on_columns(RBF(np.sqrt(d / len(groups)), (1e-1, 1e3)), cols)
+    elif cfg.lengths in ("one", "group", "feature"):
+        similarity = RBF(np.full(d, np.sqrt(d)) if cfg.lengths == "feature" else np.sqrt(d), (1e-1, 1e3))
+    else:
+        raise ValueError(f"unknown lengths {cfg.lengths!r}; give 'group', 'one' or 'feature'")
+    kernel = ConstantKernel(0.25, (1e-2, 10.0)) * similarity + WhiteKernel(1e-2, (1e-4, 1e-1))
     import warnings
 
     from sklearn.exceptions import ConvergenceWarning
@@ -228,7 +311,7 @@ def expected_improvement(mean: np.ndarray, std: np.ndarray, best: float, xi: flo
 
 
 def rank(run, labels: pd.DataFrame | None = None, *, seed: int = 0, cfg: RankConfig | None = None,
-         x: np.ndarray | None = None) -> pd.DataFrame:
+         x: Features | None = None) -> pd.DataFrame:
     """Relevance, uncertainty and acquisition of every galaxy of ``run``, in catalogue order.
 
     ``labels``: ``galaxy_id, interest`` (``LabelStore.latest()`` or ``read_labels_csv``).
@@ -248,11 +331,11 @@ def rank(run, labels: pd.DataFrame | None = None, *, seed: int = 0, cfg: RankCon
         out["uncertainty"] = np.full(len(cat), cfg.prior_std)
         out["acquisition"] = prior
         return out
-    if x is None:
-        x = features(run, cfg, seed)
+    feats = features(run, cfg, seed) if x is None else x
+    x = feats.x
     train = _training_rows(y, cfg, seed)
     prior = _prior_mean(cat, y, cfg)
-    model = _fit(x[train], y[train] - prior[train], cfg, seed)
+    model = _fit(x[train], y[train] - prior[train], cfg, seed, list(feats.groups.values()))
     mean, std = _predict(model, x, cfg)
     mean = mean + prior
     if cfg.acquisition == "ei":
@@ -276,7 +359,8 @@ def rank(run, labels: pd.DataFrame | None = None, *, seed: int = 0, cfg: RankCon
 
 def _length_scale(model, x: np.ndarray) -> float:
     """The distance in feature space over which two galaxies' relevances go together: the
-    GP's fitted RBF length (the geometric mean of an ARD kernel's), else sqrt(F)."""
+    GP's fitted RBF length where it has one (the geometric mean of a per-feature kernel's),
+    else sqrt(F), the features' own scale (two galaxies lie sqrt(2 F) apart on average)."""
     kernel = getattr(model, "kernel_", None)
     try:
         return float(np.exp(np.mean(np.log(kernel.k1.k2.length_scale))))

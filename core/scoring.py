@@ -21,7 +21,8 @@ ROC-AUC for the true anomalies from 0.81 (plain squared error) to 0.93 with the 
 (``benchmarks/README.md``).
 
 ``err_<line>`` is the share of the summed terms that falls in that line's map (shares sum
-to 1), ``anomaly_pct`` the percentage of the run's galaxies whose score is at or below
+to 1), ``resid_offset``, ``resid_peak``, ``resid_elong`` and ``resid_size`` say where on the
+galaxy the terms lie (:data:`SHAPE_DEFINITIONS`), ``anomaly_pct`` the percentage of the run's galaxies whose score is at or below
 this one, and a galaxy is ``flagged`` when its score is at or above the run's
 ``flag_pct``-th percentile (90 by default).
 
@@ -54,6 +55,18 @@ PCT_DEFINITION = ("percentage of the run's galaxies whose anomaly_score is at or
 #: another batch (``train score``) differs from its ``train embed`` score by float32 rounding.
 SCORE_RTOL = 1e-5
 FLAG_PCT = 90.0
+#: Share of a map's cells whose terms make ``resid_peak`` (the 5 % with the largest terms).
+SHAPE_TOP_CELLS = 0.05
+#: Where on the galaxy the score comes from (:func:`residual_shape`): catalogue column -> definition.
+SHAPE_DEFINITIONS = {
+    "resid_offset": "distance of the centroid of the score's terms (summed over the lines) from the map centre, "
+                    "in half map widths (0: centred; an off-nuclear oddity is large)",
+    "resid_peak": f"share of the score in the {SHAPE_TOP_CELLS:.0%} of cells with the largest terms "
+                  "(compact oddity: near 1; misfit spread over the galaxy: small)",
+    "resid_elong": "1 - minor/major axis of the terms' second moments (0: round; a cone, a bar, a stripe: near 1)",
+    "resid_size": "RMS radius of the terms about their centroid, in half map widths",
+}
+SHAPE_COLUMNS = tuple(SHAPE_DEFINITIONS)
 #: Galaxies per forward pass of the model (embed, train score).
 BATCH_SIZE = 64
 #: Per-galaxy line-ratio features of the isolation-forest baseline (columns of the dataset catalogue).
@@ -127,21 +140,55 @@ def normalised_residual(x, recon, ivar, floor) -> np.ndarray:
     return np.where((ivar > 0) & np.isfinite(out), out, np.nan)
 
 
+def _chi_terms(recon, flux, mask, ivar, lines: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """The summed terms of :data:`SCORE_DEFINITION`, ``(N, L, S, S)`` (0 where masked), and the unmasked cells."""
+    weights = cell_weights(flux, mask, ivar, lines)
+    good = weights > 0
+    diff = np.where(good, np.asarray(recon, dtype=np.float64) - np.asarray(flux, dtype=np.float64), 0.0)
+    return np.square(diff) * weights, good
+
+
 def galaxy_errors(recon, flux, mask, ivar, lines: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     """Anomaly scores ``(N,)`` and per-line error shares ``(N, L)`` of a batch ``(N, L, S, S)``.
 
     Both follow :data:`SCORE_DEFINITION`. A galaxy without unmasked cells gets NaN.
     """
-    weights = cell_weights(flux, mask, ivar, lines)
-    good = weights > 0
-    diff = np.where(good, np.asarray(recon, dtype=np.float64) - np.asarray(flux, dtype=np.float64), 0.0)
-    per_line = (np.square(diff) * weights).sum(axis=(2, 3))  # (N, L)
+    terms, good = _chi_terms(recon, flux, mask, ivar, lines)
+    per_line = terms.sum(axis=(2, 3))  # (N, L)
     total = per_line.sum(axis=1)
     count = good.sum(axis=(1, 2, 3))
     with np.errstate(invalid="ignore", divide="ignore"):
         score = np.where(count > 0, total / count, np.nan)
         shares = np.where(total[:, None] > 0, per_line / total[:, None], np.nan)
     return score, shares
+
+
+def residual_shape(recon, flux, mask, ivar, lines: Sequence[str]) -> np.ndarray:
+    """``(N, 4)`` where on the galaxy its score comes from: :data:`SHAPE_COLUMNS`, a batch ``(N, L, S, S)``.
+
+    The moments of the score's terms summed over the lines, an ``(S, S)`` map ``e`` per galaxy
+    (see :data:`SHAPE_DEFINITIONS`). They depend on neither the flux scale nor the map's
+    orientation, so they describe an oddity of any kind by where it lies, not by what it is.
+    NaN for a galaxy without residual.
+    """
+    terms, _ = _chi_terms(recon, flux, mask, ivar, lines)
+    e = terms.sum(axis=1)  # (N, S, S)
+    n, size = e.shape[0], e.shape[-1]
+    half = size / 2.0
+    yy, xx = np.mgrid[0:size, 0:size] - (size - 1) / 2.0  # cell centres from the map's centre, (S, S)
+    total = e.sum(axis=(1, 2))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        w = e / total[:, None, None]  # (N, S, S), sums to 1
+        cx, cy = (w * xx).sum(axis=(1, 2)), (w * yy).sum(axis=(1, 2))
+        dx, dy = xx - cx[:, None, None], yy - cy[:, None, None]  # (N, S, S)
+        mxx, myy, mxy = (w * dx * dx).sum(axis=(1, 2)), (w * dy * dy).sum(axis=(1, 2)), (w * dx * dy).sum(axis=(1, 2))
+        root = np.sqrt(np.square(mxx - myy) / 4.0 + np.square(mxy))
+        major, minor = (mxx + myy) / 2.0 + root, np.clip((mxx + myy) / 2.0 - root, 0.0, None)
+        top = max(1, int(round(SHAPE_TOP_CELLS * size * size)))
+        peak = -np.partition(-e.reshape(n, -1), top - 1, axis=1)[:, :top].sum(axis=1)
+        out = np.stack([np.hypot(cx, cy) / half, peak / total,
+                        1.0 - np.sqrt(minor / major), np.sqrt(mxx + myy) / half], axis=1)
+    return np.where((total > 0)[:, None], out, np.nan)
 
 
 def percentile_in(scores, population) -> np.ndarray:
@@ -158,8 +205,10 @@ def flag_threshold(population, flag_pct: float = FLAG_PCT) -> float:
     return float(np.nanpercentile(np.asarray(population, dtype=np.float64), flag_pct))
 
 
-def score_columns(scores, shares, lines: Sequence[str], population, threshold: float) -> pd.DataFrame:
-    """The per-galaxy score columns of a run catalogue (and of ``train score``)."""
+def score_columns(scores, shares, lines: Sequence[str], population, threshold: float,
+                  shape=None) -> pd.DataFrame:
+    """The per-galaxy score columns of a run catalogue (and of ``train score``); ``shape``:
+    :func:`residual_shape`'s ``(N, 4)``, written as :data:`SHAPE_COLUMNS`."""
     shares = np.asarray(shares, dtype=np.float64)
     cols = {"anomaly_score": np.asarray(scores, dtype=np.float64),
             "anomaly_pct": percentile_in(scores, population)}
@@ -169,6 +218,9 @@ def score_columns(scores, shares, lines: Sequence[str], population, threshold: f
     cols["top_line"] = np.where(finite, np.asarray(lines, dtype=object)[top], None)
     for i, line in enumerate(lines):
         cols[f"err_{line}"] = shares[:, i]
+    if shape is not None:
+        for i, name in enumerate(SHAPE_COLUMNS):
+            cols[name] = np.asarray(shape, dtype=np.float64)[:, i]
     return pd.DataFrame(cols)
 
 

@@ -196,6 +196,7 @@ def make_fake_run(path, n: int = 300, n_lines: int = 19, size: int = 32, seed: i
     ivar, commit_ivar = open_npy_memmap(data_dir / "ivar.npy", shape, np.float32)
     bpt_map, commit_bpt = open_npy_memmap(data_dir / "bpt_map.npy", (n, size, size), np.int8)
     recon, commit_recon = open_npy_memmap(path / "recon.npy", shape, np.float32)
+    where = np.empty((n, len(scoring.SHAPE_COLUMNS)))
     for lo in range(0, n, CHUNK):
         sl = slice(lo, min(lo + CHUNK, n))
         t = template[sl]
@@ -210,9 +211,12 @@ def make_fake_run(path, n: int = 300, n_lines: int = 19, size: int = 32, seed: i
         expected = np.where(anomalous[sl, None, None, None],
                             brightness[sl, None, None, None] * sf_amps[sl, :, None, None] * profiles[t][:, None], model)
         recon[sl] = expected
+        where[sl] = scoring.residual_shape(expected, flux[sl], mask[sl], ivar[sl], lines)
         bpt_map[sl] = np.where(footprints[t], bpt.CLASS_CODES["invalid"], patterns[truth_idx[sl]])
     for commit in (commit_flux, commit_mask, commit_ivar, commit_bpt, commit_recon):
         commit()
+    for j, name in enumerate(scoring.SHAPE_COLUMNS):
+        cat[name] = where[:, j]
     ds_cat = cat[["galaxy_id", "ra", "dec", "z"]].assign(scale=brightness)
     save_parquet(data_dir / "catalogue.parquet", ds_cat)
     DatasetManifest(options=IngestOptions(lines=lines, size=size), n_galaxies=n,

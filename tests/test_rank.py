@@ -7,9 +7,10 @@ import pytest
 
 from core.errors import RunError
 from core.labels import LabelStore
-from core.rank import (LABELLED_ACQUISITION, RANK_COLUMNS, RANKING_FILE, RankConfig, expected_improvement, features,
-                       rank, read_ranking, write_ranking)
+from core.rank import (LABELLED_ACQUISITION, RANK_COLUMNS, RANKING_FILE, RankConfig, catalogue_features,
+                       expected_improvement, features, rank, read_ranking, write_ranking)
 from core.run import RunManifest, open_run
+from core.scoring import SHAPE_COLUMNS
 from tests.fakerun import make_fake_run
 from train.cli import main
 
@@ -48,10 +49,11 @@ def test_the_model_learns_what_the_astronomer_finds_interesting(run, model):
     assert (r.loc[labelled, "uncertainty"] == 0).all()
     assert (r.loc[~labelled, "acquisition"] > LABELLED_ACQUISITION).all()
     assert np.isfinite(r[list(RANK_COLUMNS[1:])]).all().all()
-    # Unlabelled Seyferts are ranked far above the rest: what the labels taught.
+    # Unlabelled Seyferts are ranked far above the rest: what the labels taught (through the fake
+    # run's 19 error shares, which are noise but for the blueberries').
     seyfert = (run.catalogue["truth_class"] == "seyfert").to_numpy()
     rel = r["relevance"].to_numpy()
-    assert rel[seyfert & ~labelled].mean() > rel[~seyfert & ~labelled].mean() + 0.3
+    assert rel[seyfert & ~labelled].mean() > rel[~seyfert & ~labelled].mean() + 0.25
     # The same seed gives the same ranking.
     pd.testing.assert_frame_equal(r, rank(run, labels, cfg=RankConfig(model=model)))
 
@@ -73,10 +75,25 @@ def test_labels_of_unknown_galaxies_are_refused(run):
         rank(run, pd.DataFrame({"galaxy_id": ["nope"], "interest": [3]}))
 
 
-def test_features_are_standardised_and_finite(run):
-    x = features(run)
+def test_features_are_standardised_finite_and_balanced_by_group(run):
+    feats = features(run)
+    x = feats.x
     assert x.shape[0] == len(run.catalogue) and np.isfinite(x).all()
     assert np.abs(x.mean(axis=0)).max() < 1e-6
+    assert list(feats.groups) == ["latents", "physics", "shares", "shape"]
+    assert sorted(c for cols in feats.groups.values() for c in cols) == list(range(x.shape[1]))
+    assert len(feats.groups["shape"]) == len(SHAPE_COLUMNS) and len(feats.groups["shares"]) == 19
+    # every group weighs about the same in a distance, however many columns it has (a column
+    # with missing values, set to its mean, varies a little less than 1 before the scaling)
+    weights = [x[:, list(cols)].var(axis=0).sum() for cols in feats.groups.values()]
+    np.testing.assert_allclose(weights, x.shape[1] / len(weights), rtol=0.05)
+    # which lines and where on the galaxy the score comes from are features, a zero share included
+    cat = run.catalogue.copy()
+    err = [c for c in cat.columns if c.startswith("err_")]
+    cat[err[0]] = 0.0
+    values, names = catalogue_features(cat)
+    assert {*SHAPE_COLUMNS, *(f"log_{c}" for c in err)} <= set(names)
+    assert np.isfinite(values[:, names.index(f"log_{err[0]}")]).all()
 
 
 def test_expected_improvement_prefers_high_mean_and_high_uncertainty():
@@ -132,17 +149,18 @@ def test_cli_rank_from_a_csv_and_from_the_store(run, tmp_path, capsys):
 def test_the_next_batch_is_chosen_as_a_diverse_set(run):
     """Near-twins of the best galaxy are not all proposed together: one label tells about all
     of them. Every galaxy outside the batch keeps its own acquisition, the batch tops the order."""
-    x = features(run)
+    feats = features(run)
+    x = feats.x
     labels = _labels(run, n_per_class=2)
     # No score prior: the acquisition then depends on the features alone, so twins share it.
     one, ten = RankConfig(batch=1, prior="zero"), RankConfig(batch=10, prior="zero")
     free = ~run.catalogue["galaxy_id"].isin(labels["galaxy_id"]).to_numpy()
-    best = int(np.argmax(np.where(free, rank(run, labels, x=x, cfg=one)["acquisition"], -np.inf)))
+    best = int(np.argmax(np.where(free, rank(run, labels, x=feats, cfg=one)["acquisition"], -np.inf)))
     twins = np.flatnonzero(free & (np.arange(len(x)) != best))[:5]
     x[twins] = x[best] + 1e-3 * np.random.default_rng(0).normal(size=(len(twins), x.shape[1]))
     group = {best, *twins}
-    plain = rank(run, labels, x=x, cfg=one)  # a batch of one: no set to choose
-    batch = rank(run, labels, x=x, cfg=ten)
+    plain = rank(run, labels, x=feats, cfg=one)  # a batch of one: no set to choose
+    batch = rank(run, labels, x=feats, cfg=ten)
     top_plain = np.argsort(-plain["acquisition"].to_numpy(), kind="stable")[:10]
     top_batch = np.argsort(-batch["acquisition"].to_numpy(), kind="stable")[:10]
     assert len(group & set(top_plain)) == 6  # by acquisition alone the twins fill most of the batch
@@ -155,13 +173,14 @@ def test_the_next_batch_is_chosen_as_a_diverse_set(run):
 
 def test_few_targets_known_means_part_of_the_batch_explores(run):
     """With no interesting label yet, some of the batch goes to the galaxies farthest from every labelled one."""
-    x = features(run)
+    feats = features(run)
+    x = feats.x
     cat = run.catalogue
     labels = pd.DataFrame({"galaxy_id": cat["galaxy_id"].head(10), "interest": 0})
-    r = rank(run, labels, x=x, cfg=RankConfig(batch=10, explore=0.5))
+    r = rank(run, labels, x=feats, cfg=RankConfig(batch=10, explore=0.5))
     top = np.argsort(-r["acquisition"].to_numpy(), kind="stable")[:10]
     labelled = np.arange(10)
     nearest = np.sqrt(((x[:, None, :] - x[None, labelled, :]) ** 2).sum(-1)).min(axis=1)  # (N,)
     assert int(np.argmax(np.where(np.arange(len(x)) >= 10, nearest, -np.inf))) in top
-    exploit = rank(run, labels, x=x, cfg=RankConfig(batch=10, explore=0.0))
+    exploit = rank(run, labels, x=feats, cfg=RankConfig(batch=10, explore=0.0))
     assert set(top) != set(np.argsort(-exploit["acquisition"].to_numpy(), kind="stable")[:10])

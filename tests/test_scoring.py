@@ -6,6 +6,8 @@ import shutil
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from core import scoring
 from core.embed import embed_run
@@ -75,7 +77,7 @@ def test_embed_writes_every_artifact(trained):
     assert np.array_equal(np.isnan(run.recon), np.asarray(run.dataset.mask))
     cat = run.catalogue
     for col in [*run.dataset.catalogue.columns, "anomaly_score", "anomaly_pct", "flagged", "top_line", "umap_x",
-                "umap_y", "split", *(f"err_{line}" for line in lines)]:
+                "umap_y", "split", *(f"err_{line}" for line in lines), *scoring.SHAPE_COLUMNS]:
         assert col in cat.columns, col
     assert list(cat.galaxy_id) == list(run.dataset.catalogue.galaxy_id)
     assert cat[["truth_class", "truth_anomaly", "bpt_class", "log_oiii_hb"]].equals(
@@ -110,6 +112,8 @@ def test_score_is_the_floored_chi_square_of_the_model(trained):
     assert (shares >= 0).all()
     assert list(cat.top_line) == [run.lines[j] for j in shares.argmax(axis=1)]
     np.testing.assert_allclose(shares, per_line / per_line.sum(axis=1, keepdims=True), rtol=1e-5)
+    np.testing.assert_allclose(cat[list(scoring.SHAPE_COLUMNS)].to_numpy(),
+                               scoring.residual_shape(recon, flux, mask, ivar, run.lines), rtol=1e-6)
 
 
 def test_training_with_score_weights_minimises_the_anomaly_score(trained):
@@ -152,6 +156,47 @@ def test_score_ignores_the_normalisation_and_discounts_noise():
     good = ~mask
     bound = np.mean((recon[good] - flux[good]) ** 2) / (scoring.ERROR_FLOOR * peak) ** 2
     assert exact[0] == pytest.approx(bound, rel=1e-6)
+
+
+def _residual_batch(rng, spot, size=16, lines=("Hb-4862", "OIII-5008", "Ha-6564")):
+    """A galaxy whose reconstruction is exact but for a square ``spot`` (y0, y1, x0, x1) added to one line."""
+    flux = rng.uniform(0.5, 2.0, size=(1, len(lines), size, size))
+    recon = flux.copy()
+    recon += rng.normal(0, 1e-4, size=flux.shape)  # a faint misfit everywhere, as from any model
+    y0, y1, x0, x1 = spot
+    flux[0, 1, y0:y1, x0:x1] += 5.0
+    return recon, flux, np.zeros(flux.shape, bool), np.full(flux.shape, 100.0), list(lines)
+
+
+def test_residual_shape_says_where_the_score_comes_from():
+    rng = np.random.default_rng(4)
+    centre = scoring.residual_shape(*_residual_batch(rng, (7, 9, 7, 9)))[0]
+    corner = scoring.residual_shape(*_residual_batch(rng, (1, 3, 1, 3)))[0]
+    stripe = scoring.residual_shape(*_residual_batch(rng, (7, 9, 1, 15)))[0]
+    offset, peak, elong, size = (scoring.SHAPE_COLUMNS.index(c) for c in
+                                 ("resid_offset", "resid_peak", "resid_elong", "resid_size"))
+    assert centre[offset] < 0.05 < 0.8 < corner[offset]  # the corner spot's centroid is ~1.1 half widths out
+    assert centre[peak] > 0.95 and corner[peak] > 0.95  # 4 cells of 256: within the top 5 %
+    assert stripe[peak] < 0.6  # 28 cells: more than the top 5 % can hold
+    assert centre[elong] < 0.05 < 0.8 < stripe[elong]
+    assert stripe[size] > 2 * centre[size]
+    # NaN for a galaxy whose reconstruction is exact everywhere
+    recon, flux, mask, ivar, lines = _residual_batch(rng, (0, 0, 0, 0))
+    assert np.isnan(scoring.residual_shape(flux, flux, mask, ivar, lines)).all()
+
+
+@given(seed=st.integers(0, 10_000), k=st.floats(1e-3, 1e3), turns=st.integers(1, 3))
+@settings(max_examples=25, deadline=None)
+def test_residual_shape_ignores_flux_scale_and_orientation(seed, k, turns):
+    rng = np.random.default_rng(seed)
+    y0, x0 = rng.integers(0, 12, size=2)
+    recon, flux, mask, ivar, lines = _residual_batch(rng, (y0, y0 + rng.integers(1, 5), x0, x0 + rng.integers(1, 5)))
+    mask[0, :, :, 0] = True  # a masked edge turns with the map
+    shape = scoring.residual_shape(recon, flux, mask, ivar, lines)
+    np.testing.assert_allclose(scoring.residual_shape(recon * k, flux * k, mask, ivar / k**2, lines), shape,
+                               rtol=1e-9, atol=1e-12)
+    turned = [np.rot90(a, turns, axes=(2, 3)) for a in (recon, flux, mask, ivar)]
+    np.testing.assert_allclose(scoring.residual_shape(*turned, lines), shape, rtol=1e-9, atol=1e-12)
 
 
 def test_percentiles_and_flags(trained):
@@ -203,6 +248,7 @@ def test_score_new_files_agrees_with_embed(trained, tmp_path, capsys):
     np.testing.assert_allclose(table.anomaly_pct, mine.anomaly_pct)
     assert list(table.flagged) == list(mine.flagged) and list(table.top_line) == list(mine.top_line)
     np.testing.assert_allclose(table[[f"err_{line}" for line in run.lines]].sum(axis=1), 1.0, rtol=1e-9)
+    np.testing.assert_allclose(table[list(scoring.SHAPE_COLUMNS)], mine[list(scoring.SHAPE_COLUMNS)], rtol=1e-4)
     assert str(bad) in capsys.readouterr().err
     # nothing usable: a clear error, exit status 2
     assert main(["score", "--run", str(trained), str(bad), "--out", str(tmp_path / "none.csv"), "--quiet"]) == 2
