@@ -1,7 +1,7 @@
 """Re-ranking time (``core.rank.rank``): features, training and prediction for N galaxies.
 
 A catalogue of N galaxies with the columns the ranking reads (anomaly score, line ratios,
-BPT fractions, Halpha EW) and 128-dimensional latents, random but shaped like a run's; M
+BPT fractions, Halpha EW, the 19 lines' error shares, the residual's shape) and 128-dimensional latents, random but shaped like a run's; M
 of them labelled. rank() is timed end to end (PCA of the latents, training on the labels,
 prediction in chunks), with BLAS limited to --threads cores (2 = the target machine).
 
@@ -27,7 +27,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script 
 
 from benchmarks.discovery import write_result  # noqa: E402
 from core.bpt import FRACTIONS, RATIOS  # noqa: E402
+from core.lines import DEFAULT_LINES  # noqa: E402
 from core.rank import RankConfig, rank  # noqa: E402
+from core.scoring import SHAPE_COLUMNS  # noqa: E402
 
 
 def fake_run(n: int, latent_dim: int = 128, seed: int = 0) -> SimpleNamespace:
@@ -39,6 +41,11 @@ def fake_run(n: int, latent_dim: int = 128, seed: int = 0) -> SimpleNamespace:
                         "ew_ha_cen": rng.lognormal(2.0, 1.0, n)})
     for col in (*RATIOS, *FRACTIONS):
         cat[col] = rng.normal(0, 0.4, n)
+    shares = rng.dirichlet(np.full(len(DEFAULT_LINES), 0.8), size=n)  # (N, 19) each line's share of the score
+    for j, line in enumerate(DEFAULT_LINES):
+        cat[f"err_{line}"] = shares[:, j]
+    for col in SHAPE_COLUMNS:
+        cat[col] = rng.uniform(0, 1, n)
     return SimpleNamespace(catalogue=cat, latents=rng.normal(0, 1, (n, latent_dim)).astype(np.float32))
 
 

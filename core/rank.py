@@ -279,10 +279,26 @@ def _fit(x: np.ndarray, y: np.ndarray, cfg: RankConfig, seed: int, groups=()):
     with warnings.catch_warnings():  # a hyperparameter at its bound is an answer here, not a failure
         warnings.simplefilter("ignore", ConvergenceWarning)
         gp.fit(x[sub], y[sub])
-    if len(sub) == len(x):
+    fitted = gp.kernel_
+    if cfg.lengths == "group" and len(groups) > 1:
+        # The same kernel as one RBF with a length per column: one exp per pair of galaxies
+        # instead of one per group, which is most of the prediction's time at a million.
+        lengths = np.empty(d)
+        for part in _factors(fitted.k1.k2):
+            lengths[list(part.columns)] = part.kernel.length_scale
+        fitted = (ConstantKernel(fitted.k1.k1.constant_value) * RBF(lengths)
+                  + WhiteKernel(fitted.k2.noise_level))
+    elif len(sub) == len(x):
         return gp
     # The kernel fitted on the subset, the posterior on every training label.
-    return GaussianProcessRegressor(kernel=gp.kernel_, optimizer=None, normalize_y=False).fit(x, y)
+    return GaussianProcessRegressor(kernel=fitted, optimizer=None, normalize_y=False).fit(x, y)
+
+
+def _factors(kernel) -> list:
+    """The factors of a product of kernels (``a * b * c``), in order."""
+    from sklearn.gaussian_process.kernels import Product
+
+    return [*_factors(kernel.k1), *_factors(kernel.k2)] if isinstance(kernel, Product) else [kernel]
 
 
 def _predict(model, x: np.ndarray, cfg: RankConfig) -> tuple[np.ndarray, np.ndarray]:
@@ -349,7 +365,7 @@ def rank(run, labels: pd.DataFrame | None = None, *, seed: int = 0, cfg: RankCon
     acquisition = np.where(labelled, LABELLED_ACQUISITION, acquisition)
     out["relevance"] = np.where(labelled, y, mean)
     out["uncertainty"] = np.where(labelled, 0.0, std)
-    out["acquisition"] = _batch_first(acquisition, x, y, _length_scale(model, x), cfg, seed)
+    out["acquisition"] = _batch_first(acquisition, x, y, _length_scale(model, x, cfg), cfg, seed)
     return out
 
 
@@ -357,15 +373,15 @@ def rank(run, labels: pd.DataFrame | None = None, *, seed: int = 0, cfg: RankCon
 # The next batch
 
 
-def _length_scale(model, x: np.ndarray) -> float:
+def _length_scale(model, x: np.ndarray, cfg: RankConfig) -> float:
     """The distance in feature space over which two galaxies' relevances go together: the
-    GP's fitted RBF length where it has one (the geometric mean of a per-feature kernel's),
-    else sqrt(F), the features' own scale (two galaxies lie sqrt(2 F) apart on average)."""
-    kernel = getattr(model, "kernel_", None)
-    try:
-        return float(np.exp(np.mean(np.log(kernel.k1.k2.length_scale))))
-    except AttributeError:
+    GP's fitted RBF length (the geometric mean of a per-feature kernel's). Not for lengths
+    per group: a group the hunt ignores goes to the bound, so their mean says nothing; then,
+    as for the forest, sqrt(F), the features' own scale (two galaxies lie sqrt(2 F) apart on average)."""
+    length = getattr(getattr(getattr(getattr(model, "kernel_", None), "k1", None), "k2", None), "length_scale", None)
+    if length is None or (cfg.lengths == "group" and np.ndim(length) > 0):
         return float(np.sqrt(max(x.shape[1], 1)))
+    return float(np.exp(np.mean(np.log(length))))
 
 
 def _nearest_sq(x: np.ndarray, others: np.ndarray, chunk: int) -> np.ndarray:
