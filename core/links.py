@@ -13,7 +13,6 @@ before the server starts. See docs/ARCHITECTURE.md.
 """
 from __future__ import annotations
 
-import argparse
 import html
 import json
 import math
@@ -73,24 +72,15 @@ def load_links(path) -> dict[str, str]:
     return check_templates(templates, str(path))
 
 
-def resolve_links(argv: list[str] | None = None, environ=None) -> dict[str, str]:
-    """The templates of ``--links FILE`` in the app's arguments, else of $BLUEBERRY_LINKS, else the defaults."""
-    environ = os.environ if environ is None else environ
-    parser = argparse.ArgumentParser(prog="panel serve dashboard --args", add_help=False)
-    parser.add_argument("--links", default=None)
-    args, _ = parser.parse_known_args(argv or [])
-    path = args.links or environ.get(ENV_VAR)
-    return load_links(path) if path else dict(DEFAULT_LINKS)
-
-
-def configure(argv: list[str] | None = None, environ=None) -> None:
-    """Choose this server process's links (``dashboard/main.py`` calls it with the app's arguments).
+def configure(path=None) -> None:
+    """Choose this server process's links: those of the file ``path``, else the defaults
+    (``dashboard/main.py`` passes the app's ``--links`` or $BLUEBERRY_LINKS).
 
     A bad links file does not stop the app: the inspector shows the problem where the links go.
     """
     global _active
     try:
-        _active = (resolve_links(argv, environ), "")
+        _active = (load_links(path) if path else dict(DEFAULT_LINKS), "")
     except LinksError as error:
         _active = ({}, str(error))
 
@@ -98,7 +88,7 @@ def configure(argv: list[str] | None = None, environ=None) -> None:
 def active() -> tuple[dict[str, str], str]:
     """(templates, problem) of this process: what :func:`configure` chose, else the environment's."""
     if _active is None:
-        configure([])
+        configure(os.environ.get(ENV_VAR))
     return _active
 
 

@@ -9,10 +9,10 @@ import sys
 
 from core.errors import BlueberryError
 from dashboard.app import prepared
-from dashboard.data import resolve_run_path
+from dashboard.args import parse_app_args
 
 # Bokeh runs this module with the app's --args as sys.argv.
-RUN_PATH = resolve_run_path(sys.argv[1:])
+RUN_PATH = parse_app_args(sys.argv[1:]).run
 
 
 def on_server_loaded(server_context):

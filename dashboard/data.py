@@ -7,8 +7,6 @@ line maps for the inspector. Nothing here imports torch, umap, numba or datashad
 """
 from __future__ import annotations
 
-import argparse
-import os
 import warnings
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
@@ -23,8 +21,6 @@ from core.export import model_summary as describe_model  # the run's model in on
 from core.run import Evaluation, Run, open_run
 
 #: Where the dashboard looks for a run when neither ``--args --run`` nor BLUEBERRY_RUN says.
-DEFAULT_RUN = "runs/demo"
-ENV_VAR = "BLUEBERRY_RUN"
 
 #: The BPT diagrams: key -> (x column, x-axis label). All share log([OIII]/Hb) as y.
 _NII_HA, _OIII_HB, _SII_HA, _OI_HA = RATIOS
@@ -48,15 +44,6 @@ MAX_CATEGORIES = 40
 COLOUR_FRAMES_KEPT = 4
 #: Colourings listed first, when the catalogue has them.
 PREFERRED_COLOURS = ("anomaly_score", "bpt_class", "truth_class", "anomaly_pct")
-
-
-def resolve_run_path(argv: list[str] | None = None, environ=None) -> Path:
-    """The run to show: ``--run PATH`` in the app's arguments, else $BLUEBERRY_RUN, else runs/demo."""
-    environ = os.environ if environ is None else environ
-    parser = argparse.ArgumentParser(prog="panel serve dashboard --args", add_help=False)
-    parser.add_argument("--run", default=None)
-    args, _ = parser.parse_known_args(argv or [])
-    return Path(args.run or environ.get(ENV_VAR) or DEFAULT_RUN)
 
 
 @dataclass

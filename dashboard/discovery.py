@@ -10,7 +10,6 @@ it, so the loop is tested without a server. See docs/ARCHITECTURE.md.
 """
 from __future__ import annotations
 
-import argparse
 import logging
 import threading
 import time
@@ -38,14 +37,6 @@ ORDERS = {"anomaly score": "anomaly_score", "relevance": "relevance", "label nex
 MAX_NAME = 60
 #: Names of the groups a comparison can take besides saved selections.
 CURRENT, REST = "(current selection)", "(the rest)"
-
-
-def resolve_user(argv: list[str] | None = None) -> str:
-    """Who labels in a served app: ``--user NAME`` in the app's arguments, else the OS user."""
-    parser = argparse.ArgumentParser(prog="panel serve dashboard --args", add_help=False)
-    parser.add_argument("--user", default=None)
-    args, _ = parser.parse_known_args(argv or [])
-    return args.user or os_user()
 
 
 class RunLoop:
@@ -171,7 +162,7 @@ class Discovery(param.Parameterized):
     status = param.String(default="", doc="The last re-rank's outcome, or what went wrong, for the user.")
 
     def __init__(self, state: DashboardState, **params):
-        super().__init__(**{"user": resolve_user([]), **params})
+        super().__init__(**{"user": os_user(), **params})
         self._state = state
         self.loop = run_loop(state.data)
         self.loop.refresh()

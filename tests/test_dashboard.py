@@ -26,8 +26,8 @@ from core.io import read_json, write_json
 from dashboard import export
 from dashboard import selection as sel
 from dashboard.app import build_app, create_app, error_page
-from dashboard.data import (DEFAULT_RUN, TABLE_COLUMNS, describe_model, evaluation_figures, open_app_data,
-                            resolve_run_path, run_summary)
+from dashboard.args import DEFAULT_RUN, parse_app_args
+from dashboard.data import TABLE_COLUMNS, describe_model, evaluation_figures, open_app_data, run_summary
 from dashboard.state import TAP_TOLERANCE_PX, DashboardState
 from tests.fakerun import make_fake_run
 
@@ -360,11 +360,15 @@ def test_colour_options(data):
         data.colour_frame("galaxy_id")
 
 
-def test_run_path_from_args_env_or_default():
-    assert resolve_run_path(["--run", "runs/x"], {}) == Path("runs/x")
-    assert resolve_run_path([], {"BLUEBERRY_RUN": "/data/run"}) == Path("/data/run")
-    assert resolve_run_path(["--run", "a"], {"BLUEBERRY_RUN": "b"}) == Path("a")
-    assert resolve_run_path([], {}) == Path(DEFAULT_RUN)
+def test_app_arguments_from_args_env_or_default():
+    assert parse_app_args(["--run", "runs/x"], {}).run == Path("runs/x")
+    assert parse_app_args([], {"BLUEBERRY_RUN": "/data/run"}).run == Path("/data/run")
+    assert parse_app_args(["--run", "a"], {"BLUEBERRY_RUN": "b"}).run == Path("a")
+    assert parse_app_args([], {}).run == Path(DEFAULT_RUN)
+    args = parse_app_args(["--links", "l.json", "--run", "r", "--user", "Ada L", "--unknown"], {})
+    assert (args.run, args.links, args.user) == (Path("r"), "l.json", "Ada L")
+    assert parse_app_args([], {"BLUEBERRY_LINKS": "env.json"}).links == "env.json"
+    assert parse_app_args([], {}) == parse_app_args(None, {}) and parse_app_args([], {}).links is None
 
 
 def test_mosaic_geometry_round_trips():

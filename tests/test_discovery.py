@@ -22,9 +22,10 @@ from core.labels import LabelStore
 from core.rank import LABELLED_ACQUISITION, rank, read_ranking, write_ranking
 from dashboard import explore
 from dashboard.app import build_app
+from dashboard.args import parse_app_args
 from dashboard.compare import MAX_MAP_GALAXIES, compare_rows, mean_residuals
 from dashboard.data import open_app_data
-from dashboard.discovery import CURRENT, REST, check_name, resolve_user
+from dashboard.discovery import CURRENT, REST, check_name
 from dashboard.state import DashboardState
 from tests.fakerun import make_fake_run
 
@@ -390,13 +391,14 @@ def anomaly_order_of(cat, rows) -> list[int]:
     return sorted(rows, key=lambda r: -cat["anomaly_score"].iat[r])
 
 
-def test_the_user_comes_from_the_server_arguments_or_the_os(monkeypatch):
+def test_the_user_comes_from_the_server_arguments_or_the_os(monkeypatch, data):
     from train.cli import build_parser
     from train.serve import panel_command
 
-    assert resolve_user(["--run", "r", "--user", "Ada L"]) == "Ada L"
+    assert parse_app_args(["--run", "r", "--user", "Ada L"], {}).user == "Ada L"
+    assert parse_app_args(["--run", "r"], {}).user is None  # then each session's Discovery takes the OS user:
     monkeypatch.setattr("dashboard.discovery.os_user", lambda: "osuser")
-    assert resolve_user(["--run", "r"]) == "osuser"
+    assert DashboardState(data).discovery.user == "osuser"
     cmd = panel_command(build_parser().parse_args(["serve", "--run", "r", "--user", "Ada L"]))
     assert cmd[cmd.index("--args"):] == ["--args", "--run", "r", "--user", "Ada L"]
     cmd = panel_command(build_parser().parse_args(["serve", "--run", "r"]))

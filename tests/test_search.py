@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from core import links
-from core.links import DEFAULT_LINKS, LinksError, galaxy_links, links_html, load_links, resolve_links
+from core.links import DEFAULT_LINKS, LinksError, galaxy_links, links_html, load_links
 from core.search import DEFAULT_RADIUS_ARCSEC, IdIndex, parse_position, search, separation_deg
 from dashboard.data import open_app_data
 from dashboard.state import DashboardState
@@ -135,12 +135,19 @@ def test_links_escape_hostile_ids_and_skip_missing_positions(monkeypatch):
     assert "<script>" not in text and 'target="_blank"' in text and 'rel="noopener noreferrer"' in text
 
 
-def test_links_from_a_file_the_environment_or_the_defaults(tmp_path):
+def test_links_from_a_file_the_environment_or_the_defaults(tmp_path, monkeypatch):
     path = tmp_path / "links.json"
     path.write_text(json.dumps({"NED": "https://ned.ipac.caltech.edu/conesearch?ra={ra}&dec={dec}"}))
-    assert list(resolve_links(["--links", str(path)], environ={})) == ["NED"]
-    assert list(resolve_links([], environ={"BLUEBERRY_LINKS": str(path)})) == ["NED"]
-    assert resolve_links([], environ={}) == DEFAULT_LINKS
+    try:
+        links.configure(str(path))
+        assert list(links.active()[0]) == ["NED"]
+        links.configure(None)
+        assert links.active() == (DEFAULT_LINKS, "")
+        links.configure.__globals__["_active"] = None  # not configured: the environment's file
+        monkeypatch.setenv("BLUEBERRY_LINKS", str(path))
+        assert list(links.active()[0]) == ["NED"]
+    finally:
+        links.configure(None)
     for content, words in [("[1]", "expected a JSON object"), ('{"a": "ftp://x/{ra}"}', "http"),
                            ('{"a": "https://x/{name}"}', "uses name"), ('{"a": "https://x/{ra"}', "bad brace"),
                            ("{", "not a JSON file")]:
@@ -155,12 +162,12 @@ def test_links_from_a_file_the_environment_or_the_defaults(tmp_path):
 def test_a_bad_links_file_shows_its_problem_where_the_links_go(tmp_path, monkeypatch):
     path = tmp_path / "links.json"
     path.write_text("[]")
-    links.configure(["--links", str(path)])
+    links.configure(str(path))
     try:
         text = links_html(pd.Series({"galaxy_id": "1-2", "ra": 1.0, "dec": 2.0}))
         assert "expected a JSON object" in text and "href" not in text
     finally:
-        links.configure([], environ={})
+        links.configure(None)
     assert "Marvin" in links_html(pd.Series({"galaxy_id": "1-2", "ra": 1.0, "dec": 2.0}))
 
 
