@@ -19,6 +19,7 @@ import contextlib
 import getpass
 import json
 import sqlite3
+import time
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -96,6 +97,24 @@ def _check_id(galaxy_id) -> str:
     return galaxy_id
 
 
+def _set_up(conn, tries: int = 40) -> None:
+    """WAL mode (readers never block the writer, nor it them) and the tables, on a new connection.
+
+    Two processes creating the store at once can meet before it is in WAL mode, where SQLite
+    answers "database is locked" at once instead of waiting (its deadlock rule for two
+    readers that both want to write): then wait a little and try again.
+    """
+    for attempt in range(tries):
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.executescript(_SCHEMA)
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or attempt == tries - 1:
+                raise
+            time.sleep(0.01 * (attempt + 1))
+
+
 class LabelStore:
     """The labels and named selections of one run (``run_dir/labels.sqlite``)."""
 
@@ -115,8 +134,7 @@ class LabelStore:
         try:
             conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             if write:
-                conn.execute("PRAGMA journal_mode = WAL")  # readers never block the writer, nor it them
-                conn.executescript(_SCHEMA)
+                _set_up(conn)
             # IMMEDIATE: take the write lock at the start, so that two writers queue instead of failing.
             conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
             yield conn
@@ -133,6 +151,19 @@ class LabelStore:
             raise
         finally:
             conn.close()
+
+    def stamp(self) -> tuple:
+        """Changes whenever the store does (any process's write): the size and time of its file and
+        of its write-ahead log, where every commit lands first. A reader may keep what it read until then."""
+        out = []
+        for path in (self.path, self.path.with_name(self.path.name + "-wal")):
+            try:
+                st = path.stat()
+            except FileNotFoundError:
+                out.append(None)
+            else:
+                out.append((st.st_mtime_ns, st.st_size))
+        return tuple(out)
 
     def _frame(self, sql: str, params=(), columns=LABEL_COLUMNS) -> pd.DataFrame:
         with self._connect(write=False) as conn:

@@ -55,6 +55,7 @@ class RunLoop:
         self._orders: dict = {}  # ranking column -> every row sorted by it (for this version)
         self.problem = ""  # why the labels or the ranking could not be read, for the status line
         self._seen = None  # (mtime_ns, size) of the ranking.parquet taken in
+        self._cache: dict = {}  # what -> (the store's stamp when read, the value): see _read
         self.refresh()
 
     def refresh(self) -> None:
@@ -76,24 +77,44 @@ class RunLoop:
 
     # ------------------------------------------------------------------ labels and selections
 
+    def _read(self, what: str, read):
+        """``read()``'s value, read again only when the store changed (every view asks at every
+        selection; a stat is cheap, a query and a DataFrame are not)."""
+        stamp = self.store.stamp()
+        cached = self._cache.get(what)
+        if cached is None or cached[0] != stamp:
+            cached = self._cache[what] = (stamp, read())
+        return cached[1]
+
     def labels(self) -> pd.DataFrame:
         """The latest label of every labelled galaxy: galaxy_id, interest, note, user, time. A store that
-        cannot be read reads as empty (the app still shows the run) and says why in ``problem``."""
-        try:
-            return self.store.latest()
-        except BlueberryError as error:
-            self.problem = str(error)
-            LOG.warning("cannot read the labels: %s", error)
-            return pd.DataFrame(columns=list(LABEL_COLUMNS))
+        cannot be read reads as empty (the app still shows the run) and says why in ``problem``.
+        Shared: copy before changing it."""
+        def read():
+            try:
+                return self.store.latest()
+            except BlueberryError as error:
+                self.problem = str(error)
+                LOG.warning("cannot read the labels: %s", error)
+                return pd.DataFrame(columns=list(LABEL_COLUMNS))
+        return self._read("labels", read)
 
     def interest(self) -> np.ndarray:
-        """(N,) float64: each galaxy's latest interest, NaN where unlabelled (or labelled in another run)."""
-        latest = self.labels()
-        out = np.full(self.data.n, np.nan)
-        rows = self.data.rows_of(latest["galaxy_id"])
-        known = rows >= 0
-        out[rows[known]] = latest["interest"].to_numpy(dtype=np.float64)[known]
-        return out
+        """(N,) float64: each galaxy's latest interest, NaN where unlabelled (or labelled in another run).
+        Shared and read-only."""
+        def read():
+            latest = self.labels()
+            out = np.full(self.data.n, np.nan)
+            rows = self.data.rows_of(latest["galaxy_id"])
+            known = rows >= 0
+            out[rows[known]] = latest["interest"].to_numpy(dtype=np.float64)[known]
+            out.flags.writeable = False
+            return out
+        return self._read("interest", read)
+
+    def selections(self) -> pd.DataFrame:
+        """The saved selections (``LabelStore.selections``). Shared: copy before changing it."""
+        return self._read("selections", self.store.selections)
 
     # ------------------------------------------------------------------ ranking
 
@@ -186,7 +207,8 @@ class Discovery(param.Parameterized):
         self.labels_version += 1
 
     def labels(self) -> pd.DataFrame:
-        return self.loop.labels()
+        """The latest label of every labelled galaxy (a copy: the caller may change it)."""
+        return self.loop.labels().copy()
 
     def history(self, galaxy: str | None = None) -> pd.DataFrame:
         """Every label the galaxy (default: the inspected one) has had, oldest first."""
@@ -322,7 +344,7 @@ class Discovery(param.Parameterized):
     # ------------------------------------------------------------------ saved selections
 
     def saved_selections(self) -> pd.DataFrame:
-        return self.loop.store.selections()
+        return self.loop.selections()
 
     def save_selection(self, name: str) -> int:
         """Save the current selection as ``name`` (replacing one of that name); returns its size."""

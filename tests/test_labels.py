@@ -53,6 +53,21 @@ def test_a_change_keeps_the_earlier_value_and_latest_has_one_row_per_galaxy(tmp_
     assert len(store.history("g2")) == 2  # the removal is in the history
 
 
+def test_the_stamp_changes_with_every_write_from_any_store_object(tmp_path):
+    """Readers cache what they read until the stamp changes: every write must change it."""
+    reader, writer = LabelStore(tmp_path), LabelStore(tmp_path)
+    stamps = [reader.stamp()]
+    assert stamps[0] == (None, None)  # no store yet
+    for write in (lambda: writer.set("1-1", 3), lambda: writer.set("1-1", 3), lambda: writer.remove("1-1"),
+                  lambda: writer.save_selection("a", ["1-1"]), lambda: writer.delete_selection("a")):
+        write()
+        stamps.append(reader.stamp())
+        assert stamps[-1] != stamps[-2]
+    assert reader.stamp() == stamps[-1]  # reading changes nothing
+    reader.latest()
+    assert reader.stamp() == stamps[-1]
+
+
 @pytest.mark.parametrize("bad", [6, -1, 2.5, "3", True, None])
 def test_interest_outside_0_to_5_is_refused_naming_the_value(tmp_path, bad):
     with pytest.raises(ValueError, match=repr(bad) if not isinstance(bad, int) or isinstance(bad, bool) else str(bad)):
