@@ -112,8 +112,11 @@ def build_app(data: AppData, state: DashboardState | None = None) -> tuple[Dashb
                    ((similar, SimilarGalaxies), (bpts, BPTDiagrams), (compare, CompareView))]
 
     def render_next():
-        for slot, view in later_queue.pop(0):
-            slot.objects = [view(state=state)]
+        # Held: the batch's views go to the browser as one patch, laid out once (not once per view:
+        # full page at 10,000 galaxies 7.0 s -> 5.7 s).
+        with pn.io.hold():
+            for slot, view in later_queue.pop(0):
+                slot.objects = [view(state=state)]
         doc = pn.state.curdoc
         if later_queue and doc is not None and doc.session_context is not None:
             # A pause, not merely the next tick: the websocket writes this view's patch only
