@@ -229,6 +229,23 @@ def test_save_and_open_a_selection_by_name(state, data, run_path):
     assert d.selection_name == "" and "left half" not in set(d.saved_selections()["name"])
 
 
+def test_the_bar_deletes_the_saved_selection_it_shows(state, data):
+    from dashboard.views import DiscoveryBar
+
+    bar = DiscoveryBar(state=state)
+    assert bar._delete.disabled, "nothing to delete before a selection is chosen"
+    state.select_box(-20, float(np.median(data.x)), -20, 20)
+    bar._name.value = "left half"
+    bar._save.clicks += 1
+    assert bar._picker.options == ["", "left half"] and bar._picker.value == "left half"
+    assert not bar._delete.disabled
+    bar._delete.clicks += 1
+    assert "left half" not in set(state.discovery.saved_selections()["name"])
+    assert bar._picker.options == [""] and bar._delete.disabled
+    assert "deleted the saved selection 'left half'" in state.discovery.status
+    assert len(state.selection), "the galaxies stay selected"
+
+
 def test_bad_selection_names_and_unknown_selections(state, data):
     d = state.discovery
     with pytest.raises(ValueError, match="nothing is selected"):

@@ -14,7 +14,7 @@ NOTE_STYLE = {"color": "#555", "font-size": "12px"}
 
 class DiscoveryBar(StateView):
     """Order the table (anomaly, relevance, acquisition), walk the label-next queue, re-rank on the labels
-    (in a worker thread), and save or open named selections."""
+    (in a worker thread), and save, open or delete named selections."""
 
     def __init__(self, **params):
         super().__init__(**params)
@@ -29,10 +29,13 @@ class DiscoveryBar(StateView):
         self._picker = pn.widgets.Select(label="Saved selection", width=170)
         self._name = pn.widgets.TextInput(label="Save selection as", placeholder="name", width=150)
         self._save = pn.widgets.Button(label="Save", width=60, align="end")
+        self._delete = pn.widgets.Button(label="Delete", width=70, align="end", disabled=True,
+                                         description="Delete the saved selection chosen on the left (its galaxies stay)")
         self._note = pn.pane.HTML("", styles=NOTE_STYLE, margin=(0, 10), css_classes=["bb-discovery-status"])
         self._next.on_click(lambda _: self._try(d.label_next))
         self._rerank.on_click(self._rerank_clicked)
         self._save.on_click(lambda _: self._try(self._save_selection))
+        self._delete.on_click(lambda _: self._try(self._delete_selection))
         self._picker.param.watch(self._picked, "value")
         d.param.watch(lambda *_: self._refresh(), ["labels_version", "ranking_version", "status", "selection_name"])
         self.watch(self._refresh, "selection")
@@ -49,7 +52,14 @@ class DiscoveryBar(StateView):
         self.state.discovery.status = f"saved {n:,} galaxies"
         self._name.value = ""
 
+    def _delete_selection(self) -> None:
+        name = self._picker.value
+        if name:
+            self.state.discovery.delete_selection(name)
+            self.state.discovery.status = f"deleted the saved selection {name!r}"
+
     def _picked(self, event) -> None:
+        self._delete.disabled = not event.new
         if event.new and event.new != self.state.discovery.selection_name:
             self._try(lambda: self.state.discovery.open_selection(event.new))
 
@@ -72,6 +82,7 @@ class DiscoveryBar(StateView):
         names = list(d.saved_selections()["name"])
         self._picker.options = ["", *names]
         self._picker.value = d.selection_name if d.selection_name in names else ""
+        self._delete.disabled = not self._picker.value
         status = f" · {d.status}" if d.status else ""
         self._note.object = html.escape(d.queue_text() + status)
 
@@ -79,6 +90,6 @@ class DiscoveryBar(StateView):
         unlabelled = pn.Column(pn.pane.HTML('<span style="font-size:13px">Unlabelled first</span>', margin=(0, 5)),
                                self._unlabelled, margin=0)
         return pn.Column(
-            pn.FlexBox(self._order, unlabelled, self._next, self._rerank, self._picker, self._name, self._save,
+            pn.FlexBox(self._order, unlabelled, self._next, self._rerank, self._picker, self._delete, self._name, self._save,
                        gap="4px", align_items="flex-end"),
             self._note, sizing_mode="stretch_width", stylesheets=[PANEL_CSS])
