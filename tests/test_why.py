@@ -13,7 +13,8 @@ from core.run import INJECTION_FILE, Injection, RunManifest, mark_stage
 from dashboard.data import injection_figures, open_app_data
 from dashboard.state import DashboardState
 from dashboard.views import Header, WhyOdd
-from dashboard.views.why import CONSISTENCY_FILE, RATIO_MAPS, TOP_LINES, components, explain, summary_html
+from dashboard.views.why import (CONSISTENCY_FILE, RATIO_MAPS, TOP_LINES, components, explain, summary_html,
+                                 where_text)
 from tests.fakerun import make_fake_run
 
 
@@ -68,6 +69,13 @@ def test_explain_names_the_lines_and_maps_of_a_galaxy(run_path):
     assert e["components"] == [("anomaly_score", pytest.approx(data.catalogue["anomaly_score"].iat[row]),
                                 pytest.approx(data.catalogue["anomaly_pct"].iat[row], abs=0.01))]
     assert "anomaly_score" in summary_html(data, row) and e["lines"][0][0] in summary_html(data, row)
+    # where on the galaxy, each value placed in the run
+    cat = data.catalogue
+    far = int(np.nanargmax(cat["resid_offset"].to_numpy()))
+    text = where_text(cat, far)
+    assert f"centroid {cat['resid_offset'].iat[far]:.2f} half-widths from the centre (100th pct)" in text
+    assert text in summary_html(data, far)
+    assert where_text(cat.drop(columns=["resid_offset"]), far) == ""  # a run embedded before the columns
 
 
 def test_components_and_consistency_maps_when_the_run_has_them(run_path):

@@ -112,7 +112,24 @@ def summary_html(data, row: int | None) -> str:
     lines = ", ".join(f"{html.escape(ln)} {100 * s:.0f} %" for ln, s in shares)
     return (f'<p style="font-size:13px;margin:2px 0">Dominant component: <b>{html.escape(col)}</b> at percentile '
             f"{pct:.1f} (components' percentiles: {parts}). Lines with the largest shares of the error: {lines}. "
-            "Maps: residuals in units of the score's error (σ with its floor).</p>")
+            f"{where_text(cat, row)}Maps: residuals in units of the score's error (σ with its floor).</p>")
+
+
+def where_text(cat, row: int) -> str:
+    """Where on the galaxy the score comes from (``core.scoring.SHAPE_COLUMNS``), each value with its
+    percentile in the run, so that "off-centre" means off-centre for this survey; '' for a run without them."""
+    if not all(c in cat for c in scoring.SHAPE_COLUMNS) or not np.isfinite(cat["resid_offset"].iat[row]):
+        return ""
+
+    def pct(col: str) -> str:
+        values = cat[col].to_numpy(np.float64)
+        return f"{100 * np.mean(values[np.isfinite(values)] <= values[row]):.0f}th pct"
+
+    offset, peak = float(cat["resid_offset"].iat[row]), float(cat["resid_peak"].iat[row])
+    elong = float(cat["resid_elong"].iat[row])
+    return (f"Where: centroid {offset:.2f} half-widths from the centre ({pct('resid_offset')}), "
+            f"{100 * peak:.0f} % of it in the 5 % worst cells ({pct('resid_peak')}), "
+            f"elongation {elong:.2f} ({pct('resid_elong')}). ")
 
 
 class WhyOdd(StateView):
