@@ -112,8 +112,8 @@ def build_app(data: AppData, state: DashboardState | None = None) -> tuple[Dashb
                    ((similar, SimilarGalaxies), (bpts, BPTDiagrams), (compare, CompareView))]
 
     def render_next():
-        # Held: the batch's views go to the browser as one patch, laid out once (not once per view:
-        # full page at 10,000 galaxies 7.0 s -> 5.7 s).
+        # Held: the batch's views go to the browser as one patch (full page at 10,000 galaxies
+        # ~7.7 s -> ~6.8 s, alternated runs on a shared machine; benchmarks/README.md).
         with pn.io.hold():
             for slot, view in later_queue.pop(0):
                 slot.objects = [view(state=state)]
