@@ -1,8 +1,8 @@
 """Re-ranking time (``core.rank.rank``): features, training and prediction for N galaxies.
 
 A catalogue of N galaxies with the columns the ranking reads (anomaly score, line ratios,
-BPT fractions, Halpha EW, the 19 lines' error shares, the residual's shape) and 128-dimensional latents, random but shaped like a run's; M
-of them labelled. rank() is timed end to end (PCA of the latents, training on the labels,
+BPT fractions, Halpha EW, the 19 lines' error shares, the residual's shape) and
+128-dimensional latents, random but shaped like a run's; M of them labelled. rank() is timed end to end (PCA of the latents, training on the labels,
 prediction in chunks), with BLAS limited to --threads cores (2 = the target machine).
 
     python benchmarks/rank_speed.py                         # N = 10,000 and 100,000; M = 100 and 1,000

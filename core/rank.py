@@ -27,8 +27,8 @@ import pandas as pd
 
 from core.bpt import FRACTIONS, RATIOS
 from core.errors import RunError
-from core.scoring import SHAPE_COLUMNS
 from core.io import atomic_path
+from core.scoring import SHAPE_COLUMNS
 
 #: The ranking's file in a run folder.
 RANKING_FILE = "ranking.parquet"
@@ -40,7 +40,8 @@ RANK_COLUMNS = ("galaxy_id", "relevance", "uncertainty", "acquisition")
 #: where on the galaxy the score comes from (``core.scoring.SHAPE_COLUMNS``). Besides them,
 #: the log of each line's share of the score (``err_<line>``): which lines make it odd.
 CATALOGUE_FEATURES = ("anomaly_pct", *RATIOS, *FRACTIONS, "log_ew_ha_cen", *SHAPE_COLUMNS)
-#: Error shares below this count as this in the log (a line with no share at all is not infinitely unlike one with 1e-4).
+#: Error shares below this count as this in the log: a line with no share at all is not
+#: infinitely unlike one with 1e-4.
 SHARE_FLOOR = 1e-4
 #: Acquisition of a galaxy already labelled: below every unlabelled one, so it is never proposed again.
 LABELLED_ACQUISITION = -1.0
@@ -60,7 +61,7 @@ class RankConfig:
     xi: float = 0.01  # expected improvement's margin: how much better than the best label counts
     prior: str = "score"  # the model's prior mean: "score" (the anomaly percentile, scaled to the labels) or "zero"
     prior_sharpness: float = 20.0  # the score prior is (anomaly_pct / 100) ** this: the top few per cent stand out
-    lengths: str = "group"  # RBF lengths learned from the labels: "group" one per feature group, "one" one for all, "feature" one each
+    lengths: str = "group"  # RBF lengths learned from the labels: one per feature "group", "one" for all, or per "feature"
     acquisition: str = "ucb"  # "ucb" mean + std (best on benchmarks/discovery.py), "ei" expected improvement, "mean"
     prior_std: float = 0.3  # uncertainty of a relevance with no labels (the anomaly percentile's)
     chunk: int = 100_000  # galaxies predicted at a time
@@ -331,8 +332,8 @@ def rank(run, labels: pd.DataFrame | None = None, *, seed: int = 0, cfg: RankCon
     """Relevance, uncertainty and acquisition of every galaxy of ``run``, in catalogue order.
 
     ``labels``: ``galaxy_id, interest`` (``LabelStore.latest()`` or ``read_labels_csv``).
-    ``x``: precomputed :func:`features` (a benchmark re-ranks many times). Without labels,
-    relevance is ``anomaly_pct / 100``, uncertainty ``cfg.prior_std`` and acquisition the
+    ``x``: the :class:`Features` of :func:`features`, precomputed (a benchmark re-ranks many
+    times). Without labels, relevance is ``anomaly_pct / 100``, uncertainty ``cfg.prior_std`` and acquisition the
     relevance. A labelled galaxy's relevance is its label / 5, its uncertainty 0 and its
     acquisition :data:`LABELLED_ACQUISITION`.
     """

@@ -22,9 +22,9 @@ ROC-AUC for the true anomalies from 0.81 (plain squared error) to 0.93 with the 
 
 ``err_<line>`` is the share of the summed terms that falls in that line's map (shares sum
 to 1), ``resid_offset``, ``resid_peak``, ``resid_elong`` and ``resid_size`` say where on the
-galaxy the terms lie (:data:`SHAPE_DEFINITIONS`), ``anomaly_pct`` the percentage of the run's galaxies whose score is at or below
-this one, and a galaxy is ``flagged`` when its score is at or above the run's
-``flag_pct``-th percentile (90 by default).
+galaxy the terms lie (:data:`SHAPE_DEFINITIONS`), ``anomaly_pct`` the percentage of the run's
+galaxies whose score is at or below this one, and a galaxy is ``flagged`` when its score is
+at or above the run's ``flag_pct``-th percentile (90 by default).
 
 Torch and scikit-learn are imported inside the functions that need them, so the pure
 numpy parts (errors, percentiles, the metrics table) stay cheap to import.

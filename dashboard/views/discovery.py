@@ -30,7 +30,7 @@ class DiscoveryBar(StateView):
         self._name = pn.widgets.TextInput(label="Save selection as", placeholder="name", width=150)
         self._save = pn.widgets.Button(label="Save", width=60, align="end")
         self._delete = pn.widgets.Button(label="Delete", width=70, align="end", disabled=True,
-                                         description="Delete the saved selection chosen on the left (its galaxies stay)")
+                                         description="Delete the saved selection chosen on the left")
         self._note = pn.pane.HTML("", styles=NOTE_STYLE, margin=(0, 10), css_classes=["bb-discovery-status"])
         self._next.on_click(lambda _: self._try(d.label_next))
         self._rerank.on_click(self._rerank_clicked)
