@@ -57,9 +57,8 @@ def embed_run(run_dir, *, batch_size: int = scoring.BATCH_SIZE, device="auto", k
     try:
         for rows, z, rec in scoring.reconstruct(model, data.flux, data.mask, batch_size, dev, progress, desc="embed"):
             latents[rows], recon[rows] = z, rec
-            batch = (rec, data.flux[rows], data.mask[rows], data.ivar[rows], lines)
-            scores[rows], shares[rows] = scoring.galaxy_errors(*batch)
-            shape[rows] = scoring.residual_shape(*batch)
+            scores[rows], shares[rows], shape[rows] = scoring.score_batch(rec, data.flux[rows], data.mask[rows],
+                                                                          data.ivar[rows], lines)
         commit()
     except BaseException:
         os.unlink(recon.filename)

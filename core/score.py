@@ -57,9 +57,8 @@ def score_files(run_dir, inputs, batch_size: int = scoring.BATCH_SIZE, device="a
         mask = np.stack([g.mask for g in grids])
         ivar = np.stack([g.ivar for g in grids]).astype(np.float32)
         (_, _, recon), = scoring.reconstruct(model, flux, mask, batch_size=len(grids), device=dev, progress=False)
-        scores, shares = scoring.galaxy_errors(recon, flux, mask, ivar, lines)
-        cols = scoring.score_columns(scores, shares, lines, population, score_info.flag_threshold,
-                                     scoring.residual_shape(recon, flux, mask, ivar, lines))
+        scores, shares, shape = scoring.score_batch(recon, flux, mask, ivar, lines)
+        cols = scoring.score_columns(scores, shares, lines, population, score_info.flag_threshold, shape)
         cols.insert(0, "source", sources)
         cols.insert(0, "galaxy_id", [g.galaxy_id for g in grids])
         tables.append(cols)

@@ -153,7 +153,10 @@ def galaxy_errors(recon, flux, mask, ivar, lines: Sequence[str]) -> tuple[np.nda
 
     Both follow :data:`SCORE_DEFINITION`. A galaxy without unmasked cells gets NaN.
     """
-    terms, good = _chi_terms(recon, flux, mask, ivar, lines)
+    return _errors(*_chi_terms(recon, flux, mask, ivar, lines))
+
+
+def _errors(terms: np.ndarray, good: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     per_line = terms.sum(axis=(2, 3))  # (N, L)
     total = per_line.sum(axis=1)
     count = good.sum(axis=(1, 2, 3))
@@ -171,7 +174,16 @@ def residual_shape(recon, flux, mask, ivar, lines: Sequence[str]) -> np.ndarray:
     orientation, so they describe an oddity of any kind by where it lies, not by what it is.
     NaN for a galaxy without residual.
     """
-    terms, _ = _chi_terms(recon, flux, mask, ivar, lines)
+    return _shape(_chi_terms(recon, flux, mask, ivar, lines)[0])
+
+
+def score_batch(recon, flux, mask, ivar, lines: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`galaxy_errors` and :func:`residual_shape` of one batch, its terms computed once (embed, train score)."""
+    terms, good = _chi_terms(recon, flux, mask, ivar, lines)
+    return (*_errors(terms, good), _shape(terms))
+
+
+def _shape(terms: np.ndarray) -> np.ndarray:
     e = terms.sum(axis=1)  # (N, S, S)
     n, size = e.shape[0], e.shape[-1]
     half = size / 2.0

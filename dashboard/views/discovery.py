@@ -82,7 +82,6 @@ class DiscoveryBar(StateView):
         names = list(d.saved_selections()["name"])
         self._picker.options = ["", *names]
         self._picker.value = d.selection_name if d.selection_name in names else ""
-        self._delete.disabled = not self._picker.value
         status = f" · {d.status}" if d.status else ""
         self._note.object = html.escape(d.queue_text() + status)
 

@@ -128,7 +128,7 @@ def where_text(cat, row: int) -> str:
     offset, peak = float(cat["resid_offset"].iat[row]), float(cat["resid_peak"].iat[row])
     elong = float(cat["resid_elong"].iat[row])
     return (f"Where: centroid {offset:.2f} half-widths from the centre ({pct('resid_offset')}), "
-            f"{100 * peak:.0f} % of it in the 5 % worst cells ({pct('resid_peak')}), "
+            f"{100 * peak:.0f} % of it in the {scoring.SHAPE_TOP_CELLS:.0%} worst cells ({pct('resid_peak')}), "
             f"elongation {elong:.2f} ({pct('resid_elong')}). ")
 
 
