@@ -1,6 +1,7 @@
 """The ``embed`` stage: score every galaxy of a trained run and cache what the dashboard reads.
 
-Writes ``catalogue.parquet``, ``latents.npy``, ``recon.npy`` and ``neighbours.npy`` into the
+Writes ``catalogue.parquet``, ``latents.npy``, ``recon.npy``, ``neighbours.npy`` and the
+cross-line consistency detector's basis ``consistency_basis.npy`` (``core.consistency``) into the
 run directory (atomically) and records the score summary (:class:`core.run.ScoreInfo`), the
 UMAP parameters, the files' stamps (size, time, sha256) and the dataset's in its manifest;
 the embed stamp is removed before the first file is rewritten and set last. The score is the reduced chi-square
@@ -15,11 +16,11 @@ from pathlib import Path
 
 import numpy as np
 
-from core import latent, scoring
+from core import consistency, latent, scoring
 from core.dataset import open_dataset
 from core.errors import RunError
 from core.io import open_npy_memmap, remove_stale_tmp, save_npy, save_parquet, stamp_files
-from core.run import STAGE_OUTPUTS, RunManifest, ScoreInfo, dataset_path, mark_stage, open_run
+from core.run import CONSISTENCY_BASIS_FILE, STAGE_OUTPUTS, RunManifest, ScoreInfo, dataset_path, mark_stage, open_run
 
 STAGE = "embed"
 #: Nearest neighbours kept per galaxy in latent space.
@@ -74,13 +75,25 @@ def embed_run(run_dir, *, batch_size: int = scoring.BATCH_SIZE, device="auto", k
     catalogue = data.catalogue.reset_index(drop=True).copy()
     for name, col in scoring.score_columns(scores, shares, lines, scores, threshold, shape).items():
         catalogue[name] = col
+    basis_file = run_dir / CONSISTENCY_BASIS_FILE
+    try:
+        basis = consistency.fit_basis(data.flux, data.ivar, data.mask, lines, seed=seed)
+    except ValueError as exc:  # no Halpha, or too few well-measured cells: the run simply lacks the column
+        basis = None
+        basis_file.unlink(missing_ok=True)
+        if progress:
+            print(f"embed: no {consistency.COLUMN} ({exc})", flush=True)
+    else:
+        catalogue[consistency.COLUMN] = consistency.consistency_scores(basis, data.flux, data.ivar, data.mask, lines)
     catalogue["umap_x"], catalogue["umap_y"] = coords[:, 0], coords[:, 1]
     catalogue["split"] = np.where(manifest.split.mask(n), "val", "train")
 
     save_npy(run_dir / "latents.npy", latents)
     save_npy(run_dir / "neighbours.npy", neighbours)
+    if basis is not None:
+        save_npy(basis_file, basis)
     save_parquet(run_dir / "catalogue.parquet", catalogue)
-    files = stamp_files(run_dir, (*STAGE_OUTPUTS[STAGE], "model.pt"))
+    files = stamp_files(run_dir, (*STAGE_OUTPUTS[STAGE], "model.pt", *([CONSISTENCY_BASIS_FILE] if basis is not None else [])))
     checksums = {**manifest.checksums, **{f: stamp["sha256"] for f, stamp in files.items()}}
     finite = scores[np.isfinite(scores)]
     score = ScoreInfo(

@@ -3,8 +3,9 @@
 Tasks (``core.scoring.truth_tasks``): true anomalies against everything else, each anomaly
 kind against the non-anomalies, Seyfert + LINER against star-forming. Methods: the run's
 anomaly score, PCA reconstruction error on the same maps (as many components as the
-model's latent, fitted on the training split), and an isolation forest on the catalogue's
-log line ratios. The full result goes to ``evaluation.json``, the headline task to the
+model's latent, fitted on the training split), an isolation forest on the catalogue's
+log line ratios and, where the catalogue has it, the cross-line consistency detector
+(``core.consistency``). The full result goes to ``evaluation.json``, the headline task to the
 manifest (:class:`core.run.Evaluation`).
 """
 from __future__ import annotations
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from core import scoring
+from core import consistency, scoring
 from core.io import file_stamp, remove_stale_tmp, write_json
 from core.run import EVALUATION_FILE, Evaluation, mark_stage, open_run
 
@@ -46,6 +47,8 @@ def evaluate_run(run_dir, seed: int = 0) -> dict | None:
                                   n_components=run.latents.shape[1], seed=seed),
         "iforest": scoring.isolation_forest_scores(cat, seed=seed),
     }
+    if consistency.COLUMN in cat:
+        methods["consistency"] = cat[consistency.COLUMN].to_numpy(dtype=np.float64)
     rows = scoring.detection_metrics(tasks, methods)
     is_val = cat["split"].to_numpy() == "val"
     if is_val.any():
@@ -61,6 +64,8 @@ def evaluate_run(run_dir, seed: int = 0) -> dict | None:
                    f"{run.latents.shape[1]} components fitted on the training split",
             "iforest": "isolation forest (300 trees) on " + ", ".join(c for c in scoring.RATIO_FEATURES if c in cat)
                        + " (missing ratios: median plus an indicator)",
+            **({"consistency": f"the run's {consistency.COLUMN}, {consistency.DEFINITION}"}
+               if "consistency" in methods else {}),
         },
         "seed": seed,
         "n_galaxies": len(cat),
@@ -85,7 +90,7 @@ def evaluate_run(run_dir, seed: int = 0) -> dict | None:
 def report(result: dict) -> str:
     """The printed form of an evaluation result: the metrics table, the flag counts, the methods."""
     lines = ["ROC-AUC / average precision (higher is better; 0.5 AUC = chance)",
-             scoring.format_table(result["tasks"], METHODS)]
+             scoring.format_table(result["tasks"], list(result["methods"]))]
     flagged = result.get("flagged")
     if flagged:
         lines.append(f"flagged: {flagged['n_flagged']} galaxies, {flagged['true_anomalies_flagged']} of the "

@@ -41,6 +41,8 @@ FORMAT = "blueberry-run/1"
 EVALUATION_FILE = "evaluation.json"
 #: The full result of ``inject`` (the manifest holds its headline).
 INJECTION_FILE = "injection.json"
+#: The cross-line consistency detector's basis spectra (``core.consistency``), written by embed, read by score.
+CONSISTENCY_BASIS_FILE = "consistency_basis.npy"
 #: What each stage writes besides the manifest, in stage order.
 STAGE_OUTPUTS: dict[str, tuple[str, ...]] = {
     "fit": ("model.pt", "checkpoint.pt", "history.csv"),

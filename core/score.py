@@ -9,10 +9,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from core import maps, scoring
+from core import consistency, maps, scoring
 from core.errors import BlueberryError, RunError
 from core.ingest import find_inputs
-from core.run import check_stamps, open_run
+from core.run import CONSISTENCY_BASIS_FILE, check_stamps, open_run
 
 
 def score_files(run_dir, inputs, batch_size: int = scoring.BATCH_SIZE, device="auto", progress: bool = True):
@@ -33,6 +33,8 @@ def score_files(run_dir, inputs, batch_size: int = scoring.BATCH_SIZE, device="a
     model, _ = load_model(run.path, device=dev)
     check_stamps(run.path, run.manifest, ("model.pt",))  # the model that scored the run's population
     population = run.catalogue["anomaly_score"].to_numpy(dtype=np.float64)
+    basis_file = run.path / CONSISTENCY_BASIS_FILE
+    basis = np.load(basis_file) if basis_file.is_file() and consistency.COLUMN in run.catalogue else None
     lines = list(run.lines)
 
     files = find_inputs(inputs)
@@ -59,6 +61,8 @@ def score_files(run_dir, inputs, batch_size: int = scoring.BATCH_SIZE, device="a
         (_, _, recon), = scoring.reconstruct(model, flux, mask, batch_size=len(grids), device=dev, progress=False)
         scores, shares, shape = scoring.score_batch(recon, flux, mask, ivar, lines)
         cols = scoring.score_columns(scores, shares, lines, population, score_info.flag_threshold, shape)
+        if basis is not None:
+            cols[consistency.COLUMN] = consistency.consistency_scores(basis, flux, ivar, mask, lines)
         cols.insert(0, "source", sources)
         cols.insert(0, "galaxy_id", [g.galaxy_id for g in grids])
         tables.append(cols)

@@ -49,10 +49,11 @@ def test_inject_writes_injection_json_and_stamps_the_run(run, tmp_path):
     assert [(r["kind"], r["strength"], r["n"]) for r in result["rows"]] == [
         (CONTROL, 0.0, 4), ("bright_knot", 0.5, 2), ("bright_knot", 1.0, 2), ("shifted_red", 0.5, 2),
         ("shifted_red", 1.0, 2)]
-    assert result["scores"] == ["anomaly_score"]
+    assert result["scores"] == ["anomaly_score", "score_consistency"]  # both detectors, side by side
     for row in result["rows"]:
-        cell = row["anomaly_score"]
-        assert 0 <= cell["median_pct"] <= 100 and 0 <= cell["flagged"] <= 1 and 0 <= cell["untouched_pct"] <= 100
+        for name in result["scores"]:
+            cell = row[name]
+            assert 0 <= cell["median_pct"] <= 100 and 0 <= cell["flagged"] <= 1 and 0 <= cell["untouched_pct"] <= 100
     head = result["headline"]["anomaly_score"]
     assert head["strength"] == 0.5 and head["control_pct"] == result["rows"][0]["anomaly_score"]["median_pct"]
     # the perturbed galaxies are the control's galaxies: the same indices, other scores

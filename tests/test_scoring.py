@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from core import scoring
+from core import consistency, scoring
 from core.embed import embed_run
 from core.evaluate import evaluate_run
 from core.ingest import IngestOptions, ingest
@@ -17,7 +17,7 @@ from core.io import read_json, sha256_file, stamp_files
 from core.lines import DR15_CHANNELS
 from core.maps import DAPPIXMASK_BITS
 from core.latent import nearest_neighbours, umap_embedding
-from core.run import STAGE_OUTPUTS, mark_stage, open_run
+from core.run import CONSISTENCY_BASIS_FILE, STAGE_OUTPUTS, mark_stage, open_run
 from core.synth import write_maps_file
 from core.training import fit, train_config_for
 from train.cli import main
@@ -85,8 +85,11 @@ def test_embed_writes_every_artifact(trained):
     assert np.isfinite(cat[["umap_x", "umap_y", "anomaly_score"]].to_numpy()).all()
     m = run.manifest
     assert "fit" in m.stages and "embed" in m.stages
-    for f in (*STAGE_OUTPUTS["embed"], "model.pt"):
+    for f in (*STAGE_OUTPUTS["embed"], "model.pt", CONSISTENCY_BASIS_FILE):
         assert m.checksums[f] == sha256_file(trained / f), f
+    # the consistency detector: its basis kept for `train score`, a finite score for every galaxy
+    assert np.load(trained / CONSISTENCY_BASIS_FILE).shape == (consistency.N_BASIS, len(lines))
+    assert np.isfinite(cat[consistency.COLUMN]).all()
     assert m.score.median == pytest.approx(np.median(cat.anomaly_score))
     assert m.score.p90 == pytest.approx(np.percentile(cat.anomaly_score, 90))
     assert m.neighbours["k"] == 5 and m.umap["random_state"] == 0
@@ -249,6 +252,7 @@ def test_score_new_files_agrees_with_embed(trained, tmp_path, capsys):
     assert list(table.flagged) == list(mine.flagged) and list(table.top_line) == list(mine.top_line)
     np.testing.assert_allclose(table[[f"err_{line}" for line in run.lines]].sum(axis=1), 1.0, rtol=1e-9)
     np.testing.assert_allclose(table[list(scoring.SHAPE_COLUMNS)], mine[list(scoring.SHAPE_COLUMNS)], rtol=1e-4)
+    np.testing.assert_allclose(table[consistency.COLUMN], mine[consistency.COLUMN], rtol=1e-6)
     assert str(bad) in capsys.readouterr().err
     # nothing usable: a clear error, exit status 2
     assert main(["score", "--run", str(trained), str(bad), "--out", str(tmp_path / "none.csv"), "--quiet"]) == 2
@@ -269,7 +273,8 @@ def test_evaluate_reports_model_and_baselines(trained, tmp_path, capsys):
     assert tasks["anomaly"]["model"]["roc_auc"] is not None
     manifest = read_json(trained / "manifest.json")
     assert "evaluate" in manifest["stages"] and manifest["evaluation"]["model"] == tasks["anomaly"]["model"]
-    assert "pca" in printed and "iforest" in printed and "anomaly:blueberry" in printed
+    assert "pca" in printed and "iforest" in printed and "consistency" in printed and "anomaly:blueberry" in printed
+    assert tasks["anomaly"]["consistency"]["roc_auc"] is not None
 
     # a run without truth columns: a clear message, exit 0, nothing written
     plain = tmp_path / "plain"

@@ -84,7 +84,8 @@ def test_components_and_consistency_maps_when_the_run_has_them(run_path):
     data.catalogue["score_recon"] = np.arange(n, dtype=float)
     data.catalogue["score_consistency"] = np.arange(n, dtype=float)[::-1]
     comps = components(data, 0)
-    assert [c[0] for c in comps] == ["score_consistency", "score_recon"] and comps[0][2] == 100.0
+    assert {c[0] for c in comps} == {"anomaly_score", "score_consistency", "score_recon"}  # every detector
+    assert comps[0][0] == "score_consistency" and comps[0][2] == 100.0 and comps[-1][0] == "score_recon"
     np.save(run_path / CONSISTENCY_FILE, np.asarray(data.run.recon) * 1.5)
     try:
         fresh = open_app_data(run_path)

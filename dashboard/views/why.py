@@ -2,9 +2,9 @@
 
 One small Bokeh figure (issue 11: few figures paint fast) and a line of text:
 
-- the text names the score component that dominates (the catalogue's ``score_<component>``
-  columns, each placed in the run by its percentile; a run without components has one,
-  ``anomaly_score``) and the lines with the largest shares of the error (``err_<line>``);
+- the text names the score that places the galaxy highest in the run (``anomaly_score`` and
+  the catalogue's other ``score_<name>`` columns, e.g. ``score_consistency``, each placed in
+  the run by its percentile) and the lines with the largest shares of the error (``err_<line>``);
 - left, *where*: the normalised residual (``core.scoring.normalised_residual``: data minus
   model in units of the score's error) of the three lines that weigh most, and, when the
   run has ``consistency.npy`` (each line predicted from the other lines), the same lines'
@@ -56,9 +56,10 @@ def consistency(data) -> np.ndarray | None:
 
 
 def components(data, row: int) -> list[tuple[str, float, float]]:
-    """``(column, value, percentile in the run)`` of each score component, the most extreme first."""
+    """``(column, value, percentile in the run)`` of the anomaly score and of every other detector's
+    ``score_<name>`` column (``score_consistency``, ``core.consistency``), the most extreme first."""
     cat = data.catalogue
-    cols = sorted(c for c in cat.columns if c.startswith("score_")) or ["anomaly_score"]
+    cols = ["anomaly_score", *sorted(c for c in cat.columns if c.startswith("score_"))]
     out = []
     for col in cols:
         population = data.derived(("sorted", col), lambda c=col: np.sort(cat[c].to_numpy(np.float64)))
