@@ -5,7 +5,8 @@ kind against the non-anomalies, Seyfert + LINER against star-forming. Methods: t
 anomaly score, PCA reconstruction error on the same maps (as many components as the
 model's latent, fitted on the training split), an isolation forest on the catalogue's
 log line ratios and, where the catalogue has it, the cross-line consistency detector
-(``core.consistency``). The full result goes to ``evaluation.json``, the headline task to the
+(``core.consistency``). It also reports how well the model fits the ordinary galaxies
+(:func:`ordinary_fit`). The full result goes to ``evaluation.json``, the headline task to the
 manifest (:class:`core.run.Evaluation`).
 """
 from __future__ import annotations
@@ -78,6 +79,9 @@ def evaluate_run(run_dir, seed: int = 0) -> dict | None:
                              "true_anomalies_flagged": int((flagged & truth).sum()),
                              "precision": float((flagged & truth).sum() / max(flagged.sum(), 1)),
                              "recall": float((flagged & truth).sum() / max(truth.sum(), 1))}
+    fit = ordinary_fit(run)
+    if fit is not None:
+        result["fit"] = fit
     write_json(run_dir / EVALUATION_FILE, result)
     headline = rows[0]  # the "anomaly" task where truth_anomaly exists (truth_tasks lists it first)
     summary = Evaluation(task=headline["task"], **{m: headline[m] for m in METHODS},
@@ -85,6 +89,39 @@ def evaluate_run(run_dir, seed: int = 0) -> dict | None:
     files = {**run.manifest.files, EVALUATION_FILE: file_stamp(run_dir / EVALUATION_FILE)}
     mark_stage(run_dir, STAGE, True, evaluation=summary, files=files)
     return result
+
+
+def ordinary_fit(run, block: int = 256) -> dict | None:
+    """How well the model fits the galaxies that are not true anomalies: median reduced chi-squares.
+
+    ``score``: the anomaly score (the reduced chi-square with the score's error floor) and
+    ``noise``: the same against the measured noise alone, no floor; each over every ordinary
+    galaxy and over those of the validation split, which the model never trained on. None
+    without a ``truth_anomaly`` column. A model that reproduced ordinary galaxies to their noise
+    would give ``noise`` near 1.
+    """
+    cat = run.catalogue
+    if "truth_anomaly" not in cat:
+        return None
+    ordinary = ~cat["truth_anomaly"].fillna(False).astype(bool).to_numpy()
+    val = ordinary & (cat["split"].to_numpy() == "val")
+    ds, noise = run.dataset, np.full(len(cat), np.nan)
+    for start in range(0, len(cat), block):
+        rows = slice(start, min(start + block, len(cat)))
+        ivar = np.asarray(ds.ivar[rows], dtype=np.float64)
+        good = ~np.asarray(ds.mask[rows], dtype=bool) & (ivar > 0)
+        diff = np.where(good, np.asarray(run.recon[rows], dtype=np.float64) - np.asarray(ds.flux[rows], np.float64), 0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            noise[rows] = (np.square(diff) * np.where(good, ivar, 0.0)).sum(axis=(1, 2, 3)) / good.sum(axis=(1, 2, 3))
+    score = cat["anomaly_score"].to_numpy(dtype=np.float64)
+
+    def median(values, rows):
+        values = values[rows & np.isfinite(values)]
+        return float(np.median(values)) if values.size else None
+
+    return {"n_ordinary": int(ordinary.sum()), "n_ordinary_val": int(val.sum()),
+            "score": median(score, ordinary), "score_val": median(score, val),
+            "noise": median(noise, ordinary), "noise_val": median(noise, val)}
 
 
 def report(result: dict) -> str:
@@ -96,5 +133,13 @@ def report(result: dict) -> str:
         lines.append(f"flagged: {flagged['n_flagged']} galaxies, {flagged['true_anomalies_flagged']} of the "
                      f"{flagged['n_true_anomalies']} true anomalies (precision {flagged['precision']:.2f}, "
                      f"recall {flagged['recall']:.2f})")
+    fit = result.get("fit")
+    if fit and fit["score"] is not None:
+        def pair(key):
+            val = fit[f"{key}_val"]
+            return f"{fit[key]:.3g}" + (f" (validation split {val:.3g})" if val is not None else "")
+        lines.append(f"fit of the {fit['n_ordinary']} ordinary galaxies (not true anomalies), median reduced "
+                     f"chi-square: {pair('score')} with the score's error floor, {pair('noise')} against the "
+                     "noise alone (1 = fitted to the noise)")
     lines += [f"  {m}: {d}" for m, d in result["methods"].items()]
     return "\n".join(lines)

@@ -275,6 +275,13 @@ def test_evaluate_reports_model_and_baselines(trained, tmp_path, capsys):
     assert "evaluate" in manifest["stages"] and manifest["evaluation"]["model"] == tasks["anomaly"]["model"]
     assert "pca" in printed and "iforest" in printed and "consistency" in printed and "anomaly:blueberry" in printed
     assert tasks["anomaly"]["consistency"]["roc_auc"] is not None
+    # how well the model fits the ordinary galaxies: the score's median over them, and against the noise alone
+    cat = open_run(trained).catalogue
+    ordinary = ~cat.truth_anomaly.astype(bool)
+    fit = result["fit"]
+    assert fit["n_ordinary"] == ordinary.sum() and fit["score"] == pytest.approx(np.median(cat.anomaly_score[ordinary]))
+    assert fit["noise"] > fit["score"] > 0  # without the floor the same residuals weigh more
+    assert f"fit of the {fit['n_ordinary']} ordinary galaxies" in printed
 
     # a run without truth columns: a clear message, exit 0, nothing written
     plain = tmp_path / "plain"
