@@ -260,8 +260,9 @@ def evaluation_figures(evaluation: Evaluation | None) -> dict[str, str]:
 def injection_figures(data: AppData) -> tuple[str, list[str]] | None:
     """The injection benchmark at a glance: ``(headline, one line per kind)``, None without a current one.
 
-    Headline: "median percentile 60 at strength 0.5, 15 % flagged over 17 kinds (untouched 54)";
-    the per-kind lines give each kind's median percentile and % flagged at that strength.
+    Headline: "median percentile 60 at strength 0.5, 15 % flagged over 17 kinds (untouched 54)",
+    then the same for every other detector the benchmark measured ("; score_consistency 65, ...");
+    the per-kind lines give each kind's median percentile and % flagged at that strength, per detector.
     Read once per server (``AppData.derived``).
     """
     def compute():
@@ -274,9 +275,20 @@ def injection_figures(data: AppData) -> tuple[str, list[str]] | None:
         middle = [r for r in result["rows"] if r["strength"] == head["strength"] and r["family"] != "control"]
         text = (f"median percentile {head['median_pct']:.0f} at strength {head['strength']:g}, "
                 f"{100 * head['flagged']:.0f} % flagged over {len(middle)} kinds (untouched {head['control_pct']:.0f})")
-        detail = [f"{r['kind']} ({r['family']}): {r['anomaly_score']['median_pct']:.0f}, "
-                  f"{100 * r['anomaly_score']['flagged']:.0f} % flagged" for r in middle
-                  if r["anomaly_score"]["median_pct"] is not None]
+        # The other detectors (score_<name> columns), each after the anomaly score: "; score_consistency 65 ...".
+        others = [c for c in result.get("scores", []) if c != "anomaly_score"
+                  and (result["headline"].get(c) or {}).get("median_pct") is not None]
+        for col in others:
+            h = result["headline"][col]
+            text += (f"; {col} {h['median_pct']:.0f}, {100 * h['flagged']:.0f} % flagged "
+                     f"(untouched {h['control_pct']:.0f})")
+
+        def cell(row, col):
+            return f"{row[col]['median_pct']:.0f}, {100 * row[col]['flagged']:.0f} % flagged"
+
+        detail = [f"{r['kind']} ({r['family']}): {cell(r, 'anomaly_score')}"
+                  + "".join(f"; {c} {cell(r, c)}" for c in others if (r.get(c) or {}).get("median_pct") is not None)
+                  for r in middle if r["anomaly_score"]["median_pct"] is not None]
         return text, detail
     return data.derived("injection", compute)
 

@@ -132,3 +132,15 @@ def test_header_shows_the_injection_summary_when_there_is_one(run_path):
     assert detail == ["stripe (artefact): 69, 12 % flagged", "nii_patch (ratio): 55, 25 % flagged"]
     html = pn.panel(Header(state=DashboardState(data))).get_root(Document()).text
     assert "Injection benchmark" in html and "stripe (artefact)" in html
+
+    # a second detector measured beside the anomaly score: its figures follow the score's
+    result["scores"] = ["anomaly_score", "score_consistency"]
+    result["headline"]["score_consistency"] = {"strength": 0.5, "median_pct": 65.2, "flagged": 0.15, "control_pct": 46.2}
+    for row, (pct, flagged) in zip(result["rows"], ((46.2, 0.07), (89.0, 0.375), (93.4, 0.625))):
+        row["score_consistency"] = {"median_pct": pct, "flagged": flagged}
+    write_json(run_path / INJECTION_FILE, result)
+    mark_stage(run_path, "inject", True, files={**RunManifest.read(run_path).files,
+                                                 INJECTION_FILE: file_stamp(run_path / INJECTION_FILE)})
+    text, detail = injection_figures(open_app_data(run_path))
+    assert text.endswith("(untouched 54); score_consistency 65, 15 % flagged (untouched 46)")
+    assert detail[1] == "nii_patch (ratio): 55, 25 % flagged; score_consistency 93, 62 % flagged"
