@@ -12,6 +12,7 @@ import pandas as pd
 from core import consistency, maps, scoring
 from core.errors import BlueberryError, RunError
 from core.ingest import find_inputs
+from core.io import check_array, load_npy
 from core.run import CONSISTENCY_BASIS_FILE, check_stamps, open_run
 
 
@@ -33,9 +34,13 @@ def score_files(run_dir, inputs, batch_size: int = scoring.BATCH_SIZE, device="a
     model, _ = load_model(run.path, device=dev)
     check_stamps(run.path, run.manifest, ("model.pt",))  # the model that scored the run's population
     population = run.catalogue["anomaly_score"].to_numpy(dtype=np.float64)
-    basis_file = run.path / CONSISTENCY_BASIS_FILE
-    basis = np.load(basis_file) if basis_file.is_file() and consistency.COLUMN in run.catalogue else None
     lines = list(run.lines)
+    basis = None
+    if consistency.COLUMN in run.catalogue:  # the basis that scored the run's population, intact
+        repair = f"run `python -m train embed --run {run.path}` again"
+        check_stamps(run.path, run.manifest, (CONSISTENCY_BASIS_FILE,))
+        basis = load_npy(run.path / CONSISTENCY_BASIS_FILE, RunError, repair, mmap=False)
+        check_array(run.path / CONSISTENCY_BASIS_FILE, basis, (None, len(lines)), np.float64, RunError, repair)
 
     files = find_inputs(inputs)
     tables, skipped = [], []

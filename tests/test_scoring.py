@@ -259,6 +259,20 @@ def test_score_new_files_agrees_with_embed(trained, tmp_path, capsys):
     assert "none of the 1 file(s) could be scored" in capsys.readouterr().err
 
 
+def test_score_refuses_a_damaged_consistency_basis(trained, tmp_path, capsys):
+    copy = tmp_path / "run"
+    shutil.copytree(trained, copy)
+    source = str(open_run(copy).catalogue.source[0])
+    basis = copy / CONSISTENCY_BASIS_FILE
+    basis.write_bytes(basis.read_bytes()[:100])  # truncated
+    assert main(["score", "--run", str(copy), source, "--out", str(tmp_path / "x.csv"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert str(basis) in err and "python -m train embed" in err and "Traceback" not in err
+    basis.unlink()
+    assert main(["score", "--run", str(copy), source, "--out", str(tmp_path / "x.csv"), "--quiet"]) == 2
+    assert "(missing)" in capsys.readouterr().err
+
+
 def test_evaluate_reports_model_and_baselines(trained, tmp_path, capsys):
     assert main(["evaluate", "--run", str(trained)]) == 0
     printed = capsys.readouterr().out
