@@ -105,14 +105,11 @@ def ordinary_fit(run, block: int = 256) -> dict | None:
         return None
     ordinary = ~cat["truth_anomaly"].fillna(False).astype(bool).to_numpy()
     val = ordinary & (cat["split"].to_numpy() == "val")
-    ds, noise = run.dataset, np.full(len(cat), np.nan)
-    for start in range(0, len(cat), block):
-        rows = slice(start, min(start + block, len(cat)))
-        ivar = np.asarray(ds.ivar[rows], dtype=np.float64)
-        good = ~np.asarray(ds.mask[rows], dtype=bool) & (ivar > 0)
-        diff = np.where(good, np.asarray(run.recon[rows], dtype=np.float64) - np.asarray(ds.flux[rows], np.float64), 0)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            noise[rows] = (np.square(diff) * np.where(good, ivar, 0.0)).sum(axis=(1, 2, 3)) / good.sum(axis=(1, 2, 3))
+    ds = run.dataset
+    noise = np.concatenate([
+        scoring.galaxy_errors(run.recon[lo:lo + block], ds.flux[lo:lo + block], ds.mask[lo:lo + block],
+                              ds.ivar[lo:lo + block], run.lines, floor_fraction=0.0)[0]
+        for lo in range(0, len(cat), block)])
     score = cat["anomaly_score"].to_numpy(dtype=np.float64)
 
     def median(values, rows):

@@ -113,14 +113,15 @@ def floor_peaks(flux, mask, lines: Sequence[str]) -> np.ndarray:
     return np.where(np.isfinite(peak) & (peak > 0), peak, 0.0)
 
 
-def cell_weights(flux, mask, ivar, lines: Sequence[str]) -> np.ndarray:
+def cell_weights(flux, mask, ivar, lines: Sequence[str], floor_fraction: float = ERROR_FLOOR) -> np.ndarray:
     """The weight ``1 / (1/ivar + (f P)**2)`` of every cell of a batch ``(N, L, S, S)`` in the score.
 
     0 where the cell is masked or has no positive ivar (see :data:`SCORE_DEFINITION`).
+    ``floor_fraction`` is ``f`` (0: the noise alone, as ``core.evaluate.ordinary_fit`` measures).
     """
     ivar = np.asarray(ivar, dtype=np.float64)
     good = ~np.asarray(mask, dtype=bool) & (ivar > 0)
-    floor = (ERROR_FLOOR * floor_peaks(flux, ~good, lines))[:, None, None, None] ** 2  # (N, 1, 1, 1)
+    floor = (floor_fraction * floor_peaks(flux, ~good, lines))[:, None, None, None] ** 2  # (N, 1, 1, 1)
     with np.errstate(divide="ignore", invalid="ignore"):
         variance = 1.0 / ivar + floor
     return np.where(good, 1.0 / variance, 0.0)
@@ -140,20 +141,23 @@ def normalised_residual(x, recon, ivar, floor) -> np.ndarray:
     return np.where((ivar > 0) & np.isfinite(out), out, np.nan)
 
 
-def _chi_terms(recon, flux, mask, ivar, lines: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+def _chi_terms(recon, flux, mask, ivar, lines: Sequence[str],
+               floor_fraction: float = ERROR_FLOOR) -> tuple[np.ndarray, np.ndarray]:
     """The summed terms of :data:`SCORE_DEFINITION`, ``(N, L, S, S)`` (0 where masked), and the unmasked cells."""
-    weights = cell_weights(flux, mask, ivar, lines)
+    weights = cell_weights(flux, mask, ivar, lines, floor_fraction)
     good = weights > 0
     diff = np.where(good, np.asarray(recon, dtype=np.float64) - np.asarray(flux, dtype=np.float64), 0.0)
     return np.square(diff) * weights, good
 
 
-def galaxy_errors(recon, flux, mask, ivar, lines: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+def galaxy_errors(recon, flux, mask, ivar, lines: Sequence[str],
+                  floor_fraction: float = ERROR_FLOOR) -> tuple[np.ndarray, np.ndarray]:
     """Anomaly scores ``(N,)`` and per-line error shares ``(N, L)`` of a batch ``(N, L, S, S)``.
 
-    Both follow :data:`SCORE_DEFINITION`. A galaxy without unmasked cells gets NaN.
+    Both follow :data:`SCORE_DEFINITION` (with ``floor_fraction`` as its ``f``). A galaxy
+    without unmasked cells gets NaN.
     """
-    return _errors(*_chi_terms(recon, flux, mask, ivar, lines))
+    return _errors(*_chi_terms(recon, flux, mask, ivar, lines, floor_fraction))
 
 
 def _errors(terms: np.ndarray, good: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
