@@ -5,7 +5,7 @@ cross-line consistency detector's basis ``consistency_basis.npy`` (``core.consis
 run directory (atomically) and records the score summary (:class:`core.run.ScoreInfo`), the
 UMAP parameters, the files' stamps (size, time, sha256) and the dataset's in its manifest;
 the embed stamp is removed before the first file is rewritten and set last. The score is the reduced chi-square
-with a 1 % error floor of ``core.scoring.SCORE_DEFINITION``. Torch and umap are imported
+against the noise and error model of ``core.scoring.SCORE_DEFINITION``. Torch and umap are imported
 inside :func:`embed_run`.
 """
 from __future__ import annotations

@@ -94,8 +94,8 @@ def evaluate_run(run_dir, seed: int = 0) -> dict | None:
 def ordinary_fit(run, block: int = 256) -> dict | None:
     """How well the model fits the galaxies that are not true anomalies: median reduced chi-squares.
 
-    ``score``: the anomaly score (the reduced chi-square with the score's error floor) and
-    ``noise``: the same against the measured noise alone, no floor; each over every ordinary
+    ``score``: the anomaly score (the reduced chi-square with the score's error model) and
+    ``noise``: the same against the measured noise alone, no error model; each over every ordinary
     galaxy and over those of the validation split, which the model never trained on. None
     without a ``truth_anomaly`` column. A model that reproduced ordinary galaxies to their noise
     would give ``noise`` near 1.
@@ -108,7 +108,7 @@ def ordinary_fit(run, block: int = 256) -> dict | None:
     ds = run.dataset
     noise = np.concatenate([
         scoring.galaxy_errors(run.recon[lo:lo + block], ds.flux[lo:lo + block], ds.mask[lo:lo + block],
-                              ds.ivar[lo:lo + block], run.lines, floor_fraction=0.0)[0]
+                              ds.ivar[lo:lo + block], run.lines, floor_fraction=0.0, model_error=0.0)[0]
         for lo in range(0, len(cat), block)])
     score = cat["anomaly_score"].to_numpy(dtype=np.float64)
 
@@ -136,7 +136,7 @@ def report(result: dict) -> str:
             val = fit[f"{key}_val"]
             return f"{fit[key]:.3g}" + (f" (validation split {val:.3g})" if val is not None else "")
         lines.append(f"fit of the {fit['n_ordinary']} ordinary galaxies (not true anomalies), median reduced "
-                     f"chi-square: {pair('score')} with the score's error floor, {pair('noise')} against the "
+                     f"chi-square: {pair('score')} with the score's error model, {pair('noise')} against the "
                      "noise alone (1 = fitted to the noise)")
     lines += [f"  {m}: {d}" for m, d in result["methods"].items()]
     return "\n".join(lines)

@@ -29,6 +29,10 @@ def score_files(run_dir, inputs, batch_size: int = scoring.BATCH_SIZE, device="a
     score_info = run.manifest.score
     if score_info is None or "anomaly_score" not in run.catalogue:
         raise RunError(f"{run.path}: the run has no scores yet; run `python -m train embed --run {run.path}`")
+    if score_info.definition != scoring.SCORE_DEFINITION:
+        raise RunError(f"{run.path}: the run's galaxies were scored with another definition of the anomaly score "
+                       f"(an earlier Blueberry), so new files could not be compared with them; score them again "
+                       f"with `python -m train embed --run {run.path}`")
     options = run.dataset.manifest.options
     dev = resolve_device(device)
     model, _ = load_model(run.path, device=dev)

@@ -31,7 +31,8 @@ class MapsDataset(torch.utils.data.Dataset):
     ``flux`` is float32 with masked cells set to 0 (the loss ignores them through
     ``mask``, True = bad); with ``weights`` a third tensor holds each cell's loss weight:
     ``"ivar"`` the inverse variance, ``"score"`` the anomaly score's own weights
-    (:func:`core.scoring.cell_weights`, the inverse variance with a 1 % error floor).
+    (:func:`core.scoring.cell_weights`, the inverse variance with the error floor; the loss adds
+    the model's relative error, :data:`core.scoring.MODEL_ERROR`, as it needs the reconstruction).
     With ``augment`` every item is drawn in one of the 8 dihedral orientations, and
     ``repeats`` (the paper's "3x") makes one epoch visit each galaxy that many times.
     """

@@ -49,6 +49,7 @@ from core.models import (
     read_torch_file, resolve_device,
 )
 from core.run import RunManifest, Split, mark_stage
+from core.scoring import MODEL_ERROR
 from core.torchdata import WEIGHTS, MapsDataset
 
 # load_model is re-exported: it reads the model.pt this module writes.
@@ -73,7 +74,7 @@ class TrainConfig:
     device: str = "auto"  # auto (CUDA when present) | cpu | cuda | cuda:N
     compile: bool = False  # torch.compile the model (pays off on GPUs for long runs)
     # Loss weight of each cell: none (plain squared error, as the paper) | ivar | score (the
-    # anomaly score's own weights, so training minimises the score: demo AUC 0.96 vs 0.93)
+    # anomaly score's own weights and error model, so training minimises the score: demo AUC 0.96 vs 0.93)
     weighting: str = "score"
     num_workers: int = 0  # DataLoader worker processes (0 = load in the training process)
     threads: int = 0  # CPU threads of torch (0 = its default); 1 is fastest on a CPU shared with other work
@@ -170,7 +171,7 @@ def _batch_loss(model, batch, device, cfg: TrainConfig, kind: str):
     weights = batch[2].to(device, non_blocking=True) if len(batch) > 2 else None
     with autocast(device):
         out = model(flux)
-    rec = masked_loss(out.recon, flux, mask, weights)
+    rec = masked_loss(out.recon, flux, mask, weights, MODEL_ERROR if cfg.weighting == "score" else 0.0)
     loss = rec + cfg.beta * kl_divergence(out.mu, out.logvar) if kind == "vae" else rec
     return loss, rec, out
 

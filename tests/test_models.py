@@ -128,6 +128,14 @@ def test_masked_loss_values_and_weights():
     torch.testing.assert_close(masked_loss(recon, x, mask), torch.tensor([(1 + 4 + 9) / 3, 0.0]))
     ivar = torch.full_like(x, 2.0)
     torch.testing.assert_close(masked_loss(recon, x, mask, ivar), torch.tensor([2 * (1 + 4 + 9) / 3, 0.0]))
+    # the error model: each weight w becomes w / (1 + w (m recon)^2), i.e. 1 / (1/w + (m recon)^2) ...
+    recon = torch.full_like(x, 2.0, requires_grad=True)
+    loss = masked_loss(recon, x, mask, ivar, model_error=0.5)
+    torch.testing.assert_close(loss, torch.tensor([(1 + 0 + 1) / 3 / (0.5 + 1.0), 0.0]))
+    # ... held fixed in the gradient: a weighted least-squares step, not a way to lower the loss by predicting more
+    loss.sum().backward()
+    expected = torch.where(mask, 0.0, 2 * (2.0 - x) / 1.5 / 3)
+    torch.testing.assert_close(recon.grad, expected)
 
 
 def test_gradient_through_model_ignores_masked_inputs():

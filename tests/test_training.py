@@ -94,9 +94,11 @@ def test_fit_writes_a_complete_run(tiny16, tmp_path):
     weights = cell_weights(flux, mask, np.load(tiny16 / "ivar.npy")[is_val], manifest.lines)
     x = torch.from_numpy(np.nan_to_num(flux))[:, :, None]  # (B, T, 1, S, S)
     from core.models import kl_divergence, masked_loss
+    from core.scoring import MODEL_ERROR
     with torch.no_grad():
         out = model(x)
-        rec = masked_loss(out.recon, x, torch.from_numpy(mask)[:, :, None], torch.from_numpy(weights)[:, :, None])
+        rec = masked_loss(out.recon, x, torch.from_numpy(mask)[:, :, None], torch.from_numpy(weights)[:, :, None],
+                          MODEL_ERROR)
         val = (rec + 1e-3 * kl_divergence(out.mu, out.logvar)).mean()
     assert float(val) == pytest.approx(metrics["best_val_loss"], rel=1e-5)
 

@@ -42,9 +42,10 @@ def test_ratio_maps_follow_log_ratios_and_mask_what_cannot_be_a_ratio():
 def test_normalised_residual_is_in_units_of_the_scores_error():
     x, recon = np.array([3.0, 5.0, np.nan, 1.0]), np.array([1.0, 5.0, 1.0, 0.0])
     ivar = np.array([1.0, 4.0, 1.0, 0.0])
-    out = scoring.normalised_residual(x, recon, ivar, 0.0)
+    out = scoring.normalised_residual(x, recon, ivar, 0.0, model_error=0.0)
     assert out[0] == 2.0 and out[1] == 0.0 and np.isnan(out[2]) and np.isnan(out[3])
-    assert scoring.normalised_residual(x, recon, ivar, np.sqrt(3.0))[0] == pytest.approx(1.0)
+    assert scoring.normalised_residual(x, recon, ivar, np.sqrt(3.0), model_error=0.0)[0] == pytest.approx(1.0)
+    assert scoring.normalised_residual(x, recon, ivar, np.sqrt(2.0), model_error=1.0)[0] == pytest.approx(1.0)
     # its square, weighted as the score weights cells, is the score's sum
     rng = np.random.default_rng(0)
     flux, rec = rng.normal(5, 1, (1, 2, 4, 4)), rng.normal(5, 1, (1, 2, 4, 4))

@@ -12,7 +12,7 @@ EXAMPLES = """\
 Writes RUN/catalogue.parquet, latents.npy, recon.npy and neighbours.npy (atomically) and
 records the score definition, its median and 90th percentile, the UMAP parameters and the
 files' sha256 in RUN/manifest.json. The anomaly score is the reduced chi-square of a
-galaxy's reconstruction over its unmasked cells, with a 1% error floor (see core/scoring.py).
+galaxy's reconstruction over its unmasked cells, against its noise and error model (see core/scoring.py).
 """
 
 

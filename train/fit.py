@@ -44,7 +44,7 @@ def add_arguments(p) -> None:
                         "training loss then drives early stopping)")
     p.add_argument("--weighting", choices=("none", "ivar", "score"), default=None,
                    help="loss weight of each cell: none, ivar (inverse variance) or score (the anomaly score's "
-                        "own weights: inverse variance with a 1%% error floor; the default)")
+                        "own weights: inverse variance with its error model; the default)")
     p.add_argument("--device", type=device_name, default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
     p.add_argument("--num-workers", type=processes_or_zero, default=0, help="DataLoader worker processes (default 0)")
     p.add_argument("--threads", type=processes_or_zero, default=0,

@@ -151,22 +151,27 @@ class ConvLSTMAutoencoder(nn.Module):
 
 
 def masked_loss(recon: torch.Tensor, x: torch.Tensor, mask: torch.Tensor,
-                weights: torch.Tensor | None = None) -> torch.Tensor:
+                weights: torch.Tensor | None = None, model_error: float = 0.0) -> torch.Tensor:
     """Per-galaxy mean squared error over the unmasked cells, shape ``(B,)``.
 
     ``recon``, ``x``, ``mask`` (True = bad) and ``weights`` share a shape whose first axis is
     the galaxy, e.g. (B, T, 1, S, S). Masked cells contribute nothing and get exactly
     zero gradient, whatever ``x`` holds there (NaN included). With ``weights`` every squared
     residual is multiplied by its cell's weight (the inverse variance gives a mean chi-square
-    per cell; :func:`core.scoring.cell_weights` gives the anomaly score itself). The mean is
-    over each galaxy's unmasked cells; a fully masked galaxy scores 0. Computed in float32
-    even under autocast, so anomaly scores do not depend on the training precision.
+    per cell; :func:`core.scoring.cell_weights` with ``model_error`` = ``core.scoring.MODEL_ERROR``
+    gives the anomaly score itself: each weight ``w`` becomes ``w / (1 + w (model_error recon)**2)``,
+    the reconstruction detached, so the error model weighs the residual without being a way to lower
+    it). The mean is over each galaxy's unmasked cells; a fully masked galaxy scores 0. Computed in
+    float32 even under autocast, so anomaly scores do not depend on the training precision.
     """
     valid = ~mask
     diff = torch.where(valid, recon.float() - torch.nan_to_num(x.float()), 0.0)
     sq = diff * diff
     if weights is not None:
-        sq = sq * torch.where(valid, weights.float(), 0.0)
+        w = torch.where(valid, weights.float(), 0.0)
+        if model_error:
+            w = w / (1.0 + w * (model_error * recon.detach().float()).square())
+        sq = sq * w
     dims = tuple(range(1, sq.ndim))
     return sq.sum(dims) / valid.sum(dims).clamp_min(1)
 

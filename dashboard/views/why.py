@@ -113,7 +113,7 @@ def summary_html(data, row: int | None) -> str:
     lines = ", ".join(f"{html.escape(ln)} {100 * s:.0f} %" for ln, s in shares)
     return (f'<p style="font-size:13px;margin:2px 0">Dominant component: <b>{html.escape(col)}</b> at percentile '
             f"{pct:.1f} (components' percentiles: {parts}). Lines with the largest shares of the error: {lines}. "
-            f"{where_text(cat, row)}Maps: residuals in units of the score's error (σ with its floor).</p>")
+            f"{where_text(cat, row)}Maps: residuals in units of the score's error (σ with its error model).</p>")
 
 
 def where_text(cat, row: int) -> str:
