@@ -216,8 +216,9 @@ def is_done(run_dir, stage: str) -> bool:
 
     ``fit``: stamped and model.pt is there (an interrupted fit is not done: resume it).
     ``embed``: stamped, its outputs and the model.pt they came from have their recorded
-    sha256, and its scores follow today's ``core.scoring.SCORE_DEFINITION``. ``evaluate`` (``inject``): stamped, evaluation.json (injection.json) is the file it
-    wrote, and it measured the catalogue that is there now.
+    sha256, and its scores follow today's ``core.scoring.SCORE_DEFINITION``. ``evaluate``
+    (``inject``): stamped, evaluation.json (injection.json) is the file it wrote, and it
+    measured the catalogue that is there now.
     """
     if stage not in STAGE_OUTPUTS:
         raise ValueError(f"unknown stage {stage!r}; stages are {', '.join(STAGE_OUTPUTS)}")
@@ -232,7 +233,9 @@ def is_done(run_dir, stage: str) -> bool:
     if stage == "embed":
         from core.scoring import SCORE_DEFINITION
 
-        return manifest.score is not None and manifest.score.definition == SCORE_DEFINITION and all((run_dir / f).is_file() and manifest.checksums.get(f) == sha256_file(run_dir / f)
+        if manifest.score is None or manifest.score.definition != SCORE_DEFINITION:
+            return False
+        return all((run_dir / f).is_file() and manifest.checksums.get(f) == sha256_file(run_dir / f)
                    for f in (*STAGE_OUTPUTS["embed"], "model.pt"))
     name, headline = (EVALUATION_FILE, manifest.evaluation) if stage == "evaluate" else (INJECTION_FILE,
                                                                                           manifest.injection)

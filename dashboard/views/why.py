@@ -6,9 +6,7 @@ One small Bokeh figure (issue 11: few figures paint fast) and a line of text:
   the catalogue's other ``score_<name>`` columns, e.g. ``score_consistency``, each placed in
   the run by its percentile) and the lines with the largest shares of the error (``err_<line>``);
 - left, *where*: the normalised residual (``core.scoring.normalised_residual``: data minus
-  model in units of the score's error) of the three lines that weigh most, and, when the
-  run has ``consistency.npy`` (each line predicted from the other lines), the same lines'
-  residual against that prediction;
+  model in units of the score's error) of the three lines that weigh most;
 - right, the log [NII]/Hα, [OIII]/Hβ and [SII]/Hα maps (``core.bpt.ratio_maps``) of the data
   and of the reconstruction, with the data's S/N cut applied to both.
 """
@@ -20,14 +18,10 @@ import numpy as np
 import panel as pn
 
 from core import bpt, scoring
-from core.errors import RunError
-from core.io import load_npy
 from dashboard.views.base import PANEL_CSS, StateView, change, section_title
 from dashboard.views.glyphs import MASKED, Mosaic, plain_figure
 from dashboard.views.inspector import symmetric_limit
 
-#: The run's cache of each line predicted from the other lines (written by embed when the model has one).
-CONSISTENCY_FILE = "consistency.npy"
 #: The ratio maps drawn, in order, with their labels.
 RATIO_MAPS = {"log_nii_ha": "[NII]/Hα", "log_oiii_hb": "[OIII]/Hβ", "log_sii_ha": "[SII]/Hα"}
 #: Colour range of the log ratio maps (dex): the span of the BPT diagrams' axes.
@@ -38,21 +32,6 @@ TOP_LINES = 3
 LABELS = {"where": "where_labels", "ratios": "ratio_labels"}
 #: Screen pixels: each mosaic's width, the title strip, the room for a colour bar.
 MOSAIC_PX, TITLE_PX, COLOUR_BAR_PX = 300, 24, 64
-
-
-def consistency(data) -> np.ndarray | None:
-    """The run's ``consistency.npy`` ``(N, L, S, S)`` memory-mapped, or None when the run has none (or a
-    damaged one, which the page then leaves out rather than fail)."""
-    def load():
-        path = data.run.path / CONSISTENCY_FILE
-        if not path.is_file():
-            return None
-        try:
-            arr = load_npy(path, RunError, "")
-        except RunError:
-            return None
-        return arr if arr.shape == data.run.recon.shape else None
-    return data.derived("consistency", load)
 
 
 def components(data, row: int) -> list[tuple[str, float, float]]:
@@ -88,11 +67,6 @@ def explain(data, row: int) -> dict:
     idx = [lines.index(ln) for ln in top]
     where = [scoring.normalised_residual(x[i], recon[i], ivar[i], floor) for i in idx]
     labels = list(top)  # the mosaic's title says these are residuals; a longer label overlaps its neighbour
-    predicted = consistency(data)
-    if predicted is not None:
-        other = np.where(mask, np.nan, np.asarray(predicted[row], dtype=np.float64))
-        where += [scoring.normalised_residual(x[i], other[i], ivar[i], floor) for i in idx]
-        labels += [f"{ln} vs other lines" for ln in top]
     ratios = [bpt.ratio_maps(cube, lines, mask, ivar) for cube in (x, recon)]
     return {"components": components(data, row), "lines": shares, "where": np.array(where, dtype=np.float32),
             "where_labels": labels,
@@ -140,8 +114,7 @@ class WhyOdd(StateView):
         super().__init__(**params)
         data = self.state.data
         s = data.run.dataset.size
-        self._n_where = TOP_LINES * (2 if consistency(data) is not None else 1)
-        self._where = Mosaic(self._n_where, s, TOP_LINES, px_per_spaxel=MOSAIC_PX / (TOP_LINES * (s + 1)))
+        self._where = Mosaic(TOP_LINES, s, TOP_LINES, px_per_spaxel=MOSAIC_PX / (TOP_LINES * (s + 1)))
         self._ratio = Mosaic(2 * len(RATIO_MAPS), s, len(RATIO_MAPS), px_per_spaxel=MOSAIC_PX / (3 * (s + 1)))
         self._px = MOSAIC_PX / self._where.width
         self._fig = self._figure()
@@ -152,7 +125,7 @@ class WhyOdd(StateView):
         if row is not None:
             return explain(data, row)
         s = data.run.dataset.size
-        return {"where": np.full((self._n_where, s, s), np.nan, np.float32), "where_labels": [""] * self._n_where,
+        return {"where": np.full((TOP_LINES, s, s), np.nan, np.float32), "where_labels": [""] * TOP_LINES,
                 "ratios": np.full((2 * len(RATIO_MAPS), s, s), np.nan, np.float32),
                 "ratio_labels": [""] * (2 * len(RATIO_MAPS))}
 
