@@ -6,6 +6,7 @@ The run is opened and the numba kernels warmed once per server process
 """
 from __future__ import annotations
 
+import contextlib
 import html
 import logging
 from pathlib import Path
@@ -112,12 +113,14 @@ def build_app(data: AppData, state: DashboardState | None = None) -> tuple[Dashb
                    ((similar, SimilarGalaxies), (bpts, BPTDiagrams), (compare, CompareView))]
 
     def render_next():
+        doc = pn.state.curdoc
         # Held: the batch's views go to the browser as one patch (full page at 10,000 galaxies
-        # ~7.7 s -> ~6.8 s, alternated runs on a shared machine; benchmarks/README.md).
-        with pn.io.hold():
+        # ~7.7 s -> ~6.8 s, alternated runs on a shared machine; benchmarks/README.md). Frozen:
+        # Bokeh walks the whole document to recompute its model set once per batch, not once
+        # per filled placeholder (that walk was half of the server's time per batch).
+        with pn.io.hold(), (doc.models.freeze() if doc is not None else contextlib.nullcontext()):
             for slot, view in later_queue.pop(0):
                 slot.objects = [view(state=state)]
-        doc = pn.state.curdoc
         if later_queue and doc is not None and doc.session_context is not None:
             # A pause, not merely the next tick: the websocket writes this view's patch only
             # when the event loop is free, so the browser lays it out while the server draws

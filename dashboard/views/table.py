@@ -18,6 +18,29 @@ EXPORTS = {"csv": ("Export CSV", "The selected galaxies, every catalogue column,
            "votable": ("VOTable", "The selection as a VOTable (TOPCAT, Aladin): units, UCDs, the run and the model")}
 
 
+class LinkButton(pn.widgets.Button):
+    """A button that sends the browser to ``url``: the browser fetches the file itself, nothing goes
+    through the websocket.
+
+    The click is a Bokeh ``CustomJS`` on the button's own model rather than Panel's
+    ``js_on_click``: any Panel link on the page makes Panel walk every Bokeh model of the
+    document each time a view is added to it (a third of the server's time drawing the
+    deferred views; benchmarks/README.md).
+    """
+
+    url = param.String(default="", doc="Where a click sends the browser.")
+
+    _rename = {**pn.widgets.Button._rename, "url": None}  # a Python-side parameter, not a property of the model
+
+    def _get_model(self, doc, root=None, parent=None, comm=None):
+        from bokeh.events import ButtonClick
+        from bokeh.models import CustomJS
+
+        model = super()._get_model(doc, root, parent, comm)
+        model.js_on_event(ButtonClick, CustomJS(code=f"window.location.assign({self.url!r});"))
+        return model
+
+
 class ExportButton(StateView):
     """One export button: the selected galaxies with every catalogue column, over HTTP when the route is served."""
 
@@ -31,10 +54,8 @@ class ExportButton(StateView):
         if export.route_served():
             token = export.register(self.state)
             pn.state.on_session_destroyed(lambda _ctx: export.unregister(token))
-            self._widget = pn.widgets.Button(label=label, color="primary", width=width, description=tooltip)
-            url = export.export_url(token, pn.state.base_url or "/", self.fmt)
-            # The browser fetches the file itself: nothing goes through the websocket.
-            self._widget.js_on_click(code=f"window.location.assign({url!r});")
+            self._widget = LinkButton(label=label, color="primary", width=width, description=tooltip,
+                                      url=export.export_url(token, pn.state.base_url or "/", self.fmt))
         else:
             self._widget = pn.widgets.FileDownload(label=label, color="primary", width=width, description=tooltip,
                                                    callback=self._file_for_websocket, filename="selection.csv")
