@@ -20,7 +20,8 @@ normalisation and of the depth. The error model says no model is better than ``m
 it predicts in a cell, nor than ``f`` of the galaxy's brightness anywhere. Neither is set by
 the raw data of a small region: a bright spot in any line but Halpha never lowers the score,
 and one in Halpha lowers it far less often than before (``benchmarks/brightness_safety.py``:
-11.5 % of cases against 37.4 %; not never, as ``P`` is still a statistic of the data). The earlier floor, 1 % of the galaxy's raw peak Halpha, did not: a compact spot
+11.5 % of cases against 37.4 %; not never, as ``P`` is still a statistic of the data). The
+earlier floor, 1 % of the galaxy's raw peak Halpha, was set by one spaxel: a compact spot
 brighter than the nucleus raised the floor of every cell and hid the rest of the galaxy's
 oddness (a bright Halpha spot on the 96 most anomalous demo galaxies lowered every one of
 their scores). Measured choices, ROC-AUC / AP on the demo survey: README.md, "The anomaly score".

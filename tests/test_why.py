@@ -13,8 +13,7 @@ from core.run import INJECTION_FILE, Injection, RunManifest, mark_stage
 from dashboard.data import injection_figures, open_app_data
 from dashboard.state import DashboardState
 from dashboard.views import Header, WhyOdd
-from dashboard.views.why import (RATIO_MAPS, TOP_LINES, components, explain, summary_html,
-                                 where_text)
+from dashboard.views.why import RATIO_MAPS, TOP_LINES, components, explain, summary_html, where_text
 from tests.fakerun import make_fake_run
 
 
