@@ -1,68 +1,81 @@
-"""Cross-line consistency: a second detector, independent of the autoencoder and of brightness.
+"""Cross-line consistency: a second detector, which asks whether each line can be predicted from the others.
 
 The autoencoder's score (``core.scoring``) asks "does the model reproduce these maps?"; a
-galaxy whose lines disagree with each other cell by cell (one line's morphology turned
-against the others', a patch with odd ratios, an instrumental stripe in some lines) can
-still be reproduced well enough to look ordinary. This detector asks a narrower question,
-with no neural network: **is each cell's emission-line spectrum one that the survey's
-cells make?**
+galaxy whose lines disagree with each other (one line's morphology turned against the
+others', a patch with odd ratios, an instrumental stripe in some lines) can still be
+reproduced well enough to look ordinary, because the autoencoder sees every line at once.
+This detector hides lines from a network and asks it to predict them:
 
-1. :func:`fit_basis` learns ``k`` basis spectra (one flux per line) from the survey's
-   well-measured cells (Halpha S/N > :data:`FIT_SNR`), each cell divided by its own Halpha,
-   by a singular value decomposition (lines scaled by their median ratio so faint lines
-   count): the few shapes that the survey's line ratios vary along.
-2. :func:`consistency_scores` fits every cell of a galaxy as a linear combination of the
-   basis, by weighted least squares with the measured noise plus a floor of
-   :data:`FLOOR` (2 %) of the cell's **own** Halpha (local, so a bright spot elsewhere
-   changes nothing), and takes the reduced chi-square of each cell. A galaxy's
-   ``score_consistency`` is the mean of its worst :data:`TOP_FRACTION` (10 %) of cells with
-   Halpha S/N > :data:`MIN_SNR`: a compact oddity is not diluted by the rest of the galaxy.
+1. The lines are grouped by ion (:func:`line_groups`: a doublet is hidden with its partner,
+   so [OIII] 4960 cannot give [OIII] 5008 away). The map is cut into :data:`FOLDS` wedges
+   about its centre, and each group is hidden in one wedge: the network
+   (``core.models.linehider``) predicts it there from the other lines in the same cells and
+   from the galaxy's own line ratios where the group is visible. :func:`fit` trains it on the
+   run's training galaxies with random wedges and random assignments (and the eight
+   rotations and flips), minimising the same chi-square as the score.
+2. :func:`cell_terms` hides every group in every wedge once (:data:`FOLDS` passes) and
+   returns each line's chi-square term in each cell: ``(pred - x)^2 / (1/ivar + (FLOOR pred)^2)``.
+   A galaxy's ``score_consistency`` (:func:`galaxy_scores`) is the mean reduced chi-square
+   (over its lines) of its worst :data:`TOP_FRACTION` of cells, counting cells where at
+   least half the lines are measured: a compact oddity is not diluted by the rest of the galaxy.
 
-Multiplying a galaxy's fluxes by c (and ivar by 1/c^2) leaves every cell's fit, floor and
-chi-square unchanged, so the score does not depend on brightness or distance. It is blind
-to what keeps each cell's spectrum ordinary (a region brighter or darker in every line)
-and to changes below the noise; the autoencoder's score covers the first. Pure numpy.
+Everything is in units of the galaxy's own Halpha level (:func:`normalise`: the
+:data:`LEVEL_PCT`-th percentile of its measured Halpha cells, which a compact spot hardly
+moves), so multiplying a galaxy's fluxes by c (and ivar by 1/c^2) leaves the score unchanged.
+It is blind to what keeps every cell's line ratios ordinary (a region brighter or darker in
+every line) and to changes below the noise; the autoencoder's score covers the first.
+Measured on the demo survey: README.md, "The anomaly score".
 """
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 
-#: The line every cell is divided by and whose S/N selects cells (Halpha).
+from core.errors import RunError
+
+#: The line whose level every galaxy is divided by.
 REF_LINE = "Ha-6564"
-#: Basis spectra (the survey's cells' ratio vectors vary along this many directions).
-N_BASIS = 4
-#: Halpha S/N of the cells the basis is learned from.
-FIT_SNR = 20.0
-#: Cells the basis is learned from at most (a random sample, spread evenly over the survey).
-FIT_CELLS = 200_000
-#: Error floor of a cell's fit, as a fraction of the cell's own Halpha flux.
-FLOOR = 0.02
-#: Halpha S/N a cell needs to count in the score.
-MIN_SNR = 3.0
+#: The percentile of the galaxy's measured Halpha cells that sets its level.
+LEVEL_PCT = 90.0
+#: Wedges about the map centre; each line group is hidden in one of them per pass.
+FOLDS = 4
+#: The network's error floor in the score: a fraction of its own prediction in each cell.
+FLOOR = 0.03
 #: The score is the mean reduced chi-square of this share of a galaxy's counted cells, the worst.
 TOP_FRACTION = 0.10
-#: Galaxies per block in :func:`consistency_scores` (bounds the memory: ~20 MB per galaxy at 32 x 32).
-BLOCK = 64
+#: Galaxies per forward pass.
+BATCH = 64
 #: The catalogue column.
 COLUMN = "score_consistency"
 DEFINITION = (
-    "cross-line consistency: each cell's line fluxes fitted as a combination of the "
-    f"survey's {N_BASIS} basis spectra (weighted least squares, noise plus a floor of {FLOOR:.0%} of the "
-    f"cell's own Halpha); the mean reduced chi-square of the worst {TOP_FRACTION:.0%} of the cells with "
-    f"Halpha S/N > {MIN_SNR:g}; independent of the flux scale and of the autoencoder"
+    "cross-line consistency: each ion's lines hidden in turn in each of "
+    f"{FOLDS} wedges of the map and predicted by a network from the other lines and the galaxy's own ratios; "
+    f"the mean reduced chi-square (noise plus {FLOOR:.0%} of the prediction) of the worst {TOP_FRACTION:.0%} of "
+    "the cells where at least half the lines are measured; independent of the flux scale and of the autoencoder"
 )
 
 
-def _cells(flux, ivar, mask):
-    """Galaxy maps ``(N, L, S, S)`` as cells ``(N*S*S, L)``: flux and ivar 0 and good False where unusable."""
-    n, n_lines = flux.shape[:2]
-    flux = np.asarray(flux, np.float64).transpose(0, 2, 3, 1).reshape(-1, n_lines)  # (N*S*S, L)
-    ivar = np.asarray(ivar, np.float64).transpose(0, 2, 3, 1).reshape(-1, n_lines)  # (N*S*S, L)
-    good = ~np.asarray(mask, bool).transpose(0, 2, 3, 1).reshape(-1, n_lines)  # (N*S*S, L)
-    good &= np.isfinite(flux) & np.isfinite(ivar) & (ivar > 0)
-    return np.where(good, flux, 0.0), np.where(good, ivar, 0.0), good
+@dataclass
+class FitConfig:
+    """How the consistency network is trained (``embed`` does it; stored in ``consistency.pt``)."""
+
+    epochs: int = 12  # passes over the training galaxies (12: ~100 s for the demo's 1,800 on 2 cores)
+    batch_size: int = 32  # galaxies per step
+    lr: float = 2e-3  # peak learning rate of the one-cycle schedule
+    weight_decay: float = 1e-4  # AdamW weight decay
+    clip: float = 1.0  # gradient-norm clip: the chi-square of bright cells makes early steps violent without it
+    max_galaxies: int = 20_000  # training galaxies at most (a random subset): bounds the memory and the time
+    seed: int = 0  # weights, subset, wedges and orientations
+
+
+def line_groups(lines: Sequence[str]) -> list[list[int]]:
+    """Indices of ``lines`` grouped by ion, in order of first appearance: a doublet is one group."""
+    ions = [name.split("-")[0] for name in lines]
+    return [[i for i, ion in enumerate(ions) if ion == g] for g in dict.fromkeys(ions)]
 
 
 def _ref(lines: Sequence[str]) -> int:
@@ -71,59 +84,182 @@ def _ref(lines: Sequence[str]) -> int:
     return list(lines).index(REF_LINE)
 
 
-def fit_basis(flux, ivar, mask, lines: Sequence[str], k: int = N_BASIS, max_cells: int = FIT_CELLS,
-              seed: int = 0, block: int = 256) -> np.ndarray:
-    """The ``(k, L)`` basis spectra of the survey ``flux``, ``ivar``, ``mask`` ``(N, L, S, S)``.
+def normalise(flux, ivar, mask, ref: int):
+    """``(x, ivar, good)`` float32 ``(N, L, S, S)`` in units of each galaxy's Halpha level; unusable cells 0."""
+    flux, ivar = np.asarray(flux, np.float32), np.asarray(ivar, np.float32)
+    good = ~np.asarray(mask, bool) & np.isfinite(flux) & np.isfinite(ivar) & (ivar > 0)
+    flux, ivar = np.where(good, flux, 0), np.where(good, ivar, 0)
+    ha = np.where(good[:, ref], flux[:, ref], np.nan).reshape(len(flux), -1)  # (N, S*S)
+    level, measured = np.ones(len(flux)), np.isfinite(ha).any(1)
+    if measured.any():  # a galaxy with no measured Halpha keeps level 1: its other lines still count
+        level[measured] = np.nanpercentile(ha[measured], LEVEL_PCT, axis=1)
+    level = np.where(level > 0, level, 1.0).astype(np.float32)[:, None, None, None]
+    return flux / level, ivar * level**2, good.astype(np.float32)
 
-    Raises ValueError when fewer than ``4 k`` cells are well measured (S/N > FIT_SNR in
-    Halpha and at most a quarter of the lines masked): too few to learn from.
+
+def _wedges(size: int, angle):
+    """``(B, S, S)`` the wedge of every cell, the first starting at ``angle`` (B,) radians."""
+    import torch
+
+    yy, xx = torch.meshgrid(torch.arange(size) - (size - 1) / 2, torch.arange(size) - (size - 1) / 2, indexing="ij")
+    turn = (torch.atan2(yy, xx)[None] - angle[:, None, None]) % (2 * np.pi)  # (B, S, S)
+    return (turn / (2 * np.pi / FOLDS)).long().clamp(max=FOLDS - 1)
+
+
+def _hidden(wedge, assignment, member):
+    """``(B, L, S, S)`` 1 where a line is hidden: group g in wedge ``assignment[:, g]``; ``member`` (G, L)."""
+    import torch
+
+    by_group = (wedge[:, None] == assignment[:, :, None, None]).float()  # (B, G, S, S)
+    return torch.einsum("bgij,gl->blij", by_group, member).clamp(max=1)
+
+
+def _terms(pred, x, ivar, weight, floor: float = FLOOR):
+    # The floor follows the prediction held fixed: with gradients through it, predicting an enormous
+    # flux would cap every term at 1 / FLOOR^2, and training finds that way out.
+    return (pred - x) ** 2 * ivar / (1 + ivar * (floor * pred.detach()) ** 2) * weight
+
+
+def _member(lines):
+    import torch
+
+    groups = line_groups(lines)
+    member = torch.zeros(len(groups), len(lines))
+    for g, idx in enumerate(groups):
+        member[g, idx] = 1
+    return member
+
+
+def fit(flux, ivar, mask, lines: Sequence[str], rows, config: FitConfig = FitConfig(), device="cpu",
+        progress: bool = True):
+    """Train the consistency network on the galaxies ``rows`` of ``flux``, ``ivar``, ``mask`` ``(N, L, S, S)``.
+
+    Raises ValueError when the lines lack Halpha or no galaxy is given.
     """
-    ref, rng = _ref(lines), np.random.default_rng(seed)
-    # Each block keeps at most its share of max_cells, so a survey of millions never holds all its cells.
-    quota = max(1, -(-max_cells * block // max(len(flux), 1)))
-    rows = []
-    for start in range(0, len(flux), block):
-        f, iv, good = _cells(flux[start:start + block], ivar[start:start + block], mask[start:start + block])
-        keep = np.flatnonzero(good[:, ref] & (f[:, ref] * np.sqrt(iv[:, ref]) > FIT_SNR)
-                              & (good.sum(1) >= 0.75 * f.shape[1]))
-        if len(keep) > quota:
-            keep = rng.choice(keep, quota, replace=False)
-        rows.append(np.where(good[keep], f[keep] / f[keep, ref:ref + 1], np.nan))  # (cells, L) ratios to Halpha
-    ratios = np.concatenate(rows) if rows else np.empty((0, len(lines)))
-    if len(ratios) < 4 * k:
-        raise ValueError(f"only {len(ratios)} well-measured cells (Halpha S/N > {FIT_SNR:g}); "
-                         f"the consistency basis needs at least {4 * k}")
-    median = np.nanmedian(ratios, axis=0)
-    median = np.where(np.isfinite(median), median, 0.0)
-    ratios = np.where(np.isnan(ratios), median, ratios)
-    # Each line in units of its median ratio, so a faint line's variation counts as much as Halpha's
-    # (measured: in units of each line's noise instead, the demo's ROC-AUC fell from 0.94 to 0.77).
-    scale = np.maximum(np.abs(median), 1e-3)
-    _, _, vt = np.linalg.svd(ratios / scale, full_matrices=False)
-    return (vt[:k] * scale).astype(np.float64)  # (k, L)
+    import torch
+
+    from core.models.linehider import LineHider, LineHiderArgs
+    from core.torchdata import dihedral
+
+    ref = _ref(lines)
+    rng = np.random.default_rng(config.seed)
+    rows = np.asarray(rows)
+    if len(rows) > config.max_galaxies:
+        rows = np.sort(rng.choice(rows, config.max_galaxies, replace=False))
+    if len(rows) == 0:
+        raise ValueError("no galaxies to train the consistency network on")
+    x, iv, good = (torch.from_numpy(a) for a in normalise(flux[rows], ivar[rows], mask[rows], ref))
+    torch.manual_seed(config.seed)
+    model = LineHider(LineHiderArgs(n_lines=len(lines))).to(device)
+    member = _member(lines)
+    batch = min(config.batch_size, len(rows))
+    steps = max(1, len(rows) // batch)
+    opt = torch.optim.AdamW(model.parameters(), config.lr, weight_decay=config.weight_decay)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(opt, config.lr, total_steps=config.epochs * steps)
+    t0 = time.perf_counter()
+    for epoch in range(config.epochs):
+        order, total = rng.permutation(len(rows)), 0.0
+        for step in range(steps):
+            pick = torch.from_numpy(order[step * batch:(step + 1) * batch])
+            turn = int(rng.integers(8))
+            xb, ib, gb = (dihedral(t[pick], turn).to(device) for t in (x, iv, good))  # (B, L, S, S)
+            angle = torch.from_numpy(rng.uniform(0, 2 * np.pi, len(pick))).float()
+            assignment = torch.from_numpy(rng.integers(0, FOLDS, (len(pick), len(member))))
+            hide = _hidden(_wedges(xb.shape[-1], angle), assignment, member).to(device)  # (B, L, S, S)
+            terms = _terms(model(xb, gb * (1 - hide)), xb, ib, gb * hide)
+            loss = terms.sum() / (gb * hide).sum().clamp(min=1)
+            opt.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip)
+            opt.step()
+            schedule.step()
+            total += loss.item()
+        if progress:
+            print(f"consistency: epoch {epoch + 1}/{config.epochs}  chi-square of the hidden lines "
+                  f"{total / steps:.3g}  ({time.perf_counter() - t0:.0f} s)", flush=True)
+    return model.eval().cpu()
 
 
-def consistency_scores(basis: np.ndarray, flux, ivar, mask, lines: Sequence[str],
-                       block: int = BLOCK) -> np.ndarray:
-    """``score_consistency`` of each galaxy ``(N,)``; NaN where no cell has Halpha S/N > MIN_SNR."""
-    ref, (k, _) = _ref(lines), basis.shape
-    n, out = len(flux), np.full(len(flux), np.nan)
-    for start in range(0, n, block):
-        stop = min(start + block, n)
-        f, iv, good = _cells(flux[start:stop], ivar[start:stop], mask[start:stop])
-        variance = np.where(good, 1.0 / np.where(good, iv, 1.0), np.inf) + (FLOOR * f[:, ref:ref + 1]) ** 2
-        w = np.where(good, 1.0 / variance, 0.0)  # (C, L)
-        normal = np.einsum("cl,kl,jl->ckj", w, basis, basis)  # (C, k, k)
-        # A ridge relative to the matrix's own size keeps an empty cell solvable and the fit scale-free.
-        normal += (1e-12 * np.trace(normal, axis1=1, axis2=2) + 1e-300)[:, None, None] * np.eye(k)
-        coef = np.linalg.solve(normal, np.einsum("cl,kl,cl->ck", w, basis, f)[..., None])[..., 0]  # (C, k)
-        chi2 = (w * (f - coef @ basis) ** 2).sum(1)  # (C,)
-        dof = good.sum(1) - k
-        counted = good[:, ref] & (f[:, ref] * np.sqrt(iv[:, ref]) > MIN_SNR) & (dof > 0)
-        reduced = np.where(counted, chi2 / np.maximum(dof, 1), np.nan).reshape(stop - start, -1)  # (B, S*S)
-        for i, row in enumerate(reduced):
-            row = row[np.isfinite(row)]
-            if row.size:
-                top = max(1, int(TOP_FRACTION * row.size))
-                out[start + i] = np.partition(row, row.size - top)[row.size - top:].mean()
+def save(model, path, lines: Sequence[str], config: FitConfig) -> None:
+    """Write ``consistency.pt``: the network's arguments, lines, training configuration and weights."""
+    import torch
+
+    from core.io import atomic_path
+
+    payload = {"model_args": asdict(model.args), "lines": list(lines), "config": asdict(config),
+               "definition": DEFINITION, "state_dict": model.state_dict()}
+    # Through a file object: given a path, torch names the archive's folder after the temporary
+    # file, and the same network would be written as different bytes on every embed.
+    with atomic_path(Path(path)) as tmp, open(tmp, "wb") as fh:
+        torch.save(payload, fh)
+
+
+def load(path, lines: Sequence[str], repair: str):
+    """The network saved in ``path`` for ``lines``; RunError (naming the file and ``repair``) when it cannot be."""
+    import torch
+
+    from core.models.linehider import LineHider, LineHiderArgs
+
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+        model = LineHider(LineHiderArgs(**payload["model_args"]))
+        model.load_state_dict(payload["state_dict"])
+    except Exception as exc:  # truncated, not a torch file, another layout: all say the same to a user
+        raise RunError(f"{path}: the consistency network could not be read ({type(exc).__name__}); {repair}") from exc
+    if list(payload.get("lines", [])) != list(lines):
+        raise RunError(f"{path}: the consistency network was trained on other lines; {repair}")
+    return model.eval()
+
+
+def cell_terms(model, flux, ivar, mask, lines: Sequence[str], batch: int = BATCH, floor: float = FLOOR):
+    """``(terms, good)``: each line's chi-square term in each cell ``(N, L, S, S)`` with every line predicted
+    while hidden, and where it was measured (bool); ``floor`` 0: against the noise alone."""
+    import torch
+
+    ref, member = _ref(lines), _member(lines)
+    n = len(flux)
+    terms, good_all = np.zeros(np.shape(flux), np.float32), np.zeros(np.shape(flux), bool)
+    with torch.no_grad():
+        for start in range(0, n, batch):
+            stop = min(start + batch, n)
+            x, iv, good = (torch.from_numpy(a) for a in normalise(flux[start:stop], ivar[start:stop],
+                                                                   mask[start:stop], ref))
+            wedge = _wedges(x.shape[-1], torch.zeros(stop - start))
+            out = torch.zeros_like(x)
+            for p in range(FOLDS):
+                assignment = ((torch.arange(len(member)) + p) % FOLDS)[None].expand(stop - start, -1)
+                hide = _hidden(wedge, assignment, member)  # (B, L, S, S)
+                out += _terms(model(x, good * (1 - hide)), x, iv, good * hide, floor)
+            terms[start:stop], good_all[start:stop] = out.numpy(), good.numpy() > 0
+    return terms, good_all
+
+
+def galaxy_scores(terms, good) -> np.ndarray:
+    """``score_consistency`` of each galaxy ``(N,)`` from :func:`cell_terms`; NaN where no cell counts."""
+    n_lines = terms.shape[1]
+    measured = good.sum(1)  # (N, S, S)
+    per_cell = terms.sum(1) / np.maximum(measured, 1)  # (N, S, S)
+    out = np.full(len(terms), np.nan)
+    for i in range(len(terms)):
+        row = per_cell[i][measured[i] >= n_lines / 2]
+        if row.size:
+            top = max(1, int(round(TOP_FRACTION * row.size)))
+            out[i] = np.partition(row, row.size - top)[row.size - top:].mean()
     return out
+
+
+def reduced_chi_square(model, flux, ivar, mask, lines: Sequence[str], floor: float = FLOOR) -> np.ndarray:
+    """``(N,)`` each galaxy's reduced chi-square over every measured line and cell, each predicted while hidden:
+    how well the network fits it (``evaluate`` reports the ordinary galaxies' median)."""
+    terms, good = cell_terms(model, flux, ivar, mask, lines, floor=floor)
+    n = len(terms)
+    return terms.reshape(n, -1).sum(1) / np.maximum(good.reshape(n, -1).sum(1), 1)
+
+
+def consistency_scores(model, flux, ivar, mask, lines: Sequence[str], batch: int = BATCH) -> np.ndarray:
+    """``score_consistency`` of each galaxy ``(N,)``, in blocks so a large survey is never held at once."""
+    out = []
+    for start in range(0, len(flux), 1024):
+        block = slice(start, start + 1024)
+        out.append(galaxy_scores(*cell_terms(model, flux[block], ivar[block], mask[block], lines, batch)))
+    return np.concatenate(out) if out else np.empty(0)

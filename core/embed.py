@@ -1,11 +1,11 @@
 """The ``embed`` stage: score every galaxy of a trained run and cache what the dashboard reads.
 
 Writes ``catalogue.parquet``, ``latents.npy``, ``recon.npy``, ``neighbours.npy`` and the
-cross-line consistency detector's basis ``consistency_basis.npy`` (``core.consistency``) into the
+cross-line consistency detector's network ``consistency.pt`` (``core.consistency``, trained here) into the
 run directory (atomically) and records the score summary (:class:`core.run.ScoreInfo`), the
 UMAP parameters, the files' stamps (size, time, sha256) and the dataset's in its manifest;
-the embed stamp is removed before the first file is rewritten and set last. The score is the reduced chi-square
-against the noise and error model of ``core.scoring.SCORE_DEFINITION``. Torch and umap are imported
+the embed stamp is removed before the first file is rewritten and set last. The anomaly score combines the
+autoencoder's reduced chi-square and the consistency detector (``core.scoring.SCORE_DEFINITION``). Torch and umap are imported
 inside :func:`embed_run`.
 """
 from __future__ import annotations
@@ -20,7 +20,7 @@ from core import consistency, latent, scoring
 from core.dataset import open_dataset
 from core.errors import RunError
 from core.io import open_npy_memmap, remove_stale_tmp, save_npy, save_parquet, stamp_files
-from core.run import CONSISTENCY_BASIS_FILE, STAGE_OUTPUTS, RunManifest, ScoreInfo, dataset_path, mark_stage, open_run
+from core.run import CONSISTENCY_FILE, STAGE_OUTPUTS, RunManifest, ScoreInfo, dataset_path, mark_stage, open_run
 
 STAGE = "embed"
 #: Nearest neighbours kept per galaxy in latent space.
@@ -71,36 +71,41 @@ def embed_run(run_dir, *, batch_size: int = scoring.BATCH_SIZE, device="auto", k
     coords, umap_params = latent.umap_embedding(latents, seed=seed)
     neighbours = latent.nearest_neighbours(latents, k)
 
-    threshold = scoring.flag_threshold(scores, flag_pct)
-    catalogue = data.catalogue.reset_index(drop=True).copy()
-    for name, col in scoring.score_columns(scores, shares, lines, scores, threshold, shape).items():
-        catalogue[name] = col
-    basis_file = run_dir / CONSISTENCY_BASIS_FILE
+    components = {scoring.RECON_COLUMN: scores}
+    consistency_file = run_dir / CONSISTENCY_FILE
+    consistency_file.unlink(missing_ok=True)  # a crash before the new one is written must not leave the old
     try:
-        basis = consistency.fit_basis(data.flux, data.ivar, data.mask, lines, seed=seed)
-    except ValueError as exc:  # no Halpha, or too few well-measured cells: the run simply lacks the column
-        basis = None
-        basis_file.unlink(missing_ok=True)
+        detector = consistency.fit(data.flux, data.ivar, data.mask, lines, np.flatnonzero(~manifest.split.mask(n)),
+                                   consistency.FitConfig(seed=seed), device=dev, progress=progress)
+    except ValueError as exc:  # no Halpha: the run simply lacks the column
+        detector = None
         if progress:
             print(f"embed: no {consistency.COLUMN} ({exc})", flush=True)
     else:
-        catalogue[consistency.COLUMN] = consistency.consistency_scores(basis, data.flux, data.ivar, data.mask, lines)
+        components[consistency.COLUMN] = consistency.consistency_scores(detector, data.flux, data.ivar, data.mask,
+                                                                        lines)
+    medians = scoring.component_medians(components)
+    anomaly = scoring.combine(components, medians)
+    threshold = scoring.flag_threshold(anomaly, flag_pct)
+    catalogue = data.catalogue.reset_index(drop=True).copy()
+    for name, col in scoring.score_columns(anomaly, shares, lines, anomaly, threshold, shape, components).items():
+        catalogue[name] = col
     catalogue["umap_x"], catalogue["umap_y"] = coords[:, 0], coords[:, 1]
     catalogue["split"] = np.where(manifest.split.mask(n), "val", "train")
 
     save_npy(run_dir / "latents.npy", latents)
     save_npy(run_dir / "neighbours.npy", neighbours)
-    if basis is not None:
-        save_npy(basis_file, basis)
+    if detector is not None:
+        consistency.save(detector, consistency_file, lines, consistency.FitConfig(seed=seed))
     save_parquet(run_dir / "catalogue.parquet", catalogue)
-    files = stamp_files(run_dir, (*STAGE_OUTPUTS[STAGE], "model.pt", *([CONSISTENCY_BASIS_FILE] if basis is not None else [])))
+    files = stamp_files(run_dir, (*STAGE_OUTPUTS[STAGE], "model.pt", *([CONSISTENCY_FILE] if detector is not None else [])))
     checksums = {**manifest.checksums, **{f: stamp["sha256"] for f, stamp in files.items()}}
-    finite = scores[np.isfinite(scores)]
+    finite = anomaly[np.isfinite(anomaly)]
     score = ScoreInfo(
         definition=scoring.SCORE_DEFINITION, pct_definition=scoring.PCT_DEFINITION, normalisation=data.norm,
         median=float(np.median(finite)), p90=float(np.percentile(finite, 90)), mean=float(finite.mean()),
         max=float(finite.max()), flag_pct=flag_pct, flag_threshold=threshold,
-        n_flagged=int(catalogue["flagged"].sum()))
+        n_flagged=int(catalogue["flagged"].sum()), components=medians)
     seconds = time.perf_counter() - t0
     # annotations=[]: the catalogue was rebuilt from the dataset, without annotate's columns.
     mark_stage(run_dir, STAGE, True, score=score, umap=umap_params, checksums=checksums, files=files, n_galaxies=n,

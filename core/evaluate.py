@@ -2,10 +2,10 @@
 
 Tasks (``core.scoring.truth_tasks``): true anomalies against everything else, each anomaly
 kind against the non-anomalies, Seyfert + LINER against star-forming. Methods: the run's
-anomaly score, PCA reconstruction error on the same maps (as many components as the
-model's latent, fitted on the training split), an isolation forest on the catalogue's
-log line ratios and, where the catalogue has it, the cross-line consistency detector
-(``core.consistency``). It also reports how well the model fits the ordinary galaxies
+anomaly score, each of its detectors alone (the autoencoder's ``score_recon`` and, where the
+catalogue has it, the cross-line consistency detector ``core.consistency``), PCA reconstruction
+error on the same maps (as many components as the model's latent, fitted on the training split)
+and an isolation forest on the catalogue's log line ratios. It also reports how well the model fits the ordinary galaxies
 (:func:`ordinary_fit`). The full result goes to ``evaluation.json``, the headline task to the
 manifest (:class:`core.run.Evaluation`).
 """
@@ -18,11 +18,13 @@ import numpy as np
 
 from core import consistency, scoring
 from core.io import file_stamp, remove_stale_tmp, write_json
-from core.run import EVALUATION_FILE, Evaluation, mark_stage, open_run
+from core.run import CONSISTENCY_FILE, EVALUATION_FILE, Evaluation, mark_stage, open_run
 
 STAGE = "evaluate"
 #: The methods compared, each a field of :class:`core.run.Evaluation`.
 METHODS = ("model", "pca", "iforest")
+#: Ordinary galaxies (at most) whose fit by the consistency network is measured, besides the validation split.
+FIT_SAMPLE = 400
 
 
 def evaluate_run(run_dir, seed: int = 0) -> dict | None:
@@ -48,8 +50,9 @@ def evaluate_run(run_dir, seed: int = 0) -> dict | None:
                                   n_components=run.latents.shape[1], seed=seed),
         "iforest": scoring.isolation_forest_scores(cat, seed=seed),
     }
-    if consistency.COLUMN in cat:
-        methods["consistency"] = cat[consistency.COLUMN].to_numpy(dtype=np.float64)
+    for name, column in (("recon", scoring.RECON_COLUMN), ("consistency", consistency.COLUMN)):
+        if column in cat:
+            methods[name] = cat[column].to_numpy(dtype=np.float64)
     rows = scoring.detection_metrics(tasks, methods)
     is_val = cat["split"].to_numpy() == "val"
     if is_val.any():
@@ -65,7 +68,9 @@ def evaluate_run(run_dir, seed: int = 0) -> dict | None:
                    f"{run.latents.shape[1]} components fitted on the training split",
             "iforest": "isolation forest (300 trees) on " + ", ".join(c for c in scoring.RATIO_FEATURES if c in cat)
                        + " (missing ratios: median plus an indicator)",
-            **({"consistency": f"the run's {consistency.COLUMN}, {consistency.DEFINITION}"}
+            **({"recon": f"the run's {scoring.RECON_COLUMN} alone, {scoring.RECON_DEFINITION}"}
+               if "recon" in methods else {}),
+            **({"consistency": f"the run's {consistency.COLUMN} alone, {consistency.DEFINITION}"}
                if "consistency" in methods else {}),
         },
         "seed": seed,
@@ -79,7 +84,7 @@ def evaluate_run(run_dir, seed: int = 0) -> dict | None:
                              "true_anomalies_flagged": int((flagged & truth).sum()),
                              "precision": float((flagged & truth).sum() / max(flagged.sum(), 1)),
                              "recall": float((flagged & truth).sum() / max(truth.sum(), 1))}
-    fit = ordinary_fit(run)
+    fit = ordinary_fit(run, seed=seed)
     if fit is not None:
         result["fit"] = fit
     write_json(run_dir / EVALUATION_FILE, result)
@@ -91,14 +96,17 @@ def evaluate_run(run_dir, seed: int = 0) -> dict | None:
     return result
 
 
-def ordinary_fit(run, block: int = 256) -> dict | None:
+def ordinary_fit(run, block: int = 256, seed: int = 0) -> dict | None:
     """How well the model fits the galaxies that are not true anomalies: median reduced chi-squares.
 
-    ``score``: the anomaly score (the reduced chi-square with the score's error model) and
+    ``score``: the autoencoder's ``score_recon`` (the reduced chi-square with the score's error model) and
     ``noise``: the same against the measured noise alone, no error model; each over every ordinary
     galaxy and over those of the validation split, which the model never trained on. None
     without a ``truth_anomaly`` column. A model that reproduced ordinary galaxies to their noise
-    would give ``noise`` near 1.
+    would give ``noise`` near 1. Where the run has the consistency network, ``consistency`` and
+    ``consistency_noise`` say the same of its predictions of hidden lines (its score's 3 % term, and
+    the noise alone), over at most :data:`FIT_SAMPLE` ordinary galaxies drawn at random (``seed``)
+    and every ordinary galaxy of the validation split.
     """
     cat = run.catalogue
     if "truth_anomaly" not in cat:
@@ -110,15 +118,27 @@ def ordinary_fit(run, block: int = 256) -> dict | None:
         scoring.galaxy_errors(run.recon[lo:lo + block], ds.flux[lo:lo + block], ds.mask[lo:lo + block],
                               ds.ivar[lo:lo + block], run.lines, floor_fraction=0.0, model_error=0.0)[0]
         for lo in range(0, len(cat), block)])
-    score = cat["anomaly_score"].to_numpy(dtype=np.float64)
+    score = cat[scoring.RECON_COLUMN if scoring.RECON_COLUMN in cat else "anomaly_score"].to_numpy(dtype=np.float64)
 
     def median(values, rows):
         values = values[rows & np.isfinite(values)]
         return float(np.median(values)) if values.size else None
 
-    return {"n_ordinary": int(ordinary.sum()), "n_ordinary_val": int(val.sum()),
-            "score": median(score, ordinary), "score_val": median(score, val),
-            "noise": median(noise, ordinary), "noise_val": median(noise, val)}
+    fit = {"n_ordinary": int(ordinary.sum()), "n_ordinary_val": int(val.sum()),
+           "score": median(score, ordinary), "score_val": median(score, val),
+           "noise": median(noise, ordinary), "noise_val": median(noise, val)}
+    if consistency.COLUMN in (run.manifest.score.components if run.manifest.score else {}):
+        network = consistency.load(run.path / CONSISTENCY_FILE, run.lines, f"run `python -m train embed --run {run.path}`")
+        rows = np.flatnonzero(ordinary)
+        if len(rows) > FIT_SAMPLE:
+            rows = np.random.default_rng(seed).choice(rows, FIT_SAMPLE, replace=False)
+        rows = np.union1d(rows, np.flatnonzero(val))
+        for key, floor in (("consistency", consistency.FLOOR), ("consistency_noise", 0.0)):
+            chi2 = np.full(len(cat), np.nan)
+            chi2[rows] = consistency.reduced_chi_square(network, ds.flux[rows], ds.ivar[rows], ds.mask[rows],
+                                                        run.lines, floor=floor)
+            fit[key], fit[f"{key}_val"] = median(chi2, ordinary), median(chi2, val)
+    return fit
 
 
 def report(result: dict) -> str:
@@ -138,5 +158,8 @@ def report(result: dict) -> str:
         lines.append(f"fit of the {fit['n_ordinary']} ordinary galaxies (not true anomalies), median reduced "
                      f"chi-square: {pair('score')} with the score's error model, {pair('noise')} against the "
                      "noise alone (1 = fitted to the noise)")
+        if fit.get("consistency") is not None:
+            lines.append(f"  the consistency network's predictions of hidden lines: {pair('consistency')} with its "
+                         f"{consistency.FLOOR:.0%} term, {pair('consistency_noise')} against the noise alone")
     lines += [f"  {m}: {d}" for m, d in result["methods"].items()]
     return "\n".join(lines)

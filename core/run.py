@@ -41,8 +41,8 @@ FORMAT = "blueberry-run/1"
 EVALUATION_FILE = "evaluation.json"
 #: The full result of ``inject`` (the manifest holds its headline).
 INJECTION_FILE = "injection.json"
-#: The cross-line consistency detector's basis spectra (``core.consistency``), written by embed, read by score.
-CONSISTENCY_BASIS_FILE = "consistency_basis.npy"
+#: The cross-line consistency detector's network (``core.consistency``), trained by embed, read by score.
+CONSISTENCY_FILE = "consistency.pt"
 #: What each stage writes besides the manifest, in stage order.
 STAGE_OUTPUTS: dict[str, tuple[str, ...]] = {
     "fit": ("model.pt", "checkpoint.pt", "history.csv"),
@@ -99,6 +99,7 @@ class ScoreInfo:
     flag_pct: float  # galaxies at or above this percentile are flagged
     flag_threshold: float  # the score at flag_pct
     n_flagged: int
+    components: dict = field(default_factory=dict)  # detector column -> its run median, the anomaly score's units
 
 
 @dataclass

@@ -12,8 +12,7 @@ import pandas as pd
 from core import consistency, maps, scoring
 from core.errors import BlueberryError, RunError
 from core.ingest import find_inputs
-from core.io import check_array, load_npy
-from core.run import CONSISTENCY_BASIS_FILE, check_stamps, open_run
+from core.run import CONSISTENCY_FILE, check_stamps, open_run
 
 
 def score_files(run_dir, inputs, batch_size: int = scoring.BATCH_SIZE, device="auto", progress: bool = True):
@@ -39,12 +38,11 @@ def score_files(run_dir, inputs, batch_size: int = scoring.BATCH_SIZE, device="a
     check_stamps(run.path, run.manifest, ("model.pt",))  # the model that scored the run's population
     population = run.catalogue["anomaly_score"].to_numpy(dtype=np.float64)
     lines = list(run.lines)
-    basis = None
-    if consistency.COLUMN in run.catalogue:  # the basis that scored the run's population, intact
-        repair = f"run `python -m train embed --run {run.path}` again"
-        check_stamps(run.path, run.manifest, (CONSISTENCY_BASIS_FILE,))
-        basis = load_npy(run.path / CONSISTENCY_BASIS_FILE, RunError, repair, mmap=False)
-        check_array(run.path / CONSISTENCY_BASIS_FILE, basis, (None, len(lines)), np.float64, RunError, repair)
+    detector = None
+    if consistency.COLUMN in score_info.components:  # the network that scored the run's population, intact
+        check_stamps(run.path, run.manifest, (CONSISTENCY_FILE,))
+        detector = consistency.load(run.path / CONSISTENCY_FILE, lines,
+                                    f"run `python -m train embed --run {run.path}` again")
 
     files = find_inputs(inputs)
     tables, skipped = [], []
@@ -69,9 +67,11 @@ def score_files(run_dir, inputs, batch_size: int = scoring.BATCH_SIZE, device="a
         ivar = np.stack([g.ivar for g in grids]).astype(np.float32)
         (_, _, recon), = scoring.reconstruct(model, flux, mask, batch_size=len(grids), device=dev, progress=False)
         scores, shares, shape = scoring.score_batch(recon, flux, mask, ivar, lines)
-        cols = scoring.score_columns(scores, shares, lines, population, score_info.flag_threshold, shape)
-        if basis is not None:
-            cols[consistency.COLUMN] = consistency.consistency_scores(basis, flux, ivar, mask, lines)
+        components = {scoring.RECON_COLUMN: scores}
+        if detector is not None:
+            components[consistency.COLUMN] = consistency.consistency_scores(detector, flux, ivar, mask, lines)
+        anomaly = scoring.combine(components, score_info.components)
+        cols = scoring.score_columns(anomaly, shares, lines, population, score_info.flag_threshold, shape, components)
         cols.insert(0, "source", sources)
         cols.insert(0, "galaxy_id", [g.galaxy_id for g in grids])
         tables.append(cols)

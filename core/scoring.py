@@ -1,7 +1,11 @@
 """Anomaly scores: reconstructions, the masked reconstruction error, per-line shares, baselines.
 
-The anomaly score of a galaxy (:data:`SCORE_DEFINITION`) is its reduced chi-square against
-the noise and an error model, over its unmasked cells::
+The anomaly score of a galaxy (:data:`SCORE_DEFINITION`, :func:`combine`) is the mean of two
+detectors, each in units of its median over the run's galaxies: ``score_recon``, how badly the
+autoencoder reproduces the galaxy, and ``score_consistency`` (``core.consistency``), how badly
+each of its lines is predicted from the others. An ordinary galaxy sits near 1; either
+detector alone can lift a galaxy. ``score_recon`` (:data:`RECON_DEFINITION`) is the galaxy's
+reduced chi-square against the noise and an error model, over its unmasked cells::
 
     score = sum_{l, i, j unmasked} (recon - x)**2 / (sigma**2 + (f * P)**2 + (m * recon)**2) / n_unmasked
 
@@ -54,12 +58,18 @@ FLOOR_LINE = BPT_LINES["ha"]
 #: Side, in cells, of the median filter applied before taking the peak: a region smaller than
 #: about half the window (a spot, a bad spaxel) cannot set ``P``.
 FLOOR_SMOOTH = 5
-SCORE_DEFINITION = (
+RECON_DEFINITION = (
     "reduced chi-square against the noise and an error model: the mean over the unmasked cells (every line, "
     f"every S x S cell) of (recon - x)^2 / (1/ivar + ({ERROR_FLOOR:g} P)^2 + ({MODEL_ERROR:g} recon)^2), with x the "
     "flux in the dataset's normalisation, ivar its inverse variance, recon the model's reconstruction (VAE: "
     f"decoded posterior mean) and P the galaxy's Ha peak after a {FLOOR_SMOOTH} x {FLOOR_SMOOTH}-cell median "
     "filter; masked cells are excluded from both the sum and the count"
+)
+#: The catalogue column of the autoencoder's reduced chi-square.
+RECON_COLUMN = "score_recon"
+SCORE_DEFINITION = (
+    f"mean over the detectors of each one's score in units of its median over the run's galaxies: {RECON_COLUMN}, "
+    f"the autoencoder's {RECON_DEFINITION}; and score_consistency (core.consistency.DEFINITION) where the run has it"
 )
 PCT_DEFINITION = ("percentage of the run's galaxies whose anomaly_score is at or below this one (0-100; "
                   "scores equal to within float32 rounding, relative 1e-5, count as equal)")
@@ -116,7 +126,7 @@ def reconstruct(model, flux, mask, batch_size: int = BATCH_SIZE, device="cpu", p
 
 
 def floor_peaks(flux, mask, lines: Sequence[str]) -> np.ndarray:
-    """``P`` of :data:`SCORE_DEFINITION` for a batch ``(N, L, S, S)``: each galaxy's smoothed Halpha peak.
+    """``P`` of :data:`RECON_DEFINITION` for a batch ``(N, L, S, S)``: each galaxy's smoothed Halpha peak.
 
     Masked cells count as 0 in the median filter; a run without Halpha takes, per cell, the
     brightest of its lines. 0 for a galaxy without positive flux.
@@ -133,7 +143,7 @@ def floor_peaks(flux, mask, lines: Sequence[str]) -> np.ndarray:
 def cell_weights(flux, mask, ivar, lines: Sequence[str], floor_fraction: float = ERROR_FLOOR) -> np.ndarray:
     """The data's part ``1 / (1/ivar + (f P)**2)`` of every cell's weight in the score, a batch ``(N, L, S, S)``.
 
-    0 where the cell is masked or has no positive ivar (see :data:`SCORE_DEFINITION`).
+    0 where the cell is masked or has no positive ivar (see :data:`RECON_DEFINITION`).
     ``floor_fraction`` is ``f`` (0: the noise alone, as ``core.evaluate.ordinary_fit`` measures).
     The model's part joins in :func:`with_model_error`, which needs the reconstruction.
     """
@@ -173,7 +183,7 @@ def normalised_residual(x, recon, ivar, floor, model_error: float = MODEL_ERROR)
 
 def _chi_terms(recon, flux, mask, ivar, lines: Sequence[str], floor_fraction: float = ERROR_FLOOR,
                model_error: float = MODEL_ERROR) -> tuple[np.ndarray, np.ndarray]:
-    """The summed terms of :data:`SCORE_DEFINITION`, ``(N, L, S, S)`` (0 where masked), and the unmasked cells."""
+    """The summed terms of :data:`RECON_DEFINITION`, ``(N, L, S, S)`` (0 where masked), and the unmasked cells."""
     weights = with_model_error(cell_weights(flux, mask, ivar, lines, floor_fraction), recon, model_error)
     good = weights > 0
     diff = np.where(good, np.asarray(recon, dtype=np.float64) - np.asarray(flux, dtype=np.float64), 0.0)
@@ -184,7 +194,7 @@ def galaxy_errors(recon, flux, mask, ivar, lines: Sequence[str], floor_fraction:
                   model_error: float = MODEL_ERROR) -> tuple[np.ndarray, np.ndarray]:
     """Anomaly scores ``(N,)`` and per-line error shares ``(N, L)`` of a batch ``(N, L, S, S)``.
 
-    Both follow :data:`SCORE_DEFINITION` (with ``floor_fraction`` as its ``f`` and ``model_error``
+    Both follow :data:`RECON_DEFINITION` (with ``floor_fraction`` as its ``f`` and ``model_error``
     as its ``m``; both 0: against the noise alone). A galaxy without unmasked cells gets NaN.
     """
     return _errors(*_chi_terms(recon, flux, mask, ivar, lines, floor_fraction, model_error))
@@ -251,10 +261,29 @@ def flag_threshold(population, flag_pct: float = FLAG_PCT) -> float:
     return float(np.nanpercentile(np.asarray(population, dtype=np.float64), flag_pct))
 
 
+def combine(components: dict[str, np.ndarray], medians: dict[str, float]) -> np.ndarray:
+    """The anomaly score (:data:`SCORE_DEFINITION`): the mean of the ``components`` (column -> ``(N,)``)
+    each divided by its run median; a component that is NaN for a galaxy is left out of its mean."""
+    scaled = np.stack([np.asarray(v, np.float64) / medians[k] for k, v in components.items()])  # (K, N)
+    finite = np.isfinite(scaled)
+    return np.where(finite.any(0), np.where(finite, scaled, 0).sum(0) / np.maximum(finite.sum(0), 1), np.nan)
+
+
+def component_medians(components: dict[str, np.ndarray]) -> dict[str, float]:
+    """Each component's median over the run's galaxies (1 where it has no finite or positive value)."""
+    out = {}
+    for name, values in components.items():
+        finite = np.asarray(values, np.float64)[np.isfinite(values)]
+        median = float(np.median(finite)) if finite.size else 1.0
+        out[name] = median if median > 0 else 1.0
+    return out
+
+
 def score_columns(scores, shares, lines: Sequence[str], population, threshold: float,
-                  shape=None) -> pd.DataFrame:
+                  shape=None, components: dict | None = None) -> pd.DataFrame:
     """The per-galaxy score columns of a run catalogue (and of ``train score``); ``shape``:
-    :func:`residual_shape`'s ``(N, 4)``, written as :data:`SHAPE_COLUMNS`."""
+    :func:`residual_shape`'s ``(N, 4)``, written as :data:`SHAPE_COLUMNS`; ``components``: the
+    detectors' own scores (column -> ``(N,)``), written after the shares."""
     shares = np.asarray(shares, dtype=np.float64)
     cols = {"anomaly_score": np.asarray(scores, dtype=np.float64),
             "anomaly_pct": percentile_in(scores, population)}
@@ -267,6 +296,8 @@ def score_columns(scores, shares, lines: Sequence[str], population, threshold: f
     if shape is not None:
         for i, name in enumerate(SHAPE_COLUMNS):
             cols[name] = np.asarray(shape, dtype=np.float64)[:, i]
+    for name, values in (components or {}).items():
+        cols[name] = np.asarray(values, dtype=np.float64)
     return pd.DataFrame(cols)
 
 
@@ -276,7 +307,7 @@ def score_columns(scores, shares, lines: Sequence[str], population, threshold: f
 
 def pca_errors(flux, mask, ivar, lines: Sequence[str], fit_rows, n_components: int, seed: int = 0,
                batch_size: int = 512) -> np.ndarray:
-    """PCA reconstruction error of every galaxy, in the units of :data:`SCORE_DEFINITION`.
+    """PCA reconstruction error of every galaxy, in the units of :data:`RECON_DEFINITION`.
 
     The maps are given to PCA exactly as the model sees them (masked cells 0, see
     :func:`model_input`), PCA is fitted on the rows ``fit_rows`` (the model's training

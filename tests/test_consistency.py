@@ -32,60 +32,111 @@ def survey(n, seed=0, noise=0.02):
 
 
 @pytest.fixture(scope="module")
-def basis():
-    flux, ivar, mask = survey(40)
-    return consistency.fit_basis(flux, ivar, mask, LINES, k=3)
+def detector():
+    flux, ivar, mask = survey(48)
+    return consistency.fit(flux, ivar, mask, LINES, np.arange(48),
+                           consistency.FitConfig(epochs=150, batch_size=16, lr=3e-3), progress=False)
 
 
-@settings(max_examples=25, deadline=None)
+def scores(detector, flux, ivar, mask):
+    return consistency.consistency_scores(detector, flux, ivar, mask, LINES)
+
+
+@settings(max_examples=15, deadline=None)
 @given(c=st.floats(1e-3, 1e3), seed=st.integers(0, 10_000))
-def test_score_does_not_depend_on_the_flux_scale(basis, c, seed):
+def test_score_does_not_depend_on_the_flux_scale(detector, c, seed):
     flux, ivar, mask = survey(2, seed=seed)
-    before = consistency.consistency_scores(basis, flux, ivar, mask, LINES)
-    after = consistency.consistency_scores(basis, flux * c, ivar / c**2, mask, LINES)
-    np.testing.assert_allclose(after, before, rtol=1e-5)  # the issue asks < 1 %: equal to rounding
+    before = scores(detector, flux, ivar, mask)
+    after = scores(detector, flux * c, ivar / c**2, mask)
+    np.testing.assert_allclose(after, before, rtol=1e-3)  # the issue asks < 1 %; float32 rounding only
 
 
-@settings(max_examples=20, deadline=None)
+@settings(max_examples=15, deadline=None)
 @given(seed=st.integers(0, 10_000), factor=st.floats(2.0, 5.0), y0=st.integers(4, 8), x0=st.integers(4, 8))
-def test_a_group_of_lines_moved_against_the_others_raises_the_score(basis, seed, factor, y0, x0):
+def test_a_group_of_lines_moved_against_the_others_raises_the_score(detector, seed, factor, y0, x0):
     flux, ivar, mask = survey(1, seed=seed)
     odd = flux.copy()
     odd[0, OIII, y0:y0 + 4, x0:x0 + 4] *= factor  # a patch where [OIII] no longer goes with the other lines
-    before, after = consistency.consistency_scores(basis, np.concatenate([flux, odd]), np.concatenate([ivar, ivar]),
-                                                   np.concatenate([mask, mask]), LINES)
+    before, after = scores(detector, np.concatenate([flux, odd]), np.concatenate([ivar, ivar]),
+                           np.concatenate([mask, mask]))
     assert after > before
 
 
-def test_one_line_turned_against_the_others_raises_the_score(basis):
+def test_one_line_turned_against_the_others_raises_the_score(detector):
     flux, ivar, mask = survey(6, seed=3)
     turned = flux.copy()
     turned[:, HA] = np.rot90(flux[:, HA], k=1, axes=(1, 2))  # Halpha's morphology no longer that of the other lines
-    assert np.all(consistency.consistency_scores(basis, turned, ivar, mask, LINES)
-                  > consistency.consistency_scores(basis, flux, ivar, mask, LINES))
+    assert np.all(scores(detector, turned, ivar, mask) > scores(detector, flux, ivar, mask))
 
 
-def test_ordinary_cells_fit_to_the_noise(basis):
-    flux, ivar, mask = survey(4, seed=7)
-    scores = consistency.consistency_scores(basis, flux, ivar, mask, LINES)
-    # reduced chi-square of the worst 10 % of cells: a few, not hundreds, for spectra the basis spans
-    assert np.all(scores < 5), scores
+def test_ordinary_galaxies_are_predicted_near_their_noise(detector):
+    flux, ivar, mask = survey(4, seed=7)  # galaxies the network never saw
+    terms, good = consistency.cell_terms(detector, flux, ivar, mask, LINES)
+    assert terms.shape == flux.shape and good.shape == flux.shape
+    # every line predicted while hidden: reduced chi-square of a few, not hundreds
+    assert terms[good].mean() < 10, terms[good].mean()
 
 
-def test_masked_cells_bad_values_and_empty_galaxies(basis):
+def test_masked_cells_bad_values_and_empty_galaxies(detector):
     flux, ivar, mask = survey(3, seed=11)
     flux[0, :, :4] = np.nan  # NaN flux and inf ivar where the mask does not say so: not counted
     ivar[0, :, 4:6] = np.inf
-    mask[1] = True  # all masked
-    flux[2, HA] = 0.0  # no Halpha anywhere: no cell to count
-    scores = consistency.consistency_scores(basis, flux, ivar, mask, LINES)
-    assert np.isfinite(scores[0]) and np.isnan(scores[1]) and np.isnan(scores[2])
+    mask[1] = True  # all masked: nothing to count
+    mask[2, HA] = True  # no Halpha anywhere: the galaxy's level falls back, the other lines still count
+    out = scores(detector, flux, ivar, mask)
+    assert np.isfinite(out[0]) and np.isnan(out[1]) and np.isfinite(out[2])
 
 
-def test_basis_needs_halpha_and_enough_cells():
+def test_fit_needs_halpha_and_galaxies(detector, tmp_path):
     flux, ivar, mask = survey(2)
     with pytest.raises(ValueError, match="Ha-6564"):
-        consistency.fit_basis(np.delete(flux, HA, 1), np.delete(ivar, HA, 1), np.delete(mask, HA, 1),
-                              LINES[:HA] + LINES[HA + 1:])
-    with pytest.raises(ValueError, match="well-measured cells"):
-        consistency.fit_basis(flux, ivar, np.ones_like(mask), LINES)
+        consistency.fit(np.delete(flux, HA, 1), np.delete(ivar, HA, 1), np.delete(mask, HA, 1),
+                        LINES[:HA] + LINES[HA + 1:], [0, 1], progress=False)
+    with pytest.raises(ValueError, match="no galaxies"):
+        consistency.fit(flux, ivar, mask, LINES, [], progress=False)
+
+
+def test_saved_network_scores_the_same_and_a_damaged_one_is_named(detector, tmp_path):
+    from core.errors import RunError
+
+    flux, ivar, mask = survey(2, seed=5)
+    path = tmp_path / "consistency.pt"
+    consistency.save(detector, path, LINES, consistency.FitConfig())
+    np.testing.assert_array_equal(scores(consistency.load(path, LINES, "again"), flux, ivar, mask),
+                                  scores(detector, flux, ivar, mask))
+    with pytest.raises(RunError, match="other lines"):
+        consistency.load(path, LINES[::-1], "again")
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(RunError, match="consistency.pt: the consistency network could not be read"):
+        consistency.load(path, LINES, "again")
+
+
+def test_lines_of_one_ion_are_hidden_together():
+    groups = consistency.line_groups(LINES)
+    assert sorted(i for g in groups for i in g) == list(range(L))
+    assert OIII in groups and [LINES.index("SII-6718"), LINES.index("SII-6732")] in groups
+    assert [HA] in groups
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 10_000), line=st.sampled_from([i for i in range(L) if i != HA]),
+       where=st.integers(0, 10**6), width=st.floats(0.5, 1.5), amplitude=st.floats(0.5, 100.0))
+def test_a_compact_bright_region_never_lowers_the_score(detector, seed, line, where, width, amplitude):
+    """Flux added to a compact region of any line but Halpha never lowers score_consistency: the region's
+    cells no longer agree with the other lines, and the galaxy's level (Halpha) is untouched.
+
+    The region as in test_scoring's property for score_recon: a Gaussian of 0.5 to 1.5 cells on a
+    cell of the galaxy, 0.5 to 100 times the galaxy's Halpha level and at least 10 times that
+    cell's noise (a spot within the noise can cancel a low excursion and lower any residual score).
+    """
+    flux, ivar, mask = survey(1, seed=seed)
+    cells = np.argwhere(~mask[0, 0])
+    y, x = cells[where % len(cells)]
+    yy, xx = np.mgrid[:S, :S]
+    level = np.percentile(flux[0, HA][~mask[0, HA]], consistency.LEVEL_PCT)
+    height = max(amplitude * level, 10 / np.sqrt(ivar[0, line, y, x]))
+    brighter = flux.copy()
+    brighter[0, line] += np.where(mask[0, line], 0.0, height * np.exp(-((yy - y) ** 2 + (xx - x) ** 2) / (2 * width**2)))
+    before, after = scores(detector, np.concatenate([flux, brighter]), np.concatenate([ivar, ivar]),
+                           np.concatenate([mask, mask]))
+    assert after > before

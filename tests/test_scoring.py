@@ -17,7 +17,7 @@ from core.io import read_json, sha256_file, stamp_files
 from core.lines import DR15_CHANNELS
 from core.maps import DAPPIXMASK_BITS
 from core.latent import nearest_neighbours, umap_embedding
-from core.run import CONSISTENCY_BASIS_FILE, STAGE_OUTPUTS, mark_stage, open_run
+from core.run import CONSISTENCY_FILE, STAGE_OUTPUTS, mark_stage, open_run
 from core.synth import write_maps_file
 from core.training import fit, train_config_for
 from train.cli import main
@@ -85,11 +85,15 @@ def test_embed_writes_every_artifact(trained):
     assert np.isfinite(cat[["umap_x", "umap_y", "anomaly_score"]].to_numpy()).all()
     m = run.manifest
     assert "fit" in m.stages and "embed" in m.stages
-    for f in (*STAGE_OUTPUTS["embed"], "model.pt", CONSISTENCY_BASIS_FILE):
+    for f in (*STAGE_OUTPUTS["embed"], "model.pt", CONSISTENCY_FILE):
         assert m.checksums[f] == sha256_file(trained / f), f
-    # the consistency detector: its basis kept for `train score`, a finite score for every galaxy
-    assert np.load(trained / CONSISTENCY_BASIS_FILE).shape == (consistency.N_BASIS, len(lines))
-    assert np.isfinite(cat[consistency.COLUMN]).all()
+    # the consistency detector: its network kept for `train score`, a finite score for every galaxy
+    consistency.load(trained / CONSISTENCY_FILE, lines, "embed again")
+    assert np.isfinite(cat[[consistency.COLUMN, scoring.RECON_COLUMN]].to_numpy()).all()
+    # the anomaly score: the mean of the two detectors, each in units of its run median
+    components = [scoring.RECON_COLUMN, consistency.COLUMN]
+    assert m.score.components == pytest.approx({c: np.median(cat[c]) for c in components})
+    np.testing.assert_allclose(cat.anomaly_score, sum(cat[c] / np.median(cat[c]) for c in components) / 2, rtol=1e-9)
     assert m.score.median == pytest.approx(np.median(cat.anomaly_score))
     assert m.score.p90 == pytest.approx(np.percentile(cat.anomaly_score, 90))
     assert m.neighbours["k"] == 5 and m.umap["random_state"] == 0
@@ -112,7 +116,7 @@ def test_score_is_the_floored_chi_square_of_the_model(trained):
                     + (scoring.MODEL_ERROR * recon[i]) ** 2)
         terms = np.where(good, (recon[i] - flux[i]) ** 2 / variance, 0.0)
         per_line[i] = np.nansum(terms, axis=(1, 2))
-        assert cat.anomaly_score[i] == pytest.approx(terms.sum() / good.sum(), rel=1e-6)
+        assert cat[scoring.RECON_COLUMN][i] == pytest.approx(terms.sum() / good.sum(), rel=1e-6)
     shares = cat[[f"err_{line}" for line in run.lines]].to_numpy()
     np.testing.assert_allclose(shares.sum(axis=1), 1.0, rtol=1e-9)
     assert (shares >= 0).all()
@@ -123,7 +127,7 @@ def test_score_is_the_floored_chi_square_of_the_model(trained):
 
 
 def test_training_with_score_weights_minimises_the_anomaly_score(trained):
-    """``--weighting score``: the loss of an item (with the score's error model) is exactly the galaxy's anomaly score."""
+    """``--weighting score``: the loss of an item (with the score's error model) is exactly the galaxy's score_recon."""
     import torch
 
     from core.models import masked_loss
@@ -135,7 +139,7 @@ def test_training_with_score_weights_minimises_the_anomaly_score(trained):
         flux, mask, weights = items[row]  # each (T, 1, S, S)
         recon = torch.from_numpy(np.nan_to_num(np.asarray(run.recon[row]))).unsqueeze(1)
         loss = masked_loss(recon[None], flux[None], mask[None], weights[None], scoring.MODEL_ERROR)
-        assert float(loss) == pytest.approx(run.catalogue.anomaly_score[row], rel=1e-5)
+        assert float(loss) == pytest.approx(run.catalogue[scoring.RECON_COLUMN][row], rel=1e-5)
 
 
 def test_score_ignores_the_normalisation_and_discounts_noise():
@@ -325,23 +329,24 @@ def test_score_new_files_agrees_with_embed(trained, tmp_path, capsys):
     assert list(table.flagged) == list(mine.flagged) and list(table.top_line) == list(mine.top_line)
     np.testing.assert_allclose(table[[f"err_{line}" for line in run.lines]].sum(axis=1), 1.0, rtol=1e-9)
     np.testing.assert_allclose(table[list(scoring.SHAPE_COLUMNS)], mine[list(scoring.SHAPE_COLUMNS)], rtol=1e-4)
-    np.testing.assert_allclose(table[consistency.COLUMN], mine[consistency.COLUMN], rtol=1e-6)
+    np.testing.assert_allclose(table[[consistency.COLUMN, scoring.RECON_COLUMN]],
+                               mine[[consistency.COLUMN, scoring.RECON_COLUMN]], rtol=1e-5)
     assert str(bad) in capsys.readouterr().err
     # nothing usable: a clear error, exit status 2
     assert main(["score", "--run", str(trained), str(bad), "--out", str(tmp_path / "none.csv"), "--quiet"]) == 2
     assert "none of the 1 file(s) could be scored" in capsys.readouterr().err
 
 
-def test_score_refuses_a_damaged_consistency_basis(trained, tmp_path, capsys):
+def test_score_refuses_a_damaged_consistency_network(trained, tmp_path, capsys):
     copy = tmp_path / "run"
     shutil.copytree(trained, copy)
     source = str(open_run(copy).catalogue.source[0])
-    basis = copy / CONSISTENCY_BASIS_FILE
-    basis.write_bytes(basis.read_bytes()[:100])  # truncated
+    network = copy / CONSISTENCY_FILE
+    network.write_bytes(network.read_bytes()[:100])  # truncated
     assert main(["score", "--run", str(copy), source, "--out", str(tmp_path / "x.csv"), "--quiet"]) == 2
     err = capsys.readouterr().err
-    assert str(basis) in err and "python -m train embed" in err and "Traceback" not in err
-    basis.unlink()
+    assert str(network) in err and "python -m train embed" in err and "Traceback" not in err
+    network.unlink()
     assert main(["score", "--run", str(copy), source, "--out", str(tmp_path / "x.csv"), "--quiet"]) == 2
     assert "(missing)" in capsys.readouterr().err
 
@@ -381,13 +386,16 @@ def test_evaluate_reports_model_and_baselines(trained, tmp_path, capsys):
     assert "evaluate" in manifest["stages"] and manifest["evaluation"]["model"] == tasks["anomaly"]["model"]
     assert "pca" in printed and "iforest" in printed and "consistency" in printed and "anomaly:blueberry" in printed
     assert tasks["anomaly"]["consistency"]["roc_auc"] is not None
-    # how well the model fits the ordinary galaxies: the score's median over them, and against the noise alone
+    assert tasks["anomaly"]["recon"]["roc_auc"] is not None and "recon" in printed
+    # how well the model fits the ordinary galaxies: its score's median over them, and against the noise alone
     cat = open_run(trained).catalogue
     ordinary = ~cat.truth_anomaly.astype(bool)
     fit = result["fit"]
-    assert fit["n_ordinary"] == ordinary.sum() and fit["score"] == pytest.approx(np.median(cat.anomaly_score[ordinary]))
+    assert fit["n_ordinary"] == ordinary.sum() and fit["score"] == pytest.approx(np.median(cat.score_recon[ordinary]))
     assert fit["noise"] > fit["score"] > 0  # without the floor the same residuals weigh more
     assert f"fit of the {fit['n_ordinary']} ordinary galaxies" in printed
+    # and the consistency network's predictions of hidden lines, with its floor and without
+    assert fit["consistency_noise"] >= fit["consistency"] > 0 and "consistency network's predictions" in printed
 
     # a run without truth columns: a clear message, exit 0, nothing written
     plain = tmp_path / "plain"
