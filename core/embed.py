@@ -1,12 +1,13 @@
 """The ``embed`` stage: score every galaxy of a trained run and cache what the dashboard reads.
 
-Writes ``catalogue.parquet``, ``latents.npy``, ``recon.npy``, ``neighbours.npy`` and the
-cross-line consistency detector's network ``consistency.pt`` (``core.consistency``, trained here) into the
-run directory (atomically) and records the score summary (:class:`core.run.ScoreInfo`), the
-UMAP parameters, the files' stamps (size, time, sha256) and the dataset's in its manifest;
-the embed stamp is removed before the first file is rewritten and set last. The anomaly score combines the
-autoencoder's reduced chi-square and the consistency detector (``core.scoring.SCORE_DEFINITION``). Torch and umap are imported
-inside :func:`embed_run`.
+Writes ``catalogue.parquet``, ``latents.npy``, ``recon.npy``, ``neighbours.npy``, the
+cross-line consistency detector's network ``consistency.pt`` (``core.consistency``, trained here)
+and its per-cell map ``consistency_map.npy`` into the run directory (atomically) and records the
+score summary (:class:`core.run.ScoreInfo`), the UMAP parameters, the files' stamps (size, time,
+sha256) and the dataset's in its manifest; the embed stamp is removed before the first file is
+rewritten and set last. The anomaly score combines the autoencoder's reduced chi-square and the
+consistency detector (``core.scoring.SCORE_DEFINITION``). Torch and umap are imported inside
+:func:`embed_run`.
 """
 from __future__ import annotations
 
@@ -20,7 +21,8 @@ from core import consistency, latent, scoring
 from core.dataset import open_dataset
 from core.errors import RunError
 from core.io import open_npy_memmap, remove_stale_tmp, save_npy, save_parquet, stamp_files
-from core.run import CONSISTENCY_FILE, STAGE_OUTPUTS, RunManifest, ScoreInfo, dataset_path, mark_stage, open_run
+from core.run import (CONSISTENCY_FILE, CONSISTENCY_MAP_FILE, STAGE_OUTPUTS, RunManifest, ScoreInfo, dataset_path,
+                      mark_stage, open_run)
 
 STAGE = "embed"
 #: Nearest neighbours kept per galaxy in latent space.
@@ -72,8 +74,9 @@ def embed_run(run_dir, *, batch_size: int = scoring.BATCH_SIZE, device="auto", k
     neighbours = latent.nearest_neighbours(latents, k)
 
     components = {scoring.RECON_COLUMN: scores}
-    consistency_file = run_dir / CONSISTENCY_FILE
-    consistency_file.unlink(missing_ok=True)  # a crash before the new one is written must not leave the old
+    consistency_file, map_file = run_dir / CONSISTENCY_FILE, run_dir / CONSISTENCY_MAP_FILE
+    for stale in (consistency_file, map_file):  # a crash before the new ones are written must not leave the old
+        stale.unlink(missing_ok=True)
     try:
         detector = consistency.fit(data.flux, data.ivar, data.mask, lines, np.flatnonzero(~manifest.split.mask(n)),
                                    consistency.FitConfig(seed=seed), device=dev, progress=progress)
@@ -82,8 +85,15 @@ def embed_run(run_dir, *, batch_size: int = scoring.BATCH_SIZE, device="auto", k
         if progress:
             print(f"embed: no {consistency.COLUMN} ({exc})", flush=True)
     else:
-        components[consistency.COLUMN] = consistency.consistency_scores(detector, data.flux, data.ivar, data.mask,
-                                                                        lines)
+        cell_maps, commit = open_npy_memmap(map_file, (n, data.size, data.size), np.float32)
+        try:
+            components[consistency.COLUMN] = consistency.consistency_scores(detector, data.flux, data.ivar, data.mask,
+                                                                            lines, maps=cell_maps, device=dev)
+            commit()
+        except BaseException:
+            os.unlink(cell_maps.filename)
+            raise
+        del cell_maps
     medians = scoring.component_medians(components)
     anomaly = scoring.combine(components, medians)
     threshold = scoring.flag_threshold(anomaly, flag_pct)
@@ -98,7 +108,8 @@ def embed_run(run_dir, *, batch_size: int = scoring.BATCH_SIZE, device="auto", k
     if detector is not None:
         consistency.save(detector, consistency_file, lines, consistency.FitConfig(seed=seed))
     save_parquet(run_dir / "catalogue.parquet", catalogue)
-    files = stamp_files(run_dir, (*STAGE_OUTPUTS[STAGE], "model.pt", *([CONSISTENCY_FILE] if detector is not None else [])))
+    detector_files = [CONSISTENCY_FILE, CONSISTENCY_MAP_FILE] if detector is not None else []
+    files = stamp_files(run_dir, (*STAGE_OUTPUTS[STAGE], "model.pt", *detector_files))
     checksums = {**manifest.checksums, **{f: stamp["sha256"] for f, stamp in files.items()}}
     finite = anomaly[np.isfinite(anomaly)]
     score = ScoreInfo(

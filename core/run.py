@@ -43,6 +43,8 @@ EVALUATION_FILE = "evaluation.json"
 INJECTION_FILE = "injection.json"
 #: The cross-line consistency detector's network (``core.consistency``), trained by embed, read by score.
 CONSISTENCY_FILE = "consistency.pt"
+#: Each galaxy's per-cell reduced chi-square of the consistency network, ``(N, S, S)`` float32, for the app.
+CONSISTENCY_MAP_FILE = "consistency_map.npy"
 #: What each stage writes besides the manifest, in stage order.
 STAGE_OUTPUTS: dict[str, tuple[str, ...]] = {
     "fit": ("model.pt", "checkpoint.pt", "history.csv"),
@@ -266,6 +268,7 @@ class Run:
     recon: np.ndarray  # (N, L, S, S) float32, memory-mapped
     neighbours: np.ndarray  # (N, K) int64
     dataset: SurveyDataset
+    consistency_map: np.ndarray | None = None  # (N, S, S) float32, memory-mapped; None: no consistency detector
 
     @property
     def name(self) -> str:
@@ -342,5 +345,10 @@ def open_run(path) -> Run:
         raise RunError(f"{path}: its dataset {dataset.path} was rebuilt after `embed` scored the run; run {embed} "
                        "again (or, if the lines, grid or normalisation changed, train a new run with "
                        "`python -m train fit`)")
+    consistency_map = None
+    if (path / CONSISTENCY_MAP_FILE).is_file() and CONSISTENCY_MAP_FILE in manifest.files:
+        check_stamps(path, manifest, (CONSISTENCY_MAP_FILE,))
+        consistency_map = load_npy(path / CONSISTENCY_MAP_FILE, RunError, todo)
+        check_array(path / CONSISTENCY_MAP_FILE, consistency_map, (n, size, size), np.float32, RunError, todo)
     return Run(path=path, manifest=manifest, catalogue=catalogue, latents=latents, recon=recon,
-               neighbours=neighbours, dataset=dataset)
+               neighbours=neighbours, dataset=dataset, consistency_map=consistency_map)

@@ -69,7 +69,8 @@ def score_files(run_dir, inputs, batch_size: int = scoring.BATCH_SIZE, device="a
         scores, shares, shape = scoring.score_batch(recon, flux, mask, ivar, lines)
         components = {scoring.RECON_COLUMN: scores}
         if detector is not None:
-            components[consistency.COLUMN] = consistency.consistency_scores(detector, flux, ivar, mask, lines)
+            components[consistency.COLUMN] = consistency.consistency_scores(detector, flux, ivar, mask, lines,
+                                                                            device=dev)
         anomaly = scoring.combine(components, score_info.components)
         cols = scoring.score_columns(anomaly, shares, lines, population, score_info.flag_threshold, shape, components)
         cols.insert(0, "source", sources)

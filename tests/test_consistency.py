@@ -136,7 +136,8 @@ def test_a_compact_bright_region_never_lowers_the_score(detector, seed, line, wh
     level = np.percentile(flux[0, HA][~mask[0, HA]], consistency.LEVEL_PCT)
     height = max(amplitude * level, 10 / np.sqrt(ivar[0, line, y, x]))
     brighter = flux.copy()
-    brighter[0, line] += np.where(mask[0, line], 0.0, height * np.exp(-((yy - y) ** 2 + (xx - x) ** 2) / (2 * width**2)))
+    spot = height * np.exp(-((yy - y) ** 2 + (xx - x) ** 2) / (2 * width**2))
+    brighter[0, line] += np.where(mask[0, line], 0.0, spot)
     before, after = scores(detector, np.concatenate([flux, brighter]), np.concatenate([ivar, ivar]),
                            np.concatenate([mask, mask]))
     assert after > before

@@ -62,7 +62,9 @@ def test_explain_names_the_lines_and_maps_of_a_galaxy(run_path):
     s = data.run.dataset.size
     shares = [(ln, data.catalogue[f"err_{ln}"].iat[row]) for ln in data.lines]
     assert [ln for ln, _ in e["lines"][:TOP_LINES]] == [ln for ln, _ in sorted(shares, key=lambda t: -t[1])][:TOP_LINES]
-    assert e["where"].shape == (TOP_LINES, s, s) and e["ratios"].shape == (2 * len(RATIO_MAPS), s, s)
+    assert e["where"].shape == (TOP_LINES + 1, s, s) and e["ratios"].shape == (2 * len(RATIO_MAPS), s, s)
+    # no consistency detector in this run: its panel is empty and unlabelled
+    assert np.isnan(e["where"][TOP_LINES]).all() and e["where_labels"][TOP_LINES] == ""
     mask = np.asarray(data.run.dataset.mask[row])
     top = data.lines.index(e["lines"][0][0])
     assert np.isnan(e["where"][0][mask[top]]).all()  # masked cells stay masked
@@ -76,6 +78,34 @@ def test_explain_names_the_lines_and_maps_of_a_galaxy(run_path):
     assert f"centroid {cat['resid_offset'].iat[far]:.2f} half-widths from the centre (100th pct)" in text
     assert text in summary_html(data, far)
     assert where_text(cat.drop(columns=["resid_offset"]), far) == ""  # a run embedded before the columns
+
+
+def test_explain_draws_the_consistency_map_where_the_run_has_one(run_path, tmp_path):
+    import shutil
+
+    from core.errors import RunError
+    from core.run import CONSISTENCY_MAP_FILE, open_run
+
+    copy = tmp_path / "run"
+    shutil.copytree(run_path, copy)
+    run = open_run(copy)
+    n, s = len(run.catalogue), run.dataset.size
+    cells = np.random.default_rng(0).uniform(0, 9, (n, s, s)).astype(np.float32)
+    cells[:, 0, 0] = np.nan  # no line measured there
+    np.save(copy / CONSISTENCY_MAP_FILE, cells)
+    mark_stage(copy, "embed", True, files={**run.manifest.files,
+                                           CONSISTENCY_MAP_FILE: file_stamp(copy / CONSISTENCY_MAP_FILE)})
+    data = open_app_data(copy)
+    e = explain(data, 3)
+    assert e["where_labels"][TOP_LINES] == "cross-line"
+    np.testing.assert_allclose(e["where"][TOP_LINES], np.sqrt(cells[3]), rtol=1e-6)  # RMS misfit in sigma
+    assert "cross-line" in summary_html(data, 3)
+    # a map of the wrong shape is refused, naming the file
+    np.save(copy / CONSISTENCY_MAP_FILE, cells[:, :-1])
+    mark_stage(copy, "embed", True, files={**run.manifest.files,
+                                           CONSISTENCY_MAP_FILE: file_stamp(copy / CONSISTENCY_MAP_FILE)})
+    with pytest.raises(RunError, match=CONSISTENCY_MAP_FILE):
+        open_run(copy)
 
 
 def test_components_name_every_detector_of_the_run(run_path):
@@ -97,7 +127,7 @@ def test_why_view_redraws_on_inspect(run_path):
     state.inspect(7)
     e = explain(data, 7)
     np.testing.assert_array_equal(view._images["ratios"].data_source.data["image"][0], e["ratios"][0])
-    assert view._labels["where"].data["text"][:TOP_LINES] == e["where_labels"]
+    assert view._labels["where"].data["text"] == e["where_labels"]
 
 
 def test_header_shows_the_injection_summary_when_there_is_one(run_path):

@@ -43,7 +43,8 @@ class LineHider(nn.Module):
         seen = torch.asinh(x / self.args.softening) * visible  # (B, L, S, S)
         h = F.gelu(self.cell(F.gelu(self.local(torch.cat([seen, visible], 1)))))  # (B, W, S, S)
         any_seen = visible.amax(1, keepdim=True)  # (B, 1, S, S)
-        pooled = (h * any_seen).sum((2, 3), keepdim=True) / any_seen.sum((2, 3), keepdim=True).clamp(min=1)  # (B, W, 1, 1)
+        pooled = (h * any_seen).sum((2, 3), keepdim=True)
+        pooled = pooled / any_seen.sum((2, 3), keepdim=True).clamp(min=1)  # (B, W, 1, 1)
         h = F.gelu(self.hidden(F.gelu(self.mix(torch.cat([h, pooled.expand_as(h)], 1)))))  # (B, W, S, S)
         level = F.avg_pool2d((x * visible).sum(1, keepdim=True).clamp(min=0), 3, 1, 1) + 1e-3  # (B, 1, S, S)
         return self.out(h) * level

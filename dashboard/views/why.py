@@ -6,7 +6,9 @@ One small Bokeh figure (issue 11: few figures paint fast) and a line of text:
   the catalogue's other ``score_<name>`` columns, e.g. ``score_consistency``, each placed in
   the run by its percentile) and the lines with the largest shares of the error (``err_<line>``);
 - left, *where*: the normalised residual (``core.scoring.normalised_residual``: data minus
-  model in units of the score's error) of the three lines that weigh most;
+  model in units of the score's error) of the three lines that weigh most, and the consistency
+  detector's cell map (``core.consistency.cell_map``, cached by embed) as a square root: the RMS,
+  over the lines, of each line's misfit in sigma when the network predicted it hidden;
 - right, the log [NII]/Hα, [OIII]/Hβ and [SII]/Hα maps (``core.bpt.ratio_maps``) of the data
   and of the reconstruction, with the data's S/N cut applied to both.
 """
@@ -28,6 +30,8 @@ RATIO_MAPS = {"log_nii_ha": "[NII]/Hα", "log_oiii_hb": "[OIII]/Hβ", "log_sii_h
 RATIO_RANGE = (-1.5, 1.0)
 #: How many lines the "where" maps show: the ones with the largest shares of the error.
 TOP_LINES = 3
+#: The label of the consistency detector's panel, after the lines' residuals.
+CROSS_LINE = "cross-line"
 #: The labels of each mosaic's panels in :func:`explain`'s result.
 LABELS = {"where": "where_labels", "ratios": "ratio_labels"}
 #: Screen pixels: each mosaic's width, the title strip, the room for a colour bar.
@@ -67,6 +71,10 @@ def explain(data, row: int) -> dict:
     idx = [lines.index(ln) for ln in top]
     where = [scoring.normalised_residual(x[i], recon[i], ivar[i], floor) for i in idx]
     labels = list(top)  # the mosaic's title says these are residuals; a longer label overlaps its neighbour
+    cells = run.consistency_map
+    where.append(np.sqrt(np.asarray(cells[row], dtype=np.float64)) if cells is not None
+                 else np.full(x.shape[1:], np.nan))
+    labels.append(CROSS_LINE if cells is not None else "")
     ratios = [bpt.ratio_maps(cube, lines, mask, ivar) for cube in (x, recon)]
     return {"components": components(data, row), "lines": shares, "where": np.array(where, dtype=np.float32),
             "where_labels": labels,
@@ -87,7 +95,8 @@ def summary_html(data, row: int | None) -> str:
     lines = ", ".join(f"{html.escape(ln)} {100 * s:.0f} %" for ln, s in shares)
     return (f'<p style="font-size:13px;margin:2px 0">Dominant component: <b>{html.escape(col)}</b> at percentile '
             f"{pct:.1f} (components' percentiles: {parts}). Lines with the largest shares of the error: {lines}. "
-            f"{where_text(cat, row)}Maps: residuals in units of the score's error (σ with its error model).</p>")
+            f"{where_text(cat, row)}Maps: residuals in units of the score's error (σ with its error model); "
+            f"{CROSS_LINE}: the RMS over the lines of each line's misfit when predicted from the others (σ).</p>")
 
 
 def where_text(cat, row: int) -> str:
@@ -114,7 +123,7 @@ class WhyOdd(StateView):
         super().__init__(**params)
         data = self.state.data
         s = data.run.dataset.size
-        self._where = Mosaic(TOP_LINES, s, TOP_LINES, px_per_spaxel=MOSAIC_PX / (TOP_LINES * (s + 1)))
+        self._where = Mosaic(TOP_LINES + 1, s, 2, px_per_spaxel=MOSAIC_PX / (2 * (s + 1)))
         self._ratio = Mosaic(2 * len(RATIO_MAPS), s, len(RATIO_MAPS), px_per_spaxel=MOSAIC_PX / (3 * (s + 1)))
         self._px = MOSAIC_PX / self._where.width
         self._fig = self._figure()
@@ -125,7 +134,7 @@ class WhyOdd(StateView):
         if row is not None:
             return explain(data, row)
         s = data.run.dataset.size
-        return {"where": np.full((TOP_LINES, s, s), np.nan, np.float32), "where_labels": [""] * TOP_LINES,
+        return {"where": np.full((TOP_LINES + 1, s, s), np.nan, np.float32), "where_labels": [""] * (TOP_LINES + 1),
                 "ratios": np.full((2 * len(RATIO_MAPS), s, s), np.nan, np.float32),
                 "ratio_labels": [""] * (2 * len(RATIO_MAPS))}
 
