@@ -34,7 +34,8 @@ TOP_LINES = 3
 CROSS_LINE = "cross-line"
 #: The labels of each mosaic's panels in :func:`explain`'s result.
 LABELS = {"where": "where_labels", "ratios": "ratio_labels"}
-#: Screen pixels: each mosaic's width, the title strip, the room for a colour bar.
+#: Screen pixels: the ratio mosaic's width (three panels; the "where" mosaic's two panels are drawn on the same
+#: scale), the title strip, the room for a colour bar.
 MOSAIC_PX, TITLE_PX, COLOUR_BAR_PX = 300, 24, 64
 
 
@@ -123,9 +124,10 @@ class WhyOdd(StateView):
         super().__init__(**params)
         data = self.state.data
         s = data.run.dataset.size
-        self._where = Mosaic(TOP_LINES + 1, s, 2, px_per_spaxel=MOSAIC_PX / (2 * (s + 1)))
-        self._ratio = Mosaic(2 * len(RATIO_MAPS), s, len(RATIO_MAPS), px_per_spaxel=MOSAIC_PX / (3 * (s + 1)))
-        self._px = MOSAIC_PX / self._where.width
+        scale = MOSAIC_PX / (len(RATIO_MAPS) * (s + 1))  # screen pixels per spaxel, both mosaics
+        self._where = Mosaic(TOP_LINES + 1, s, 2, px_per_spaxel=scale)
+        self._ratio = Mosaic(2 * len(RATIO_MAPS), s, len(RATIO_MAPS), px_per_spaxel=scale)
+        self._px = MOSAIC_PX / self._ratio.width
         self._fig = self._figure()
         self.watch(self._update, "galaxy")
 
@@ -144,8 +146,8 @@ class WhyOdd(StateView):
 
         px, where, ratio = self._px, self._where, self._ratio
         height = TITLE_PX + max(where.height, ratio.height) * px
-        ratio_left = MOSAIC_PX + COLOUR_BAR_PX
-        width = ratio_left + MOSAIC_PX + COLOUR_BAR_PX
+        ratio_left = where.width * px + COLOUR_BAR_PX
+        width = ratio_left + ratio.width * px + COLOUR_BAR_PX
         fig = plain_figure(width / px, height / px, px, name="why")
         content = self._content()
         r = symmetric_limit(content["where"])
@@ -160,7 +162,8 @@ class WhyOdd(StateView):
             at = (left / px, top - mosaic.height)
             self._images[key], self._labels[key] = mosaic.draw(fig, content[key], mapper, content[LABELS[key]], at=at)
             fig.add_tools(HoverTool(renderers=[self._images[key]], tooltips=[(label, "@image{0.00}")]))
-            fig.add_layout(ColorBar(color_mapper=mapper, location=(left + MOSAIC_PX + 6, 0.1 * mosaic.height * px),
+            bar_at = (left + mosaic.width * px + 6, 0.1 * mosaic.height * px)
+            fig.add_layout(ColorBar(color_mapper=mapper, location=bar_at,
                                     width=10, height=int(0.8 * mosaic.height * px), title=label, title_standoff=4,
                                     title_text_font_size="10px", major_label_text_font_size="10px", padding=0,
                                     background_fill_alpha=0), "center")
