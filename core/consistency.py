@@ -12,7 +12,7 @@ This detector hides lines from a network and asks it to predict them:
    (``core.models.linehider``) predicts it there from the other lines in the same cells and
    from the galaxy's own line ratios where the group is visible. :func:`fit` trains it on the
    run's training galaxies with random wedges and random assignments (and the eight
-   rotations and flips), minimising the same chi-square as the score.
+   rotations and flips), minimising the score's chi-square (with a smaller floor, ``FitConfig.floor``).
 2. :func:`cell_terms` hides every group in every wedge once (:data:`FOLDS` passes) and
    returns each line's chi-square term in each cell: ``(pred - x)^2 / (1/ivar + (FLOOR pred)^2)``.
    A galaxy's ``score_consistency`` (:func:`galaxy_scores`) is the mean reduced chi-square
@@ -72,7 +72,7 @@ class FitConfig:
     weight_decay: float = 1e-4  # AdamW weight decay
     clip: float = 1.0  # gradient-norm clip: the chi-square of bright cells makes early steps violent without it
     floor: float = 0.03  # the loss's error floor, a fraction of the prediction (the score's: FLOOR)
-    max_galaxies: int = 20_000  # training galaxies at most (a random subset): bounds the memory and the time
+    max_galaxies: int = 4_000  # training galaxies at most (a random subset, held in memory: ~1 GB at 32 x 32)
     seed: int = 0  # weights, subset, wedges and orientations
 
 
@@ -272,11 +272,13 @@ def reduced_chi_square(model, flux, ivar, mask, lines: Sequence[str], floor: flo
 
 
 def consistency_scores(model, flux, ivar, mask, lines: Sequence[str], batch: int = BATCH, maps=None,
-                       device="cpu") -> np.ndarray:
+                       device="cpu", progress: bool = False) -> np.ndarray:
     """``score_consistency`` of each galaxy ``(N,)``, in blocks so a large survey is never held at once;
     with ``maps`` (an ``(N, S, S)`` array, e.g. a memmap) each galaxy's :func:`cell_map` is written into it."""
+    from tqdm.auto import tqdm
+
     out = []
-    for start in range(0, len(flux), 1024):
+    for start in tqdm(range(0, len(flux), 1024), desc="consistency", unit="block", disable=not progress):
         block = slice(start, start + 1024)
         terms, good = cell_terms(model, flux[block], ivar[block], mask[block], lines, batch, device=device)
         out.append(galaxy_scores(terms, good))

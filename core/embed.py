@@ -88,7 +88,8 @@ def embed_run(run_dir, *, batch_size: int = scoring.BATCH_SIZE, device="auto", k
         cell_maps, commit = open_npy_memmap(map_file, (n, data.size, data.size), np.float32)
         try:
             components[consistency.COLUMN] = consistency.consistency_scores(detector, data.flux, data.ivar, data.mask,
-                                                                            lines, maps=cell_maps, device=dev)
+                                                                            lines, maps=cell_maps, device=dev,
+                                                                            progress=progress)
             commit()
         except BaseException:
             os.unlink(cell_maps.filename)

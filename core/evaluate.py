@@ -5,9 +5,9 @@ kind against the non-anomalies, Seyfert + LINER against star-forming. Methods: t
 anomaly score, each of its detectors alone (the autoencoder's ``score_recon`` and, where the
 catalogue has it, the cross-line consistency detector ``core.consistency``), PCA reconstruction
 error on the same maps (as many components as the model's latent, fitted on the training split)
-and an isolation forest on the catalogue's log line ratios. It also reports how well the model fits the ordinary galaxies
-(:func:`ordinary_fit`). The full result goes to ``evaluation.json``, the headline task to the
-manifest (:class:`core.run.Evaluation`).
+and an isolation forest on the catalogue's log line ratios. It also reports how well the model
+fits the ordinary galaxies (:func:`ordinary_fit`). The full result goes to ``evaluation.json``,
+the headline task to the manifest (:class:`core.run.Evaluation`).
 """
 from __future__ import annotations
 

@@ -46,6 +46,7 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 import pandas as pd
 
+from core import consistency
 from core.bpt import RATIOS
 from core.lines import BPT_LINES
 
@@ -69,7 +70,7 @@ RECON_DEFINITION = (
 RECON_COLUMN = "score_recon"
 SCORE_DEFINITION = (
     f"mean over the detectors of each one's score in units of its median over the run's galaxies: {RECON_COLUMN}, "
-    f"the autoencoder's {RECON_DEFINITION}; and score_consistency (core.consistency.DEFINITION) where the run has it"
+    f"the autoencoder's {RECON_DEFINITION}; and, where the run has it, {consistency.COLUMN}, {consistency.DEFINITION}"
 )
 PCT_DEFINITION = ("percentage of the run's galaxies whose anomaly_score is at or below this one (0-100; "
                   "scores equal to within float32 rounding, relative 1e-5, count as equal)")
