@@ -248,17 +248,28 @@ def cell_map(terms, good) -> np.ndarray:
         return np.where(measured > 0, terms.sum(1) / measured, np.nan).astype(np.float32)
 
 
-def galaxy_scores(terms, good) -> np.ndarray:
-    """``score_consistency`` of each galaxy ``(N,)`` from :func:`cell_terms`; NaN where no cell counts."""
+def galaxy_scores(terms, good, shares=None) -> np.ndarray:
+    """``score_consistency`` of each galaxy ``(N,)`` from :func:`cell_terms`; NaN where no cell counts.
+
+    With ``shares`` (an ``(N, L)`` array) each line's share of the score (of the summed terms in the
+    galaxy's worst cells, summing to 1; NaN where no cell counts) is written into it: which lines disagree.
+    """
     n_lines = terms.shape[1]
     measured = good.sum(1)  # (N, S, S)
     per_cell = terms.sum(1) / np.maximum(measured, 1)  # (N, S, S)
     out = np.full(len(terms), np.nan)
     for i in range(len(terms)):
-        row = per_cell[i][measured[i] >= n_lines / 2]
-        if row.size:
-            top = max(1, int(round(TOP_FRACTION * row.size)))
-            out[i] = np.partition(row, row.size - top)[row.size - top:].mean()
+        counted = np.flatnonzero(measured[i].ravel() >= n_lines / 2)
+        if shares is not None:
+            shares[i] = np.nan
+        if not counted.size:
+            continue
+        top = max(1, int(round(TOP_FRACTION * counted.size)))
+        worst = counted[np.argpartition(per_cell[i].ravel()[counted], counted.size - top)[counted.size - top:]]
+        out[i] = per_cell[i].ravel()[worst].mean()
+        if shares is not None:
+            by_line = terms[i].reshape(n_lines, -1)[:, worst].sum(1)  # (L,)
+            shares[i] = by_line / by_line.sum() if by_line.sum() > 0 else np.nan
     return out
 
 
@@ -272,16 +283,17 @@ def reduced_chi_square(model, flux, ivar, mask, lines: Sequence[str], floor: flo
 
 
 def consistency_scores(model, flux, ivar, mask, lines: Sequence[str], batch: int = BATCH, maps=None,
-                       device="cpu", progress: bool = False) -> np.ndarray:
+                       shares=None, device="cpu", progress: bool = False) -> np.ndarray:
     """``score_consistency`` of each galaxy ``(N,)``, in blocks so a large survey is never held at once;
-    with ``maps`` (an ``(N, S, S)`` array, e.g. a memmap) each galaxy's :func:`cell_map` is written into it."""
+    with ``maps`` (an ``(N, S, S)`` array, e.g. a memmap) each galaxy's :func:`cell_map` is written into it,
+    with ``shares`` (``(N, L)``) each line's share of the score (:func:`galaxy_scores`)."""
     from tqdm.auto import tqdm
 
     out = []
     for start in tqdm(range(0, len(flux), 1024), desc="consistency", unit="block", disable=not progress):
         block = slice(start, start + 1024)
         terms, good = cell_terms(model, flux[block], ivar[block], mask[block], lines, batch, device=device)
-        out.append(galaxy_scores(terms, good))
+        out.append(galaxy_scores(terms, good, None if shares is None else shares[block]))
         if maps is not None:
             maps[block] = cell_map(terms, good)
     return np.concatenate(out) if out else np.empty(0)

@@ -1,13 +1,13 @@
 """The ``embed`` stage: score every galaxy of a trained run and cache what the dashboard reads.
 
-Writes ``catalogue.parquet``, ``latents.npy``, ``recon.npy``, ``neighbours.npy``, the
-cross-line consistency detector's network ``consistency.pt`` (``core.consistency``, trained here)
-and its per-cell map ``consistency_map.npy`` into the run directory (atomically) and records the
-score summary (:class:`core.run.ScoreInfo`), the UMAP parameters, the files' stamps (size, time,
-sha256) and the dataset's in its manifest; the embed stamp is removed before the first file is
-rewritten and set last. The anomaly score combines the autoencoder's reduced chi-square and the
-consistency detector (``core.scoring.SCORE_DEFINITION``). Torch and umap are imported inside
-:func:`embed_run`.
+Writes ``catalogue.parquet``, ``latents.npy``, ``recon.npy``, ``neighbours.npy`` and the
+cross-line consistency detector's network ``consistency.pt`` (``core.consistency``, trained here),
+per-cell map ``consistency_map.npy`` and per-line shares ``consistency_lines.npy`` into the run
+directory (atomically) and records the score summary (:class:`core.run.ScoreInfo`), the UMAP
+parameters, the files' stamps (size, time, sha256) and the dataset's in its manifest; the embed
+stamp is removed before the first file is rewritten and set last. The anomaly score combines the
+autoencoder's reduced chi-square and the consistency detector (``core.scoring.SCORE_DEFINITION``).
+Torch and umap are imported inside :func:`embed_run`.
 """
 from __future__ import annotations
 
@@ -21,8 +21,8 @@ from core import consistency, latent, scoring
 from core.dataset import open_dataset
 from core.errors import RunError
 from core.io import open_npy_memmap, remove_stale_tmp, save_npy, save_parquet, stamp_files
-from core.run import (CONSISTENCY_FILE, CONSISTENCY_MAP_FILE, STAGE_OUTPUTS, RunManifest, ScoreInfo, dataset_path,
-                      mark_stage, open_run)
+from core.run import (CONSISTENCY_FILE, CONSISTENCY_LINES_FILE, CONSISTENCY_MAP_FILE, STAGE_OUTPUTS, RunManifest,
+                      ScoreInfo, dataset_path, mark_stage, open_run)
 
 STAGE = "embed"
 #: Nearest neighbours kept per galaxy in latent space.
@@ -75,7 +75,8 @@ def embed_run(run_dir, *, batch_size: int = scoring.BATCH_SIZE, device="auto", k
 
     components = {scoring.RECON_COLUMN: scores}
     consistency_file, map_file = run_dir / CONSISTENCY_FILE, run_dir / CONSISTENCY_MAP_FILE
-    for stale in (consistency_file, map_file):  # a crash before the new ones are written must not leave the old
+    lines_file = run_dir / CONSISTENCY_LINES_FILE
+    for stale in (consistency_file, map_file, lines_file):  # a crash before the new ones must not leave the old
         stale.unlink(missing_ok=True)
     try:
         detector = consistency.fit(data.flux, data.ivar, data.mask, lines, np.flatnonzero(~manifest.split.mask(n)),
@@ -86,10 +87,11 @@ def embed_run(run_dir, *, batch_size: int = scoring.BATCH_SIZE, device="auto", k
             print(f"embed: no {consistency.COLUMN} ({exc})", flush=True)
     else:
         cell_maps, commit = open_npy_memmap(map_file, (n, data.size, data.size), np.float32)
+        line_shares = np.empty((n, len(lines)), np.float32)
         try:
-            components[consistency.COLUMN] = consistency.consistency_scores(detector, data.flux, data.ivar, data.mask,
-                                                                            lines, maps=cell_maps, device=dev,
-                                                                            progress=progress)
+            components[consistency.COLUMN] = consistency.consistency_scores(
+                detector, data.flux, data.ivar, data.mask, lines, maps=cell_maps, shares=line_shares, device=dev,
+                progress=progress)
             commit()
         except BaseException:
             os.unlink(cell_maps.filename)
@@ -108,8 +110,9 @@ def embed_run(run_dir, *, batch_size: int = scoring.BATCH_SIZE, device="auto", k
     save_npy(run_dir / "neighbours.npy", neighbours)
     if detector is not None:
         consistency.save(detector, consistency_file, lines, consistency.FitConfig(seed=seed))
+        save_npy(lines_file, line_shares)
     save_parquet(run_dir / "catalogue.parquet", catalogue)
-    detector_files = [CONSISTENCY_FILE, CONSISTENCY_MAP_FILE] if detector is not None else []
+    detector_files = [CONSISTENCY_FILE, CONSISTENCY_MAP_FILE, CONSISTENCY_LINES_FILE] if detector is not None else []
     files = stamp_files(run_dir, (*STAGE_OUTPUTS[STAGE], "model.pt", *detector_files))
     checksums = {**manifest.checksums, **{f: stamp["sha256"] for f, stamp in files.items()}}
     finite = anomaly[np.isfinite(anomaly)]

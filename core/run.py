@@ -45,6 +45,8 @@ INJECTION_FILE = "injection.json"
 CONSISTENCY_FILE = "consistency.pt"
 #: Each galaxy's per-cell reduced chi-square of the consistency network, ``(N, S, S)`` float32, for the app.
 CONSISTENCY_MAP_FILE = "consistency_map.npy"
+#: Each line's share of each galaxy's score_consistency, ``(N, L)`` float32 (rows sum to 1), for the app.
+CONSISTENCY_LINES_FILE = "consistency_lines.npy"
 #: What each stage writes besides the manifest, in stage order.
 STAGE_OUTPUTS: dict[str, tuple[str, ...]] = {
     "fit": ("model.pt", "checkpoint.pt", "history.csv"),
@@ -269,6 +271,7 @@ class Run:
     neighbours: np.ndarray  # (N, K) int64
     dataset: SurveyDataset
     consistency_map: np.ndarray | None = None  # (N, S, S) float32, memory-mapped; None: no consistency detector
+    consistency_lines: np.ndarray | None = None  # (N, L) float32, each line's share of score_consistency
 
     @property
     def name(self) -> str:
@@ -345,10 +348,12 @@ def open_run(path) -> Run:
         raise RunError(f"{path}: its dataset {dataset.path} was rebuilt after `embed` scored the run; run {embed} "
                        "again (or, if the lines, grid or normalisation changed, train a new run with "
                        "`python -m train fit`)")
-    consistency_map = None
-    if (path / CONSISTENCY_MAP_FILE).is_file() and CONSISTENCY_MAP_FILE in manifest.files:
-        check_stamps(path, manifest, (CONSISTENCY_MAP_FILE,))
-        consistency_map = load_npy(path / CONSISTENCY_MAP_FILE, RunError, todo)
-        check_array(path / CONSISTENCY_MAP_FILE, consistency_map, (n, size, size), np.float32, RunError, todo)
+    optional = {}  # the consistency detector's caches, where embed wrote them
+    for key, name, shape in (("consistency_map", CONSISTENCY_MAP_FILE, (n, size, size)),
+                             ("consistency_lines", CONSISTENCY_LINES_FILE, (n, n_lines))):
+        if (path / name).is_file() and name in manifest.files:
+            check_stamps(path, manifest, (name,))
+            optional[key] = load_npy(path / name, RunError, todo)
+            check_array(path / name, optional[key], shape, np.float32, RunError, todo)
     return Run(path=path, manifest=manifest, catalogue=catalogue, latents=latents, recon=recon,
-               neighbours=neighbours, dataset=dataset, consistency_map=consistency_map)
+               neighbours=neighbours, dataset=dataset, **optional)

@@ -17,7 +17,7 @@ from core.io import read_json, sha256_file, stamp_files
 from core.lines import DR15_CHANNELS
 from core.maps import DAPPIXMASK_BITS
 from core.latent import nearest_neighbours, umap_embedding
-from core.run import CONSISTENCY_FILE, CONSISTENCY_MAP_FILE, STAGE_OUTPUTS, mark_stage, open_run
+from core.run import CONSISTENCY_FILE, CONSISTENCY_LINES_FILE, CONSISTENCY_MAP_FILE, STAGE_OUTPUTS, mark_stage, open_run
 from core.synth import write_maps_file
 from core.training import fit, train_config_for
 from train.cli import main
@@ -85,7 +85,7 @@ def test_embed_writes_every_artifact(trained):
     assert np.isfinite(cat[["umap_x", "umap_y", "anomaly_score"]].to_numpy()).all()
     m = run.manifest
     assert "fit" in m.stages and "embed" in m.stages
-    for f in (*STAGE_OUTPUTS["embed"], "model.pt", CONSISTENCY_FILE, CONSISTENCY_MAP_FILE):
+    for f in (*STAGE_OUTPUTS["embed"], "model.pt", CONSISTENCY_FILE, CONSISTENCY_MAP_FILE, CONSISTENCY_LINES_FILE):
         assert m.checksums[f] == sha256_file(trained / f), f
     # the consistency detector: its network kept for `train score`, a finite score for every galaxy
     consistency.load(trained / CONSISTENCY_FILE, lines, "embed again")
@@ -93,6 +93,9 @@ def test_embed_writes_every_artifact(trained):
     assert run.consistency_map.shape == (n, SIZE, SIZE)
     measured = ~np.asarray(run.dataset.mask).all(axis=1)
     assert np.array_equal(np.isfinite(run.consistency_map), measured) and (run.consistency_map[measured] >= 0).all()
+    # and which lines disagree: each line's share of the galaxy's score_consistency
+    assert run.consistency_lines.shape == (n, len(lines)) and (run.consistency_lines >= 0).all()
+    np.testing.assert_allclose(run.consistency_lines.sum(axis=1), 1.0, rtol=1e-5)
     assert np.isfinite(cat[[consistency.COLUMN, scoring.RECON_COLUMN]].to_numpy()).all()
     # the anomaly score: the mean of the two detectors, each in units of its run median
     components = [scoring.RECON_COLUMN, consistency.COLUMN]

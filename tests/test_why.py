@@ -84,7 +84,7 @@ def test_explain_draws_the_consistency_map_where_the_run_has_one(run_path, tmp_p
     import shutil
 
     from core.errors import RunError
-    from core.run import CONSISTENCY_MAP_FILE, open_run
+    from core.run import CONSISTENCY_LINES_FILE, CONSISTENCY_MAP_FILE, open_run
 
     copy = tmp_path / "run"
     shutil.copytree(run_path, copy)
@@ -93,16 +93,21 @@ def test_explain_draws_the_consistency_map_where_the_run_has_one(run_path, tmp_p
     cells = np.random.default_rng(0).uniform(0, 9, (n, s, s)).astype(np.float32)
     cells[:, 0, 0] = np.nan  # no line measured there
     np.save(copy / CONSISTENCY_MAP_FILE, cells)
-    mark_stage(copy, "embed", True, files={**run.manifest.files,
-                                           CONSISTENCY_MAP_FILE: file_stamp(copy / CONSISTENCY_MAP_FILE)})
+    shares = np.full((n, len(run.lines)), 0.1 / (len(run.lines) - 1), np.float32)
+    shares[:, 4] = 0.9  # one line makes nine tenths of every galaxy's score_consistency
+    np.save(copy / CONSISTENCY_LINES_FILE, shares)
+    mark_stage(copy, "embed", True, files={**run.manifest.files, **{
+        f: file_stamp(copy / f) for f in (CONSISTENCY_MAP_FILE, CONSISTENCY_LINES_FILE)}})
     data = open_app_data(copy)
     e = explain(data, 3)
     assert e["where_labels"][TOP_LINES] == "cross-line"
     np.testing.assert_allclose(e["where"][TOP_LINES], np.sqrt(cells[3]), rtol=1e-6)  # RMS misfit in sigma
-    assert "cross-line" in summary_html(data, 3)
+    text = summary_html(data, 3)
+    assert "cross-line" in text and f"disagree most with the others (score_consistency): {run.lines[4]} 90 %" in text
+    assert "disagree most" not in summary_html(open_app_data(run_path), 3)  # a run without them says nothing
     # a map of the wrong shape is refused, naming the file
     np.save(copy / CONSISTENCY_MAP_FILE, cells[:, :-1])
-    mark_stage(copy, "embed", True, files={**run.manifest.files,
+    mark_stage(copy, "embed", True, files={**RunManifest.read(copy).files,
                                            CONSISTENCY_MAP_FILE: file_stamp(copy / CONSISTENCY_MAP_FILE)})
     with pytest.raises(RunError, match=CONSISTENCY_MAP_FILE):
         open_run(copy)

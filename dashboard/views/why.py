@@ -4,7 +4,9 @@ One small Bokeh figure (issue 11: few figures paint fast) and a line of text:
 
 - the text names the score that places the galaxy highest in the run (``anomaly_score`` and
   the catalogue's other ``score_<name>`` columns, e.g. ``score_consistency``, each placed in
-  the run by its percentile) and the lines with the largest shares of the error (``err_<line>``);
+  the run by its percentile), the lines with the largest shares of the autoencoder's error
+  (``err_<line>``) and those with the largest shares of ``score_consistency`` (the lines that
+  disagree with the others, ``consistency_lines.npy``);
 - left, *where*: the normalised residual (``core.scoring.normalised_residual``: data minus
   model in units of the score's error) of the three lines that weigh most, and the consistency
   detector's cell map (``core.consistency.cell_map``, cached by embed) as a square root: the RMS,
@@ -94,10 +96,23 @@ def summary_html(data, row: int | None) -> str:
     shares = sorted(((ln, float(cat[f"err_{ln}"].iat[row])) for ln in data.lines if f"err_{ln}" in cat),
                     key=lambda s: -np.nan_to_num(s[1], nan=-1.0))[:TOP_LINES]
     lines = ", ".join(f"{html.escape(ln)} {100 * s:.0f} %" for ln, s in shares)
+    disagree = ", ".join(f"{html.escape(ln)} {100 * s:.0f} %" for ln, s in disagreeing_lines(data, row))
+    disagree = f"Lines that disagree most with the others (score_consistency): {disagree}. " if disagree else ""
     return (f'<p style="font-size:13px;margin:2px 0">Dominant component: <b>{html.escape(col)}</b> at percentile '
-            f"{pct:.1f} (components' percentiles: {parts}). Lines with the largest shares of the error: {lines}. "
+            f"{pct:.1f} (components' percentiles: {parts}). Lines with the largest shares of the autoencoder's "
+            f"error: {lines}. {disagree}"
             f"{where_text(cat, row)}Maps: residuals in units of the score's error (σ with its error model); "
             f"{CROSS_LINE}: the RMS over the lines of each line's misfit when predicted from the others (σ).</p>")
+
+
+def disagreeing_lines(data, row: int) -> list[tuple[str, float]]:
+    """``(line, share)`` of the lines with the largest shares of the galaxy's ``score_consistency``
+    (``core.consistency.galaxy_scores``, cached by embed), largest first; [] for a run without them."""
+    cached = data.run.consistency_lines
+    if cached is None or not np.isfinite(cached[row]).all():
+        return []
+    shares = np.asarray(cached[row], dtype=np.float64)
+    return [(data.lines[i], float(shares[i])) for i in np.argsort(-shares)[:TOP_LINES]]
 
 
 def where_text(cat, row: int) -> str:
