@@ -168,7 +168,8 @@ def _fits_meta(info: ExportInfo) -> dict:
     paragraphs = (f"Blueberry selection of {info.n_rows:,} galaxies of the run {info.run}, exported {info.created} UTC.",
                   f"Model: {info.model}. Architecture: {info.model_args}.",
                   f"anomaly_score: {info.score_definition or 'not recorded'}")
-    comments = [line for p in paragraphs for line in textwrap.wrap(fits_text(p), CARD_TEXT)]
+    # Not at hyphens: "chi-" and "square" on two cards would not read back as the definition.
+    comments = [line for p in paragraphs for line in textwrap.wrap(fits_text(p), CARD_TEXT, break_on_hyphens=False)]
     return {"EXTNAME": TABLE_NAME, "ORIGIN": "Blueberry", "DATE": info.created, "BBRUN": fits_text(info.run)[:68],
             "BBMODEL": fits_text(info.model)[:68], "BBNROWS": info.n_rows,
             "comments": comments}
