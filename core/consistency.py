@@ -215,28 +215,33 @@ def load(path, lines: Sequence[str], repair: str):
     return model.eval()
 
 
-def cell_terms(model, flux, ivar, mask, lines: Sequence[str], batch: int = BATCH, floor: float = FLOOR,
-               device="cpu"):
-    """``(terms, good)``: each line's chi-square term in each cell ``(N, L, S, S)`` with every line predicted
-    while hidden, and where it was measured (bool); ``floor`` 0: against the noise alone."""
+def _hidden_predictions(model, flux, ivar, mask, lines: Sequence[str], batch: int, device):
+    """Yield ``(rows, x, ivar, good, pred)`` per batch of galaxies, torch ``(B, L, S, S)`` in the galaxy's
+    units: every line in every cell predicted by the one pass that hid it (:data:`FOLDS` passes)."""
     import torch
 
     ref, member = _ref(lines), _member(lines).to(device)
     model = model.to(device)
-    n = len(flux)
-    terms, good_all = np.zeros(np.shape(flux), np.float32), np.zeros(np.shape(flux), bool)
     with torch.no_grad():
-        for start in range(0, n, batch):
-            stop = min(start + batch, n)
-            x, iv, good = (torch.from_numpy(a).to(device) for a in normalise(flux[start:stop], ivar[start:stop],
-                                                                             mask[start:stop], ref))
-            wedge = _wedges(x.shape[-1], torch.zeros(stop - start)).to(device)
-            out = torch.zeros_like(x)
+        for start in range(0, len(flux), batch):
+            rows = slice(start, min(start + batch, len(flux)))
+            x, iv, good = (torch.from_numpy(a).to(device) for a in normalise(flux[rows], ivar[rows], mask[rows], ref))
+            wedge = _wedges(x.shape[-1], torch.zeros(len(x))).to(device)
+            pred = torch.zeros_like(x)
             for p in range(FOLDS):
-                assignment = ((torch.arange(len(member), device=device) + p) % FOLDS)[None].expand(stop - start, -1)
+                assignment = ((torch.arange(len(member), device=device) + p) % FOLDS)[None].expand(len(x), -1)
                 hide = _hidden(wedge, assignment, member)  # (B, L, S, S)
-                out += _terms(model(x, good * (1 - hide)), x, iv, good * hide, floor)
-            terms[start:stop], good_all[start:stop] = out.cpu().numpy(), good.cpu().numpy() > 0
+                pred += model(x, good * (1 - hide)) * hide
+            yield rows, x, iv, good, pred
+
+
+def cell_terms(model, flux, ivar, mask, lines: Sequence[str], batch: int = BATCH, floor: float = FLOOR,
+               device="cpu"):
+    """``(terms, good)``: each line's chi-square term in each cell ``(N, L, S, S)`` with every line predicted
+    while hidden, and where it was measured (bool); ``floor`` 0: against the noise alone."""
+    terms, good_all = np.zeros(np.shape(flux), np.float32), np.zeros(np.shape(flux), bool)
+    for rows, x, iv, good, pred in _hidden_predictions(model, flux, ivar, mask, lines, batch, device):
+        terms[rows], good_all[rows] = _terms(pred, x, iv, good, floor).cpu().numpy(), good.cpu().numpy() > 0
     return terms, good_all
 
 
@@ -273,13 +278,17 @@ def galaxy_scores(terms, good, shares=None) -> np.ndarray:
     return out
 
 
-def reduced_chi_square(model, flux, ivar, mask, lines: Sequence[str], floor: float = FLOOR,
+def reduced_chi_square(model, flux, ivar, mask, lines: Sequence[str], floors=(FLOOR,), batch: int = BATCH,
                        device="cpu") -> np.ndarray:
-    """``(N,)`` each galaxy's reduced chi-square over every measured line and cell, each predicted while hidden:
-    how well the network fits it (``evaluate`` reports the ordinary galaxies' median)."""
-    terms, good = cell_terms(model, flux, ivar, mask, lines, floor=floor, device=device)
-    n = len(terms)
-    return terms.reshape(n, -1).sum(1) / np.maximum(good.reshape(n, -1).sum(1), 1)
+    """``(len(floors), N)`` each galaxy's reduced chi-square over every measured line and cell, each predicted
+    while hidden, with each error floor (0: against the noise alone), from one set of predictions: how well
+    the network fits it (``evaluate`` reports the ordinary galaxies' median)."""
+    out = np.zeros((len(floors), len(flux)))
+    for rows, x, iv, good, pred in _hidden_predictions(model, flux, ivar, mask, lines, batch, device):
+        n_good = good.sum((1, 2, 3)).clamp(min=1)  # (B,)
+        for f, floor in enumerate(floors):
+            out[f, rows] = (_terms(pred, x, iv, good, floor).sum((1, 2, 3)) / n_good).cpu().numpy()
+    return out
 
 
 def consistency_scores(model, flux, ivar, mask, lines: Sequence[str], batch: int = BATCH, maps=None,

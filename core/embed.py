@@ -78,9 +78,10 @@ def embed_run(run_dir, *, batch_size: int = scoring.BATCH_SIZE, device="auto", k
     lines_file = run_dir / CONSISTENCY_LINES_FILE
     for stale in (consistency_file, map_file, lines_file):  # a crash before the new ones must not leave the old
         stale.unlink(missing_ok=True)
+    fit_config = consistency.FitConfig(seed=seed)
     try:
         detector = consistency.fit(data.flux, data.ivar, data.mask, lines, np.flatnonzero(~manifest.split.mask(n)),
-                                   consistency.FitConfig(seed=seed), device=dev, progress=progress)
+                                   fit_config, device=dev, progress=progress)
     except ValueError as exc:  # no Halpha: the run simply lacks the column
         detector = None
         if progress:
@@ -109,7 +110,7 @@ def embed_run(run_dir, *, batch_size: int = scoring.BATCH_SIZE, device="auto", k
     save_npy(run_dir / "latents.npy", latents)
     save_npy(run_dir / "neighbours.npy", neighbours)
     if detector is not None:
-        consistency.save(detector, consistency_file, lines, consistency.FitConfig(seed=seed))
+        consistency.save(detector, consistency_file, lines, fit_config)
         save_npy(lines_file, line_shares)
     save_parquet(run_dir / "catalogue.parquet", catalogue)
     detector_files = [CONSISTENCY_FILE, CONSISTENCY_MAP_FILE, CONSISTENCY_LINES_FILE] if detector is not None else []

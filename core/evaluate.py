@@ -135,10 +135,11 @@ def ordinary_fit(run, block: int = 256, seed: int = 0) -> dict | None:
         if len(rows) > FIT_SAMPLE:
             rows = np.random.default_rng(seed).choice(rows, FIT_SAMPLE, replace=False)
         rows = np.union1d(rows, np.flatnonzero(val))
-        for key, floor in (("consistency", consistency.FLOOR), ("consistency_noise", 0.0)):
+        measured = consistency.reduced_chi_square(network, ds.flux[rows], ds.ivar[rows], ds.mask[rows], run.lines,
+                                                  floors=(consistency.FLOOR, 0.0))
+        for key, values in zip(("consistency", "consistency_noise"), measured):
             chi2 = np.full(len(cat), np.nan)
-            chi2[rows] = consistency.reduced_chi_square(network, ds.flux[rows], ds.ivar[rows], ds.mask[rows],
-                                                        run.lines, floor=floor)
+            chi2[rows] = values
             fit[key], fit[f"{key}_val"] = median(chi2, ordinary), median(chi2, val)
     return fit
 
