@@ -98,8 +98,8 @@ def embed_run(run_dir, *, batch_size: int = scoring.BATCH_SIZE, device="auto", k
             os.unlink(cell_maps.filename)
             raise
         del cell_maps
-    medians = scoring.component_medians(components)
-    anomaly = scoring.combine(components, medians)
+    scales = scoring.component_scales(components)
+    anomaly = scoring.combine(components, scales)
     threshold = scoring.flag_threshold(anomaly, flag_pct)
     catalogue = data.catalogue.reset_index(drop=True).copy()
     for name, col in scoring.score_columns(anomaly, shares, lines, anomaly, threshold, shape, components).items():
@@ -121,7 +121,7 @@ def embed_run(run_dir, *, batch_size: int = scoring.BATCH_SIZE, device="auto", k
         definition=scoring.SCORE_DEFINITION, pct_definition=scoring.PCT_DEFINITION, normalisation=data.norm,
         median=float(np.median(finite)), p90=float(np.percentile(finite, 90)), mean=float(finite.mean()),
         max=float(finite.max()), flag_pct=flag_pct, flag_threshold=threshold,
-        n_flagged=int(catalogue["flagged"].sum()), components=medians)
+        n_flagged=int(catalogue["flagged"].sum()), components=scales)
     seconds = time.perf_counter() - t0
     # annotations=[]: the catalogue was rebuilt from the dataset, without annotate's columns.
     mark_stage(run_dir, STAGE, True, score=score, umap=umap_params, checksums=checksums, files=files, n_galaxies=n,

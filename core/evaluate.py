@@ -136,7 +136,7 @@ def ordinary_fit(run, block: int = 256, seed: int = 0) -> dict | None:
             rows = np.random.default_rng(seed).choice(rows, FIT_SAMPLE, replace=False)
         rows = np.union1d(rows, np.flatnonzero(val))
         measured = consistency.reduced_chi_square(network, ds.flux[rows], ds.ivar[rows], ds.mask[rows], run.lines,
-                                                  floors=(consistency.FLOOR, 0.0))
+                                                  floors=(None, 0.0))
         for key, values in zip(("consistency", "consistency_noise"), measured):
             chi2 = np.full(len(cat), np.nan)
             chi2[rows] = values
@@ -163,6 +163,6 @@ def report(result: dict) -> str:
                      "noise alone (1 = fitted to the noise)")
         if fit.get("consistency") is not None:
             lines.append(f"  the consistency network's predictions of hidden lines: {pair('consistency')} with its "
-                         f"{consistency.FLOOR:.0%} term, {pair('consistency_noise')} against the noise alone")
+                         f"calibrated floors, {pair('consistency_noise')} against the noise alone")
     lines += [f"  {m}: {d}" for m, d in result["methods"].items()]
     return "\n".join(lines)

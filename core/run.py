@@ -103,7 +103,7 @@ class ScoreInfo:
     flag_pct: float  # galaxies at or above this percentile are flagged
     flag_threshold: float  # the score at flag_pct
     n_flagged: int
-    components: dict = field(default_factory=dict)  # detector column -> its run median, the anomaly score's units
+    components: dict = field(default_factory=dict)  # detector column -> {median, spread}: the anomaly score's units
 
 
 @dataclass

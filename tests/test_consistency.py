@@ -77,6 +77,18 @@ def test_ordinary_galaxies_are_predicted_near_their_noise(detector):
     assert terms[good].mean() < 10, terms[good].mean()
 
 
+def test_each_line_floor_puts_the_training_galaxies_median_term_at_the_chi_square_median(detector):
+    flux, ivar, mask = survey(48)  # the training galaxies
+    floors = detector.floors.numpy()
+    assert floors.shape == (L,) and np.all(floors >= 0) and floors.any()
+    terms, good = consistency.cell_terms(detector, flux, ivar, mask, LINES)
+    for line in np.flatnonzero(floors):
+        np.testing.assert_allclose(np.median(terms[:, line][good[:, line]]), consistency.CHI2_MEDIAN, rtol=0.02)
+    # without them every line's median term is above it: the floors are what brings it down
+    raw, _ = consistency.cell_terms(detector, flux, ivar, mask, LINES, floor=0.0)
+    assert all(np.median(raw[:, line][good[:, line]]) > consistency.CHI2_MEDIAN for line in np.flatnonzero(floors))
+
+
 def test_masked_cells_bad_values_and_empty_galaxies(detector):
     flux, ivar, mask = survey(3, seed=11)
     flux[0, :, :4] = np.nan  # NaN flux and inf ivar where the mask does not say so: not counted
@@ -106,6 +118,13 @@ def test_saved_network_scores_the_same_and_a_damaged_one_is_named(detector, tmp_
                                   scores(detector, flux, ivar, mask))
     with pytest.raises(RunError, match="other lines"):
         consistency.load(path, LINES[::-1], "again")
+    import torch
+
+    payload = torch.load(path, weights_only=True)
+    del payload["state_dict"]["floors"]  # a network saved before its floors were calibrated: embed again
+    torch.save(payload, path)
+    with pytest.raises(RunError, match="could not be read"):
+        consistency.load(path, LINES, "again")
     path.write_bytes(path.read_bytes()[:100])
     with pytest.raises(RunError, match="consistency.pt: the consistency network could not be read"):
         consistency.load(path, LINES, "again")

@@ -97,10 +97,15 @@ def test_embed_writes_every_artifact(trained):
     assert run.consistency_lines.shape == (n, len(lines)) and (run.consistency_lines >= 0).all()
     np.testing.assert_allclose(run.consistency_lines.sum(axis=1), 1.0, rtol=1e-5)
     assert np.isfinite(cat[[consistency.COLUMN, scoring.RECON_COLUMN]].to_numpy()).all()
-    # the anomaly score: the mean of the two detectors, each in units of its run median
+    # the anomaly score: the detectors' geometric mean, each over its run median, weighted by 1 / its log spread
     components = [scoring.RECON_COLUMN, consistency.COLUMN]
-    assert m.score.components == pytest.approx({c: np.median(cat[c]) for c in components})
-    np.testing.assert_allclose(cat.anomaly_score, sum(cat[c] / np.median(cat[c]) for c in components) / 2, rtol=1e-9)
+    logs = {c: np.log(cat[c].to_numpy()) for c in components}
+    spreads = {c: 1.4826 * np.median(np.abs(logs[c] - np.median(logs[c]))) for c in components}
+    for c in components:
+        assert m.score.components[c] == pytest.approx({"median": np.median(cat[c]), "spread": spreads[c]})
+    z = sum((logs[c] - np.median(logs[c])) / spreads[c] for c in components) / sum(1 / spreads[c] for c in components)
+    # rtol: the catalogue keeps the detectors' float32 scores, and a narrow spread magnifies their rounding
+    np.testing.assert_allclose(cat.anomaly_score, np.exp(z), rtol=1e-5)
     assert m.score.median == pytest.approx(np.median(cat.anomaly_score))
     assert m.score.p90 == pytest.approx(np.percentile(cat.anomaly_score, 90))
     assert m.neighbours["k"] == 5 and m.umap["random_state"] == 0
@@ -441,3 +446,26 @@ def test_embed_needs_a_trained_model(tmp_path, capsys):
     (tmp_path / "run").mkdir()
     assert main(["embed", "--run", str(tmp_path / "run")]) == 2
     assert "no run here" in capsys.readouterr().err
+
+
+def test_the_detectors_count_in_units_of_their_own_scatter():
+    rng = np.random.default_rng(0)
+    # one detector scatters three times more among ordinary galaxies than the other
+    components = {"wide": np.exp(rng.normal(0, 0.6, 500)), "narrow": np.exp(rng.normal(0, 0.2, 500))}
+    scales = scoring.component_scales(components)
+    assert scales["wide"]["spread"] == pytest.approx(0.6, rel=0.15)
+    assert scales["narrow"]["spread"] == pytest.approx(0.2, rel=0.15)
+    typical = scoring.combine(components, scales)
+    assert np.median(typical) == pytest.approx(1.0, abs=0.1)
+    # twice the median is 1.2 spreads of the wide detector but 3.5 of the narrow one: the narrow one's lifts more
+    odd_wide = scoring.combine({"wide": np.array([2.0]), "narrow": np.array([1.0])}, scales)
+    odd_narrow = scoring.combine({"wide": np.array([1.0]), "narrow": np.array([2.0])}, scales)
+    assert odd_narrow[0] > odd_wide[0] > 1
+    # a weighted geometric mean: between the detectors' own ratios to their medians
+    ratios = np.array([4.0 * scales["wide"]["median"], 0.5 * scales["narrow"]["median"]])
+    both = scoring.combine({"wide": ratios[:1], "narrow": ratios[1:]}, scales)[0]
+    assert 0.5 < both < 4.0
+    # a detector that is NaN for a galaxy is left out; none at all gives NaN; a perfect fit (0) stays finite
+    out = scoring.combine({"wide": np.array([np.nan, np.nan, 0.0]), "narrow": np.array([2.0, np.nan, 1.0])}, scales)
+    assert out[0] == pytest.approx(2.0 / scales["narrow"]["median"])
+    assert np.isnan(out[1]) and np.isfinite(out[2]) and out[2] < 1

@@ -10,8 +10,8 @@ EXAMPLES = """\
 
 Each file is read with the run's own preprocessing (its lines, grid size, normalisation and
 mask bits), reconstructed by its model, checked by its consistency network and scored exactly as
-`train embed` scores the run: anomaly_score in the units of the run (each detector divided by
-its median over the run's galaxies), with score_recon and score_consistency beside it.
+`train embed` scores the run: anomaly_score in the units of the run (each detector over its
+median and spread among the run's galaxies), with score_recon and score_consistency beside it.
 anomaly_pct is the percentage of the run's galaxies scoring at or below the file, and
 flagged uses the run's threshold. Files that cannot be used are listed on stderr and skipped.
 """

@@ -36,6 +36,9 @@ class LineHider(nn.Module):
         self.mix = nn.Conv2d(2 * w, w, 1)
         self.hidden = nn.Conv2d(w, w, 1)
         self.out = nn.Conv2d(w, n, 1)
+        # Each line's relative error, a fraction of the prediction: not learned, but measured on the
+        # training galaxies once the weights are trained (core.consistency.calibrate); saved with them.
+        self.register_buffer("floors", torch.zeros(n))
 
     def forward(self, x: torch.Tensor, visible: torch.Tensor) -> torch.Tensor:
         """``x`` (B, L, S, S) normalised flux, ``visible`` (B, L, S, S) 1 where a line is seen;
