@@ -215,7 +215,6 @@ def calibrate(model, flux, ivar, mask, lines: Sequence[str], rows, device="cpu",
     rows = np.asarray(rows)
     if len(rows) > CALIBRATION_GALAXIES:
         rows = np.sort(rng.choice(rows, CALIBRATION_GALAXIES, replace=False))
-    model.floors.zero_()
     parts = [(pred.cpu(), x.cpu(), iv.cpu(), good.cpu()) for _, x, iv, good, pred in
              _hidden_predictions(model, flux[rows], ivar[rows], mask[rows], lines, BATCH, device)]
     pred, x, iv, good = (torch.cat(p).transpose(0, 1).reshape(len(lines), -1) for p in zip(*parts))  # (L, N*S*S)

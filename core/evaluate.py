@@ -18,7 +18,7 @@ import numpy as np
 
 from core import consistency, scoring
 from core.io import file_stamp, remove_stale_tmp, write_json
-from core.run import CONSISTENCY_FILE, EVALUATION_FILE, Evaluation, check_stamps, mark_stage, open_run
+from core.run import EVALUATION_FILE, Evaluation, mark_stage, open_run
 
 STAGE = "evaluate"
 #: The methods compared, each a field of :class:`core.run.Evaluation`.
@@ -128,9 +128,7 @@ def ordinary_fit(run, block: int = 256, seed: int = 0) -> dict | None:
            "score": median(score, ordinary), "score_val": median(score, val),
            "noise": median(noise, ordinary), "noise_val": median(noise, val)}
     if consistency.COLUMN in (run.manifest.score.components if run.manifest.score else {}):
-        repair = f"run `python -m train embed --run {run.path}`"
-        check_stamps(run.path, run.manifest, (CONSISTENCY_FILE,))  # the network that scored the catalogue
-        network = consistency.load(run.path / CONSISTENCY_FILE, run.lines, repair)
+        network = run.consistency_network()
         rows = np.flatnonzero(ordinary)
         if len(rows) > FIT_SAMPLE:
             rows = np.random.default_rng(seed).choice(rows, FIT_SAMPLE, replace=False)

@@ -290,6 +290,15 @@ class Run:
         current = ev.catalogue_sha256 in (None, self.manifest.checksums.get("catalogue.parquet"))
         return ev if current else None
 
+    def consistency_network(self):
+        """The consistency detector's network that scored the catalogue (``core.consistency.load``), checked
+        against the stamp embed recorded; RunError naming the file and the repair when it is not that one."""
+        from core import consistency
+
+        check_stamps(self.path, self.manifest, (CONSISTENCY_FILE,))
+        return consistency.load(self.path / CONSISTENCY_FILE, self.lines,
+                                f"run `python -m train embed --run {self.path}` again")
+
 
 def missing_files(path) -> list[str]:
     path = Path(path)

@@ -12,7 +12,7 @@ import pandas as pd
 from core import consistency, maps, scoring
 from core.errors import BlueberryError, RunError
 from core.ingest import find_inputs
-from core.run import CONSISTENCY_FILE, check_stamps, open_run
+from core.run import check_stamps, open_run
 
 
 def score_files(run_dir, inputs, batch_size: int = scoring.BATCH_SIZE, device="auto", progress: bool = True):
@@ -38,11 +38,8 @@ def score_files(run_dir, inputs, batch_size: int = scoring.BATCH_SIZE, device="a
     check_stamps(run.path, run.manifest, ("model.pt",))  # the model that scored the run's population
     population = run.catalogue["anomaly_score"].to_numpy(dtype=np.float64)
     lines = list(run.lines)
-    detector = None
-    if consistency.COLUMN in score_info.components:  # the network that scored the run's population, intact
-        check_stamps(run.path, run.manifest, (CONSISTENCY_FILE,))
-        detector = consistency.load(run.path / CONSISTENCY_FILE, lines,
-                                    f"run `python -m train embed --run {run.path}` again")
+    # the network that scored the run's population, intact
+    detector = run.consistency_network() if consistency.COLUMN in score_info.components else None
 
     files = find_inputs(inputs)
     tables, skipped = [], []
