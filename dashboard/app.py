@@ -147,9 +147,27 @@ def build_app(data: AppData, state: DashboardState | None = None) -> tuple[Dashb
     return state, page
 
 
+def local_stylesheets() -> None:
+    """Make the session's Panel stylesheets come from this server, not from cdn.holoviz.org.
+
+    Panel points a component's stylesheets at its CDN unless the document says where the server
+    keeps them, which it says only for a page it renders in the request itself. With
+    ``--reuse-sessions`` the page comes from a cache and the session is built when the websocket
+    connects, so every stylesheet pointed at the CDN: offline, the table lost its layout and the
+    widgets their styles (the symptom of holoviz/panel#7073). Bokeh's ``_template_variables`` is
+    where Panel looks for it.
+    """
+    doc = pn.state.curdoc
+    if doc is not None and doc.session_context is not None:
+        from panel.io.resources import get_dist_path
+
+        doc._template_variables.setdefault("dist_url", get_dist_path(cdn=False))
+
+
 def create_app(path, user: str | None = None) -> pn.viewable.Viewable:
     """The page for the run at ``path``: the dashboard, or a clear error page when the run is missing.
     Labels are attributed to the logged-in user when the server authenticates, else to ``user``."""
+    local_stylesheets()
     path = Path(path)
     try:
         data = prepared(str(path))

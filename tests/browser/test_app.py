@@ -113,6 +113,21 @@ def test_page_paints_with_title_header_and_every_view(page, server, catalogue, a
     page.screenshot(path=str(artifacts / "dashboard-overview.png"))
 
 
+def test_every_resource_comes_from_the_server_itself(browser, server):
+    """Offline, a stylesheet from a CDN is a widget without its styles: every request the page makes,
+    the views drawn after the first paint included, must go to the server that served it."""
+    context = browser.new_context(viewport={"width": 1700, "height": 2300})
+    page = context.new_page()
+    requested = []
+    page.on("request", lambda request: requested.append(request.url))
+    try:
+        open_app(page, server)
+    finally:
+        context.close()
+    elsewhere = sorted({u for u in requested if not u.startswith((server, "data:", "blob:"))})
+    assert requested and not elsewhere, f"the page fetched from elsewhere: {elsewhere}"
+
+
 def test_box_select_table_row_click_and_export(page, server, catalogue, artifacts):
     g = open_app(page, server)
     use_tool(page, "Box Select")
