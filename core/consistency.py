@@ -10,7 +10,8 @@ This detector hides lines from a network and asks it to predict them:
    so [OIII] 4960 cannot give [OIII] 5008 away). The map is cut into :data:`FOLDS` wedges
    about its centre, and each group is hidden in one wedge: the network
    (``core.models.linehider``) predicts it there from the other lines in the same cells and
-   from the galaxy's own line ratios where the group is visible. :func:`fit` trains it on the
+   from the galaxy's own line ratios where the group is visible, over the whole galaxy and at
+   the cell's radius (in the other wedges). :func:`fit` trains it on the
    run's training galaxies with random wedges and random assignments (and the eight
    rotations and flips), minimising the score's chi-square (with a smaller floor, ``FitConfig.floor``).
 2. :func:`calibrate` then measures how well the trained network predicts each line: the
@@ -68,7 +69,8 @@ BATCH = 64
 COLUMN = "score_consistency"
 DEFINITION = (
     "cross-line consistency: each ion's lines hidden in turn in each of "
-    f"{FOLDS} wedges of the map and predicted by a network from the other lines and the galaxy's own ratios; "
+    f"{FOLDS} wedges of the map and predicted by a network from the other lines and the galaxy's own ratios "
+    "(over the galaxy and at each radius); "
     "the mean reduced chi-square (noise plus each line's calibrated error, the fraction of the prediction at which "
     f"the training galaxies' median term is that of a one-degree chi-square) of the worst {TOP_FRACTION:.0%} of "
     "the cells where at least half the lines are measured; independent of the flux scale and of the autoencoder"
@@ -259,7 +261,8 @@ def load(path, lines: Sequence[str], repair: str):
 
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
-        model = LineHider(LineHiderArgs(**payload["model_args"]))
+        # A network saved before the rings existed has none (rings=0) and scores as it always did.
+        model = LineHider(LineHiderArgs(**{"rings": 0, **payload["model_args"]}))
         model.load_state_dict(payload["state_dict"])
     except Exception as exc:  # truncated, not a torch file, another layout: all say the same to a user
         raise RunError(f"{path}: the consistency network could not be read ({type(exc).__name__}); {repair}") from exc

@@ -130,6 +130,39 @@ def test_saved_network_scores_the_same_and_a_damaged_one_is_named(detector, tmp_
         consistency.load(path, LINES, "again")
 
 
+@settings(deadline=None)  # the first example imports torch
+@given(size=st.integers(3, 80), rings=st.integers(2, 8))
+def test_every_cell_has_a_ring_and_no_ring_has_a_direction(size, rings):
+    """The rings are what lets the network use a galaxy's ratios at each radius; each cell must take
+    part in one (its context is a mean over rings), and a turned or mirrored galaxy must see the same rings."""
+    import torch
+
+    from core.models.linehider import ring_weights
+
+    share = ring_weights(size, rings)  # (R, S, S)
+    assert share.shape == (rings, size, size) and (share >= 0).all()
+    assert (share.sum(0) > 0).all()
+    assert torch.equal(share, share.rot90(1, (1, 2))) and torch.equal(share, share.flip(2))
+    assert torch.equal(share, share.transpose(1, 2))
+
+
+def test_a_network_saved_before_the_rings_scores_as_it_did(tmp_path):
+    import torch
+
+    from core.models.linehider import LineHider, LineHiderArgs
+
+    flux, ivar, mask = survey(2, seed=9)
+    torch.manual_seed(0)
+    old = LineHider(LineHiderArgs(n_lines=L, rings=0)).eval()
+    path = tmp_path / "consistency.pt"
+    consistency.save(old, path, LINES, consistency.FitConfig())
+    payload = torch.load(path, weights_only=True)
+    del payload["model_args"]["rings"]  # what an embed before the rings wrote
+    torch.save(payload, path)
+    np.testing.assert_array_equal(scores(consistency.load(path, LINES, "again"), flux, ivar, mask),
+                                  scores(old, flux, ivar, mask))
+
+
 def test_lines_of_one_ion_are_hidden_together():
     groups = consistency.line_groups(LINES)
     assert sorted(i for g in groups for i in g) == list(range(L))

@@ -4,11 +4,17 @@ galaxy's visible maps.
 
 Input: the galaxy's maps divided by its own Halpha level (``core.consistency.normalise``), with
 the hidden and masked cells set to 0, and one "visible" channel per line. A 3 x 3
-convolution reads each cell's neighbourhood; the mean of its features over the visible cells
-(the galaxy's own line ratios, wherever they are visible) is handed back to every cell; 1 x 1
-convolutions then predict every line. The prediction is the network's output times the
-local brightness of the visible lines (a 3 x 3 mean), so the network learns ratios, not
-fluxes: the same galaxy made brighter or fainter gives the same prediction in its units.
+convolution reads each cell's neighbourhood. Its features are then averaged twice over the
+visible cells and handed back to every cell: over the whole galaxy (the galaxy's own line
+ratios) and over rings about the map's centre (its ratios at the cell's radius: a disc's
+metallicity and ionisation change with radius far more than around it). 1 x 1 convolutions
+then predict every line. The prediction is the network's output times the local brightness
+of the visible lines (a 3 x 3 mean), so the network learns ratios, not fluxes: the same
+galaxy made brighter or fainter gives the same prediction in its units.
+
+Why the rings (2026-12-01, the demo survey, the same training otherwise): the ordinary galaxies'
+median reduced chi-square against the noise 5.53 -> 4.54, the detector's average precision for
+the true anomalies 0.70 -> 0.87 (README.md, "The anomaly score").
 """
 from __future__ import annotations
 
@@ -18,22 +24,41 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+#: The outermost ring's centre, in half map widths (a corner of the map lies at ~1.41).
+RING_EDGE = 1.2
+
 
 @dataclass
 class LineHiderArgs:
     n_lines: int  # emission-line maps in and out
     width: int = 64  # feature channels of every convolution
     softening: float = 0.05  # asinh softening of the input, in units of the galaxy's Halpha level
+    rings: int = 4  # rings about the centre the features are also averaged over (0: the whole galaxy only)
+
+
+def ring_weights(size: int, rings: int, device=None) -> torch.Tensor:
+    """``(R, S, S)`` each cell's share of each ring: rings centred at radii 0 ... :data:`RING_EDGE` half
+    map widths, a cell shared linearly between the two rings its radius lies between."""
+    centre = (size - 1) / 2
+    yy, xx = torch.meshgrid(torch.arange(size, device=device) - centre, torch.arange(size, device=device) - centre,
+                            indexing="ij")
+    # The corners, out to ~1.41, belong to the last ring: beyond it, a cell could fall in none.
+    radius = (torch.sqrt(xx**2 + yy**2) / (size / 2)).clamp(max=RING_EDGE)  # (S, S)
+    centres = torch.linspace(0, RING_EDGE, rings, device=device)  # (R,)
+    step = RING_EDGE / max(rings - 1, 1)
+    return (1 - (radius[None] - centres[:, None, None]).abs() / step).clamp(min=0)  # (R, S, S)
 
 
 class LineHider(nn.Module):
     def __init__(self, args: LineHiderArgs):
         super().__init__()
+        if args.rings == 1:
+            raise ValueError("LineHiderArgs.rings must be 0 (the whole galaxy only) or at least 2")
         self.args = args
         n, w = args.n_lines, args.width
         self.local = nn.Conv2d(2 * n, w, 3, padding=1)
         self.cell = nn.Conv2d(w, w, 1)
-        self.mix = nn.Conv2d(2 * w, w, 1)
+        self.mix = nn.Conv2d((3 if args.rings else 2) * w, w, 1)
         self.hidden = nn.Conv2d(w, w, 1)
         self.out = nn.Conv2d(w, n, 1)
         # Each line's relative error, a fraction of the prediction: not learned, but measured on the
@@ -48,6 +73,13 @@ class LineHider(nn.Module):
         any_seen = visible.amax(1, keepdim=True)  # (B, 1, S, S)
         pooled = (h * any_seen).sum((2, 3), keepdim=True)
         pooled = pooled / any_seen.sum((2, 3), keepdim=True).clamp(min=1)  # (B, W, 1, 1)
-        h = F.gelu(self.hidden(F.gelu(self.mix(torch.cat([h, pooled.expand_as(h)], 1)))))  # (B, W, S, S)
+        context = [h, pooled.expand_as(h)]
+        if self.args.rings:
+            rings = ring_weights(x.shape[-1], self.args.rings, x.device)  # (R, S, S)
+            share = rings * any_seen  # (B, R, S, S)
+            by_ring = torch.einsum("bwij,brij->bwr", h, share)
+            by_ring = by_ring / share.sum((2, 3))[:, None].clamp(min=1e-3)  # (B, W, R); an unseen ring gives 0
+            context.append(torch.einsum("bwr,rij->bwij", by_ring, rings / rings.sum(0)))  # (B, W, S, S)
+        h = F.gelu(self.hidden(F.gelu(self.mix(torch.cat(context, 1)))))  # (B, W, S, S)
         level = F.avg_pool2d((x * visible).sum(1, keepdim=True).clamp(min=0), 3, 1, 1) + 1e-3  # (B, 1, S, S)
         return self.out(h) * level
