@@ -11,15 +11,21 @@ PORT ?= 5006
 ADDRESS ?= 127.0.0.1
 RUN ?= runs/demo
 
-.PHONY: setup demo serve test browser-deps clean
+.PHONY: setup setup-test demo serve test browser-deps clean
 
 setup: $(VENV)/.setup-done
+setup-test: $(VENV)/.setup-test-done
 
 # torch first, pinned: a bare `torch` requirement would pull a multi-GB CUDA build.
 $(VENV)/.setup-done: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install --quiet -e .
+	touch $@
+
+# The test tools apart: the app never needs them (playwright alone is 165 MB and ~10 s to install).
+$(VENV)/.setup-test-done: $(VENV)/.setup-done
 	$(BIN)/python -m pip install --quiet -e ".[test]"
 	touch $@
 
@@ -30,7 +36,7 @@ demo: setup
 serve: setup
 	$(BIN)/python -m train serve --run $(RUN) --port $(PORT) --address $(ADDRESS)
 
-test: setup browser-deps
+test: setup-test browser-deps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # Debian's Chromium for the browser tests (never a downloaded browser build). Without it

@@ -24,7 +24,9 @@ STAGE = "evaluate"
 #: The methods compared, each a field of :class:`core.run.Evaluation`.
 METHODS = ("model", "pca", "iforest")
 #: Ordinary galaxies (at most) whose fit by the consistency network is measured, besides the validation split.
-FIT_SAMPLE = 400
+#: Every one of the demo's: the galaxies' reduced chi-squares spread over two decades, and the median of 400
+#: of them ranged from 4.0 to 5.8 with the draw where all 1,960 give 4.5 (2026-12-01).
+FIT_SAMPLE = 2_000
 
 
 def evaluate_run(run_dir, seed: int = 0) -> dict | None:
