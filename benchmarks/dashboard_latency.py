@@ -13,9 +13,11 @@ disk: 16 x 16 spaxels up to 100k galaxies, 4 x 4 beyond), then measures
   sending the patch over the websocket is not included.
 - served: ``python -m train serve`` (the command users run) in a subprocess, headless
   Chromium (/usr/bin/chromium) opening the page: time to the first paint (header, latent
-  map and table painted) and to the full page (every plot painted: the latent map, the
-  histogram, the inspector, three BPT diagrams and the neighbours, seven figures), on a warm server,
-  checked once per animation frame; and the server's resident memory per extra open session.
+  map and table painted) and to the full page (every figure the page shows painted: the latent
+  map, the histogram and the inspector), on a warm server, checked once per animation frame;
+  then the time from a click on each other detail tab (why it is odd, BPT diagrams, neighbours,
+  comparison) to its figures painted, the first time it is opened; and the server's resident
+  memory per extra open session.
 
 Browser and server share the machine's cores, as they would on a laptop. Prints a table
 and writes JSON (default benchmarks/results/dashboard_latency.json).
@@ -47,7 +49,12 @@ from tests.fakerun import make_fake_run  # noqa: E402
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
-N_FIGURES = 8  # latent map, histogram, inspector, why, 3 BPT diagrams, neighbours
+N_FIGURES = 3  # latent map, histogram, inspector: the other views wait in their tabs
+#: Each detail tab but the inspector's, and the named figures it draws when first opened (the
+#: comparison draws none until asked: its tab is open when its Compare button shows).
+TABS = {"Why it is odd": ["why"], "BPT diagrams": ["bpt-nii", "bpt-sii", "bpt-oi"], "Neighbours": ["neighbours"],
+        "Compare selections": []}
+PAINTED_JS = """(names) => names.every(n => [...Bokeh.index.query(v => v.model && v.model.name === n && v.has_finished())].length)"""
 TARGETS = {"paint_s": 3.0, "select_ms": {10_000: 250, 1_000_000: 1000}}
 
 #: Resolves when the latent map has painted (first) and when all figures have (full), in ms
@@ -192,12 +199,22 @@ def served(path: Path, visits: int, sessions: int) -> dict:
                 page = context.new_page()
                 page.goto(url + "/dashboard", wait_until="commit")
                 m = page.evaluate(PAINT_JS, N_FIGURES)
+                time.sleep(1)
+                for title, names in TABS.items():
+                    t = time.perf_counter()
+                    page.locator(".bk-tab", has_text=title).first.click()
+                    if names:
+                        page.wait_for_function(PAINTED_JS, arg=names)
+                    else:
+                        page.get_by_role("button", name="Compare", exact=True).wait_for()
+                    m[title] = (time.perf_counter() - t) * 1000
                 page.close()
                 if i:
                     marks.append(m)
                 time.sleep(1)
             out["first_paint_s"] = round(statistics.median(m["first"] for m in marks) / 1000, 2)
             out["full_paint_s"] = round(statistics.median(m["full"] for m in marks) / 1000, 2)
+            out["tab_open_s"] = {title: round(statistics.median(m[title] for m in marks) / 1000, 2) for title in TABS}
             out["visits"] = [{k: round(v / 1000, 2) for k, v in m.items()} for m in marks]
 
             pages = []
@@ -266,6 +283,8 @@ def print_table(n: int, entry: dict) -> None:
         print(f"  server start {v['server_start_s']} s; first paint {v['first_paint_s']} s, full page "
               f"{v['full_paint_s']} s (target {TARGETS['paint_s']} s); RSS {v['rss_one_session_mb']} MB with one "
               f"session, +{v['rss_per_extra_session_mb']} MB per extra session")
+        print("  a detail tab opened the first time, click to painted: "
+              + ", ".join(f"{title} {sec} s" for title, sec in v["tab_open_s"].items()))
 
 
 if __name__ == "__main__":

@@ -20,8 +20,6 @@ from dashboard.data import AppData, open_app_data
 from dashboard.state import DashboardState
 
 TITLE = "Blueberry"
-#: Milliseconds between drawing one batch of deferred views and the next (see build_app).
-RENDER_PAUSE_MS = 30
 
 # The figures are sized by frame_width / frame_height (the plotting area, so a tap's pixel
 # tolerance is exact) and leave Bokeh's width / height unset, which Bokeh's validator
@@ -90,9 +88,11 @@ def error_page(path, error: Exception) -> pn.viewable.Viewable:
 def build_app(data: AppData, state: DashboardState | None = None) -> tuple[DashboardState, pn.viewable.Viewable]:
     """The state (``state``, or a new one) and the page of one session on ``data``.
 
-    The header, the latent map and the table render with the page. The other views render
-    after it has loaded, in two batches with a pause between them, so each batch is sent as
-    soon as it is drawn and the first paint does not wait for all seven plots.
+    The header, the latent map and the table render with the page; the discovery bar, the
+    score histogram and the inspector right after it has loaded. The other detail views sit
+    in tabs beside the inspector and are drawn when their tab is first opened: the browser
+    lays out and paints every figure and widget on the page, so a page showing all eight
+    figures at once could not paint within 3 s on two cores (docs/ARCHITECTURE.md, "How the page is drawn").
     """
     from dashboard.views import (BPTDiagrams, CompareView, DiscoveryBar, Header, Inspector, LatentMap, SampButton,
                                  ScoreHistogram, SearchBox, SelectionTable, SimilarGalaxies, WhyOdd)
@@ -101,35 +101,43 @@ def build_app(data: AppData, state: DashboardState | None = None) -> tuple[Dashb
     # Empty placeholders of the views' sizes, so the page does not jump when they arrive. No
     # loading spinners: their animation restyles the page every frame until the last view
     # is in (measured ~1.5 s of the browser's main thread during a load).
-    bar, hist, inspector, why, bpts, similar, compare = (pn.Column(min_height=h, **size) for h, size in (
-        (95, {"sizing_mode": "stretch_width"}), (240, {"sizing_mode": "stretch_width"}),
-        (560, {"sizing_mode": "stretch_width"}), (300, {"sizing_mode": "stretch_width"}),
-        (340, {"width": 1110}), (340, {"width": 480}), (80, {"sizing_mode": "stretch_width"})))
-    # Two batches: each patch makes BokehJS lay out and repaint the whole page, so fewer patches
-    # paint sooner. The BPT diagrams last: they take the server longest to draw, while the
-    # browser lays out the others.
-    # The discovery controls come with the first batch: the first paint stays what it was without them.
-    later_queue = [((bar, DiscoveryBar), (hist, ScoreHistogram), (inspector, Inspector), (why, WhyOdd)),
-                   ((similar, SimilarGalaxies), (bpts, BPTDiagrams), (compare, CompareView))]
+    bar, hist = (pn.Column(min_height=h, sizing_mode="stretch_width") for h in (95, 240))
+    # (tab title, view): the inspector's tab is open first.
+    details = (("Galaxy inspector", Inspector), ("Why it is odd", WhyOdd), ("BPT diagrams", BPTDiagrams),
+               ("Neighbours", SimilarGalaxies), ("Compare selections", CompareView))
+    tabs = pn.Tabs(*((title, pn.Column(sizing_mode="stretch_width")) for title, _ in details),
+                   min_height=600, sizing_mode="stretch_width", name="detail-tabs")
+    drawn: set[int] = set()
 
-    def render_next():
+    @contextlib.contextmanager
+    def one_patch():
+        # Held: the views go to the browser as one patch. Frozen: Bokeh walks the whole document
+        # to recompute its model set once, not once per filled placeholder (benchmarks/README.md).
         doc = pn.state.curdoc
-        # Held: the batch's views go to the browser as one patch (full page at 10,000 galaxies
-        # ~7.7 s -> ~6.8 s, alternated runs on a shared machine; benchmarks/README.md). Frozen:
-        # Bokeh walks the whole document to recompute its model set once per batch, not once
-        # per filled placeholder (that walk was half of the server's time per batch).
         with pn.io.hold(), (doc.models.freeze() if doc is not None else contextlib.nullcontext()):
-            for slot, view in later_queue.pop(0):
-                slot.objects = [view(state=state)]
-        if later_queue and doc is not None and doc.session_context is not None:
-            # A pause, not merely the next tick: the websocket writes this view's patch only
-            # when the event loop is free, so the browser lays it out while the server draws
-            # the next one (on the next tick, all patches left together after the last view).
-            pn.state.add_periodic_callback(render_next, period=RENDER_PAUSE_MS, count=1)
-        elif later_queue:
-            render_next()
+            yield
 
-    pn.state.onload(render_next)
+    def draw_tab(index: int) -> None:
+        if index not in drawn:
+            drawn.add(index)
+            tabs[index].objects = [details[index][1](state=state)]
+
+    def render_later() -> None:
+        doc = pn.state.curdoc
+        with one_patch():
+            bar.objects = [DiscoveryBar(state=state)]
+            hist.objects = [ScoreHistogram(state=state)]
+            draw_tab(tabs.active)
+            if doc is None or doc.session_context is None:  # no browser to open a tab (tests, notebooks)
+                for index in range(len(details)):
+                    draw_tab(index)
+
+    def opened(event) -> None:
+        with one_patch():
+            draw_tab(event.new)
+
+    tabs.param.watch(opened, "active")
+    pn.state.onload(render_later)
     # A plain column, not a Panel template: measured ~0.8 s faster to first paint, and no
     # web fonts fetched from a CDN (the app must work offline).
     page = pn.Column(
@@ -139,10 +147,7 @@ def build_app(data: AppData, state: DashboardState | None = None) -> tuple[Dashb
         pn.Row(LatentMap(state=state),
                pn.Column(bar, SelectionTable(state=state), hist, sizing_mode="stretch_width"),
                sizing_mode="stretch_width"),
-        inspector,
-        why,
-        pn.FlexBox(bpts, similar, gap="10px", sizing_mode="stretch_width"),
-        compare,
+        tabs,
         sizing_mode="stretch_width", styles={"background": "#f4f5f8"})
     return state, page
 

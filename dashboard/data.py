@@ -10,7 +10,6 @@ from __future__ import annotations
 import warnings
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
-from pathlib import Path
 
 import numpy as np
 import pandas as pd

@@ -22,7 +22,7 @@ import panel as pn
 
 from core import bpt
 from core.links import links_html
-from dashboard.views.base import PANEL_CSS, StateView, change, section_title
+from dashboard.views.base import PANEL_CSS, StateView, change
 from dashboard.views.glyphs import BPT_COLOURS, FLAGGED, MASKED, Mosaic, plain_figure
 from dashboard.views.labels import LabelPanel
 
@@ -36,6 +36,8 @@ BARS_PX, NAMES_PX, TICKS_PX = (330, 160), 66, 34
 #: Side of the BPT class map in screen pixels.
 CLASS_MAP_PX = 190
 BAR_COLOUR = "#4c72b0"
+MAPS_NOTE = (f'<p style="color:#666;font-size:12px">Each line scaled to its own peak (99th percentile of |data|); '
+             f'<span style="background:{MASKED}">&nbsp;grey&nbsp;</span> spaxels are masked.</p>')
 
 
 def symmetric_limit(m: np.ndarray) -> float:
@@ -190,11 +192,10 @@ class Inspector(StateView):
                 f'<table class="bb-meta" style="font-size:13px;text-align:left">{rows}</table>' + links_html(r))
 
     def __panel__(self):
-        meta = pn.pane.HTML(pn.bind(self._meta, self.state.param.galaxy), width=240, margin=(0, 10))
-        note = pn.pane.HTML(f'<span style="color:#666;font-size:12px">Each line scaled to its own peak '
-                            f'(99th percentile of |data|); <span style="background:{MASKED}">&nbsp;grey&nbsp;</span> '
-                            'spaxels are masked.</span>')
-        return pn.Column(section_title("Galaxy inspector"),
-                         pn.Row(pn.Column(meta, LabelPanel(state=self.state)),
-                                pn.Column(pn.pane.Bokeh(self._fig, margin=(0, 5)), note)),
+        # Few panes: each is a layout box the browser styles and lays out on its own (the tab's
+        # title names the view, and the note on the maps sits with the metadata).
+        meta = pn.pane.HTML(pn.bind(lambda galaxy: self._meta(galaxy) + MAPS_NOTE, self.state.param.galaxy),
+                            width=240, margin=(0, 10))
+        # The inner row does not stretch: the colour bars sit at screen pixels, so the figure's frame must not.
+        return pn.Column(pn.Row(pn.Column(meta, LabelPanel(state=self.state)), pn.pane.Bokeh(self._fig, margin=(0, 5))),
                          stylesheets=[PANEL_CSS], sizing_mode="stretch_width")

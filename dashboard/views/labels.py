@@ -18,6 +18,9 @@ from dashboard.views.base import StateView, section_title
 
 #: How many of a galaxy's labels its history shows, newest first.
 HISTORY_ROWS = 5
+#: Under the history: what the interest values mean and the keys (in the history's pane: one pane less to lay out).
+HINT = ('<p style="color:#666;font-size:12px">0 = nothing to see … 5 = a discovery. '
+        'Keys: 0–5 label, n / p next / previous in the table.</p>')
 
 
 class KeyShortcuts(ReactiveHTML):
@@ -102,16 +105,13 @@ class LabelPanel(StateView):
         note = "" if current is None else str(current["note"] or "")
         self._note.param.update(value=note, value_input=note)  # both: a label reads what is being typed
         if history is None or not len(history):
-            self._history.object = '<span style="color:#666;font-size:12px">Not labelled yet.</span>'
+            self._history.object = '<span style="color:#666;font-size:12px">Not labelled yet.</span>' + HINT
             return
         rows = "".join(
             f"<tr><td><b>{'–' if pd.isna(r.interest) else int(r.interest)}</b></td><td>{html.escape(str(r.user))}</td>"
             f"<td>{html.escape(str(r.time)[:16].replace('T', ' '))}</td><td>{html.escape(str(r.note or ''))}</td></tr>"
             for r in history.iloc[::-1].head(HISTORY_ROWS).itertuples())
-        self._history.object = f'<table class="bb-history" style="font-size:12px">{rows}</table>'
+        self._history.object = f'<table class="bb-history" style="font-size:12px">{rows}</table>' + HINT
 
     def __panel__(self):
-        hint = ('<span style="color:#666;font-size:12px">0 = nothing to see … 5 = a discovery. '
-                'Keys: 0–5 label, n / p next / previous in the table.</span>')
-        return pn.Column(section_title("Interest"), self._buttons, self._note, self._history,
-                         pn.pane.HTML(hint, width=230, margin=(0, 10)), self._keys, width=250)
+        return pn.Column(section_title("Interest"), self._buttons, self._note, self._history, self._keys, width=250)

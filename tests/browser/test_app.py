@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import re
 from pathlib import Path
 
@@ -18,7 +19,10 @@ from playwright.sync_api import expect
 
 pytestmark = pytest.mark.browser
 
-N_FIGURES = 8  # latent map, histogram, inspector (maps, error bars, BPT map), why, 3 BPT diagrams, neighbours
+N_FIGURES = 3  # latent map, histogram, inspector (maps, error bars, BPT map); the other views wait in their tabs
+#: Each detail tab but the inspector's, and the named figures it draws when first opened.
+TAB_FIGURES = {"Why it is odd": ["why"], "BPT diagrams": ["bpt-nii", "bpt-sii", "bpt-oi"], "Neighbours": ["neighbours"],
+               "Compare selections": []}
 PAINT_TIMEOUT_MS = 90_000
 WAIT_MS = 60_000  # for the server's answer to a gesture (generous: CI machines may be loaded)
 TABLE_IDS = ".tabulator-row .tabulator-cell[tabulator-field='galaxy_id']"
@@ -33,6 +37,9 @@ GEOMETRY_JS = """(name) => {
   return {left: r.left + f.left, top: r.top + f.top, width: f.width, height: f.height,
           x0: v.model.x_range.start, x1: v.model.x_range.end, y0: v.model.y_range.start, y1: v.model.y_range.end};
 }"""
+#: Names of the figures that have painted.
+PAINTED_JS = """() => [...Bokeh.index.query(v => v.model && v.model.constructor && v.model.constructor.__name__ === 'Figure')]
+  .filter(v => v.has_finished()).map(v => v.model.name)"""
 FINISHED_JS = """(n) => window.Bokeh !== undefined && Bokeh.index !== undefined &&
   [...Bokeh.index.query(v => v.model && v.model.constructor && v.model.constructor.__name__ === 'Figure')]
     .filter(v => v.has_finished()).length >= n"""
@@ -56,6 +63,13 @@ def open_app(page, server, query: str = "") -> dict:
     geometry = page.evaluate(GEOMETRY_JS, "latent-map")
     assert geometry is not None
     return geometry
+
+
+def open_tab(page, title: str) -> None:
+    """Open the detail tab ``title`` and wait until its figures have painted."""
+    page.locator(".bk-tab", has_text=title).first.click()
+    names = TAB_FIGURES.get(title, [])
+    page.wait_for_function(f"() => {json.dumps(names)}.every(n => ({PAINTED_JS})().includes(n))", timeout=WAIT_MS)
 
 
 def selected_count(page) -> int:
@@ -212,8 +226,37 @@ def test_galaxy_link_opens_the_app_on_that_galaxy(page, server, catalogue, fake_
     assert f"galaxy={galaxy}" in page.url
     # Inspecting another galaxy (a click on a neighbour's thumbnail) moves the URL along.
     neighbour = catalogue["galaxy_id"].iat[int(np.load(fake_run / "neighbours.npy")[17, 0])]
+    open_tab(page, "Neighbours")
     g = page.evaluate(GEOMETRY_JS, "neighbours")
     # The first thumbnail fills the left quarter of the top row, under its label strip.
     page.mouse.click(g["left"] + 0.12 * g["width"], g["top"] + 0.28 * g["height"])
     expect(page.locator(INSPECTED).first).to_have_text(neighbour, timeout=WAIT_MS)
     page.wait_for_url(re.compile(rf"[?&]galaxy={re.escape(neighbour)}"), timeout=10_000)
+
+
+def test_each_detail_tab_draws_its_views_when_first_opened(page, server, catalogue):
+    """The detail views wait in tabs: none is drawn with the page, and each is drawn when its tab is first
+    opened, on the session as it is then (here a galaxy found before any tab was opened)."""
+    open_app(page, server)
+    painted = page.evaluate(PAINTED_JS)
+    assert sorted(painted) == ["inspector", "latent-map", "score-histogram"]
+    galaxy = catalogue["galaxy_id"].iat[int(np.argmax(catalogue["anomaly_score"].to_numpy()))]
+    search = page.locator("input[placeholder^='plate-IFU']").first
+    search.fill(galaxy)
+    search.press("Enter")
+    expect(page.locator(INSPECTED).first).to_have_text(galaxy, timeout=WAIT_MS)
+    for title, names in TAB_FIGURES.items():
+        open_tab(page, title)
+        assert set(names) <= set(page.evaluate(PAINTED_JS)), title
+    # The comparison view has no figure until asked: its controls are what the tab shows.
+    expect(page.get_by_role("button", name="Compare", exact=True)).to_be_visible(timeout=WAIT_MS)
+    # Back on the inspector, the galaxy found is still the one shown.
+    open_tab(page, "Galaxy inspector")
+    assert inspected_id(page) == galaxy
+    # Every figure is drawn at its own frame size, never stretched by its tab or panel: the
+    # inspector's colour bars and every tap on a mosaic are placed in screen pixels.
+    frames = page.evaluate("""() => [...Bokeh.index.query(v => v.model && v.model.constructor &&
+      v.model.constructor.__name__ === 'Figure' && v.model.frame_width !== null)]
+      .map(v => [v.model.name, v.frame.bbox.width, v.model.frame_width, v.frame.bbox.height, v.model.frame_height])""")
+    assert len(frames) >= 3 + sum(map(len, TAB_FIGURES.values()))
+    assert all((w, h) == (fw, fh) for _, w, fw, h, fh in frames), frames
