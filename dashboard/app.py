@@ -106,7 +106,7 @@ def build_app(data: AppData, state: DashboardState | None = None) -> tuple[Dashb
     details = (("Galaxy inspector", Inspector), ("Why it is odd", WhyOdd), ("BPT diagrams", BPTDiagrams),
                ("Neighbours", SimilarGalaxies), ("Compare selections", CompareView))
     tabs = pn.Tabs(*((title, pn.Column(sizing_mode="stretch_width")) for title, _ in details),
-                   min_height=600, sizing_mode="stretch_width", name="detail-tabs")
+                   min_height=600, sizing_mode="stretch_width")
     drawn: set[int] = set()
 
     @contextlib.contextmanager

@@ -192,8 +192,7 @@ class Inspector(StateView):
                 f'<table class="bb-meta" style="font-size:13px;text-align:left">{rows}</table>' + links_html(r))
 
     def __panel__(self):
-        # Few panes: each is a layout box the browser styles and lays out on its own (the tab's
-        # title names the view, and the note on the maps sits with the metadata).
+        # No title of its own (its tab names it); the note on the maps sits with the metadata.
         meta = pn.pane.HTML(pn.bind(lambda galaxy: self._meta(galaxy) + MAPS_NOTE, self.state.param.galaxy),
                             width=240, margin=(0, 10))
         # The inner row does not stretch: the colour bars sit at screen pixels, so the figure's frame must not.
