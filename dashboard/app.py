@@ -107,7 +107,6 @@ def build_app(data: AppData, state: DashboardState | None = None) -> tuple[Dashb
                ("Neighbours", SimilarGalaxies), ("Compare selections", CompareView))
     tabs = pn.Tabs(*((title, pn.Column(sizing_mode="stretch_width")) for title, _ in details),
                    min_height=600, sizing_mode="stretch_width")
-    drawn: set[int] = set()
 
     @contextlib.contextmanager
     def one_patch():
@@ -118,8 +117,7 @@ def build_app(data: AppData, state: DashboardState | None = None) -> tuple[Dashb
             yield
 
     def draw_tab(index: int) -> None:
-        if index not in drawn:
-            drawn.add(index)
+        if not tabs[index].objects:  # an empty placeholder: the tab has never been drawn
             tabs[index].objects = [details[index][1](state=state)]
 
     def render_later() -> None:

@@ -40,9 +40,7 @@ GEOMETRY_JS = """(name) => {
 #: Names of the figures that have painted.
 PAINTED_JS = """() => [...Bokeh.index.query(v => v.model && v.model.constructor && v.model.constructor.__name__ === 'Figure')]
   .filter(v => v.has_finished()).map(v => v.model.name)"""
-FINISHED_JS = """(n) => window.Bokeh !== undefined && Bokeh.index !== undefined &&
-  [...Bokeh.index.query(v => v.model && v.model.constructor && v.model.constructor.__name__ === 'Figure')]
-    .filter(v => v.has_finished()).length >= n"""
+FINISHED_JS = f"""(n) => window.Bokeh !== undefined && Bokeh.index !== undefined && ({PAINTED_JS})().length >= n"""
 
 
 @pytest.fixture(scope="module")
