@@ -1,8 +1,9 @@
 """Assembles the dashboard page for one session; ``dashboard/main.py`` serves it.
 
 The run is opened and the numba kernels warmed once per server process
-(:func:`prepared`, behind ``pn.cache``); every session then builds its own
-:class:`~dashboard.state.DashboardState` and thin views over the shared data.
+(:func:`prepared`, behind ``pn.cache``); every session then has its own
+:class:`~dashboard.state.DashboardState` and thin views over the shared data, built ahead
+for it while the server was idle (``dashboard/spare.py``).
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from bokeh.core.validation import silence
 from bokeh.core.validation.warnings import FIXED_SIZING_MODE
 
 from core.errors import BlueberryError
+from dashboard import spare
 from dashboard.data import AppData, open_app_data
 from dashboard.state import DashboardState
 
@@ -35,6 +37,7 @@ def prepared(path: str) -> AppData:
     """
     data = open_app_data(path)
     warm_up(data)
+    spare.build(data)  # the first visitor's views
     return data
 
 
@@ -85,65 +88,56 @@ def error_page(path, error: Exception) -> pn.viewable.Viewable:
         margin=20, width=900)
 
 
-def build_app(data: AppData, state: DashboardState | None = None) -> tuple[DashboardState, pn.viewable.Viewable]:
+def build_app(data: AppData, state: DashboardState | None = None,
+              views: dict | None = None) -> tuple[DashboardState, pn.viewable.Viewable]:
     """The state (``state``, or a new one) and the page of one session on ``data``.
 
-    The header, the latent map and the table render with the page; the discovery bar, the
-    score histogram and the inspector right after it has loaded. The other detail views sit
-    in tabs beside the inspector and are drawn when their tab is first opened: the browser
-    lays out and paints every figure and widget on the page, so a page showing all eight
-    figures at once could not paint within 3 s on two cores (docs/ARCHITECTURE.md, "How the page is drawn").
+    ``views`` (view class -> view, built on ``state``) are views built ahead
+    (``dashboard/spare.py``); the others are built here. The page comes whole with the first
+    document: the header, the latent map, the table, the histogram and the galaxy inspector.
+    The other detail views sit in tabs beside the inspector and are drawn when their tab is
+    first opened: the browser lays out and paints every figure and widget on the page
+    (docs/ARCHITECTURE.md, "How the page is drawn").
     """
     from dashboard.views import (BPTDiagrams, CompareView, DiscoveryBar, Header, Inspector, LatentMap, SampButton,
                                  ScoreHistogram, SearchBox, SelectionTable, SimilarGalaxies, WhyOdd)
 
     state = state if state is not None else DashboardState(data)
-    # Empty placeholders of the views' sizes, so the page does not jump when they arrive. No
-    # loading spinners: their animation restyles the page every frame until the last view
-    # is in (measured ~1.5 s of the browser's main thread during a load).
-    bar, hist = (pn.Column(min_height=h, sizing_mode="stretch_width") for h in (95, 240))
+    views = dict(views or {})
+
+    def view(cls):
+        return views.pop(cls, None) or cls(state=state)
+
     # (tab title, view): the inspector's tab is open first.
     details = (("Galaxy inspector", Inspector), ("Why it is odd", WhyOdd), ("BPT diagrams", BPTDiagrams),
                ("Neighbours", SimilarGalaxies), ("Compare selections", CompareView))
     tabs = pn.Tabs(*((title, pn.Column(sizing_mode="stretch_width")) for title, _ in details),
                    min_height=600, sizing_mode="stretch_width")
 
-    @contextlib.contextmanager
-    def one_patch():
-        # Held: the views go to the browser as one patch. Frozen: Bokeh walks the whole document
-        # to recompute its model set once, not once per filled placeholder (benchmarks/README.md).
-        doc = pn.state.curdoc
-        with pn.io.hold(), (doc.models.freeze() if doc is not None else contextlib.nullcontext()):
-            yield
-
     def draw_tab(index: int) -> None:
         if not tabs[index].objects:  # an empty placeholder: the tab has never been drawn
-            tabs[index].objects = [details[index][1](state=state)]
-
-    def render_later() -> None:
-        doc = pn.state.curdoc
-        with one_patch():
-            bar.objects = [DiscoveryBar(state=state)]
-            hist.objects = [ScoreHistogram(state=state)]
-            draw_tab(tabs.active)
-            if doc is None or doc.session_context is None:  # no browser to open a tab (tests, notebooks)
-                for index in range(len(details)):
-                    draw_tab(index)
+            tabs[index].objects = [view(details[index][1])]
 
     def opened(event) -> None:
-        with one_patch():
+        # Held: the view goes to the browser as one patch. Frozen: Bokeh walks the whole document
+        # to recompute its model set once, not once per new model (benchmarks/README.md).
+        doc = pn.state.curdoc
+        with pn.io.hold(), (doc.models.freeze() if doc is not None else contextlib.nullcontext()):
             draw_tab(event.new)
 
+    doc = pn.state.curdoc
+    served = doc is not None and doc.session_context is not None
+    for index in range(len(details) if not served else 1):  # no browser to open a tab (tests, notebooks): all
+        draw_tab(index)
     tabs.param.watch(opened, "active")
-    pn.state.onload(render_later)
     # A plain column, not a Panel template: measured ~0.8 s faster to first paint, and no
     # web fonts fetched from a CDN (the app must work offline).
     page = pn.Column(
         Header(state=state),
         pn.Row(SearchBox(state=state), pn.layout.HSpacer(), SampButton(state=state), sizing_mode="stretch_width",
                margin=(0, 10)),
-        pn.Row(LatentMap(state=state),
-               pn.Column(bar, SelectionTable(state=state), hist, sizing_mode="stretch_width"),
+        pn.Row(view(LatentMap),
+               pn.Column(view(DiscoveryBar), view(SelectionTable), view(ScoreHistogram), sizing_mode="stretch_width"),
                sizing_mode="stretch_width"),
         tabs,
         sizing_mode="stretch_width", styles={"background": "#f4f5f8"})
@@ -180,9 +174,12 @@ def create_app(path, user: str | None = None) -> pn.viewable.Viewable:
         logging.getLogger("blueberry.dashboard").exception("cannot open the run at %s", path)
         return error_page(path, f"the run could not be opened ({type(error).__name__}: {error}); "
                                 "the server's log has the details")
-    state = DashboardState(data)
+    state, views = spare.take(data)
     state.discovery.user = pn.state.user or user or state.discovery.user
-    _, page = build_app(data, state)
+    _, page = build_app(data, state, views)
+    doc = pn.state.curdoc
+    if doc is not None and doc.session_context is not None:
+        pn.state.onload(lambda: spare.build_later(data))  # the next visitor's views, once this page has painted
     if pn.state.location is not None:
         # ?galaxy=<id> opens the app on that galaxy, and inspecting another updates the URL;
         # ?selection=<name> opens that saved selection, and the URL follows the open one.

@@ -438,7 +438,7 @@ def test_the_whole_page_renders_and_views_follow_the_state(data):
     from bokeh.document import Document
 
     state, page = build_app(data)
-    page.server_doc(Document())  # without a server the deferred views render at once
+    page.server_doc(Document())  # without a server every tab is drawn at once
     tables = page.select(pn.widgets.Tabulator)
     assert len(tables) == 1 and len(tables[0].value) == 0
     table = tables[0]
@@ -447,6 +447,56 @@ def test_the_whole_page_renders_and_views_follow_the_state(data):
     assert table.value["anomaly_score"].is_monotonic_decreasing
     state.colour_by = "bpt_class"  # rebuilds the map with a categorical colouring
     state.colour_by = "z"
+
+
+def test_the_inspector_draws_the_inspected_galaxys_maps_error_shares_and_class_map(state, data):
+    from dashboard.views import Inspector
+    from dashboard.views.glyphs import FLAGGED
+
+    view = Inspector(state=state)
+    n, err = len(data.lines), [f"err_{line}" for line in data.lines]
+    for row in (3, 17):
+        state.inspect(row)
+        maps = data.galaxy_maps(row)
+        flux, residual = view._flux_source.data["image"], view._residual_source.data["image"]
+        for i in range(n):
+            np.testing.assert_array_equal(flux[i], maps["data"][i])
+            np.testing.assert_array_equal(flux[view._mosaic.n + i], maps["model"][i])
+            np.testing.assert_array_equal(residual[i], maps["residual"][i])
+        shares = data.catalogue[err].iloc[row].to_numpy(float)
+        np.testing.assert_allclose(view._bar_source.data["share"], shares)
+        colours = view._bar_source.data["colour"]
+        assert colours[int(np.argmax(shares))] == FLAGGED and colours.count(FLAGGED) == 1
+        np.testing.assert_array_equal(view._class_source.data["image"][0], maps["bpt_map"])
+        texts = view._text_source.data["text"]
+        assert texts[-1] == f"{shares.max() * 1.1:.2g}", "the share axis ends 10% above the largest bar"
+        assert all(texts.count(line) == 4 for line in data.lines), "each line named over its 3 maps and its bar"
+
+
+def test_a_session_takes_the_views_built_ahead_unless_labels_changed_since(tmp_path):
+    from bokeh.document import Document
+
+    from dashboard import spare
+    from dashboard.views import Inspector, LatentMap
+
+    data = open_app_data(make_fake_run(tmp_path / "run", n=60))
+    spare.build(data)
+    built = spare._spares[id(data)][2]
+    state, views = spare.take(data)
+    assert state is built and views[LatentMap].state is state and views[Inspector].state is state
+    _, page = build_app(data, state, views)
+    doc = Document()
+    page.server_doc(doc)
+    assert views[LatentMap]._fig.document is doc, "the page shows the views built ahead, not new ones"
+    again, views = spare.take(data)  # none left: built now
+    assert again is not state and views[Inspector].state is again
+
+    spare.build(data)
+    built = spare._spares[id(data)][2]
+    again.discovery.label(4, galaxy=str(data.catalogue["galaxy_id"].iat[0]))  # another session labels
+    fresh, _ = spare.take(data)
+    assert fresh is not built, "a spare built before a label is stale"
+    assert id(data) not in spare._spares
 
 
 def test_table_shows_the_top_rows_of_a_big_selection(state, monkeypatch):

@@ -65,11 +65,11 @@ class RasterLayer:
                                         "dw": [1.0], "dh": [1.0]})
 
     def add_to(self, fig) -> None:
-        from bokeh.models import LinearColorMapper
+        from bokeh.models import Image, LinearColorMapper
 
         # 0 (no galaxy of these rows in the pixel) is below ``low``, hence drawn transparent.
         mapper = LinearColorMapper(palette=[self.colour], low=1, high=1, low_color=(0, 0, 0, 0))
-        fig.image(image="image", x="x", y="y", dw="dw", dh="dh", source=self.source, color_mapper=mapper)
+        fig.add_glyph(self.source, Image(image="image", x="x", y="y", dw="dw", dh="dh", color_mapper=mapper))
 
     def show_rows(self, rows: np.ndarray) -> None:
         self.rows = rows
@@ -98,8 +98,10 @@ class Star:
         self.source = ColumnDataSource({"x": [], "y": []})
 
     def add_to(self, fig) -> None:
-        fig.scatter("x", "y", source=self.source, marker="star", size=20, fill_color="white",
-                           line_color="black", line_width=1.5)
+        from bokeh.models import Scatter
+
+        fig.add_glyph(self.source, Scatter(x="x", y="y", marker="star", size=20, fill_color="white", line_color="black",
+                                           line_width=1.5))
 
     def show(self, row: int | None) -> None:
         ok = row is not None and np.isfinite(self.x[row]) and np.isfinite(self.y[row])
@@ -144,6 +146,23 @@ class Mosaic:
         blank = np.full((self.s, self.s), np.nan, np.float32)
         return [np.ascontiguousarray(maps[i], dtype=np.float32) if i < len(maps) else blank for i in range(self.n)]
 
+    def image_columns(self, maps: np.ndarray, at: tuple[float, float] = (0.0, 0.0)) -> dict:
+        """The columns of an image glyph drawing ``maps`` as the panels, the mosaic's bottom-left corner at
+        the figure's point ``at``."""
+        ax, ay = at
+        corners = [self.origin(i) for i in range(self.n)]
+        return {"image": self.images(maps), "x": [ax + x0 for x0, _ in corners],
+                "y": [ay + self.height - y0 - self.s for _, y0 in corners],
+                "dw": [self.s] * self.n, "dh": [self.s] * self.n}
+
+    def label_columns(self, labels, at: tuple[float, float] = (0.0, 0.0)) -> dict:
+        """The columns (x, y, text) of a text glyph writing ``labels`` in the strips above the panels."""
+        ax, ay = at
+        corners = [self.origin(i) for i in range(self.n)]
+        return {"x": [ax + x0 + self.s / 2 for x0, _ in corners],
+                "y": [ay + self.height - y0 + self.strip / 2 for _, y0 in corners],
+                "text": list(labels) + [""] * (self.n - len(labels))}
+
     def draw(self, fig, maps: np.ndarray, mapper, labels, at: tuple[float, float] = (0.0, 0.0),
              label_size: str = "10px"):
         """Add the panels (coloured by ``mapper``) and their labels to ``fig``, the mosaic's bottom-left
@@ -151,15 +170,9 @@ class Mosaic:
         renderer and the labels' data source, to refill later with :meth:`images` and new ``text``."""
         from bokeh.models import ColumnDataSource
 
-        ax, ay = at
-        corners = [self.origin(i) for i in range(self.n)]
-        images = ColumnDataSource({"image": self.images(maps), "x": [ax + x0 for x0, _ in corners],
-                                   "y": [ay + self.height - y0 - self.s for _, y0 in corners],
-                                   "dw": [self.s] * self.n, "dh": [self.s] * self.n})
-        renderer = fig.image(image="image", x="x", y="y", dw="dw", dh="dh", source=images, color_mapper=mapper)
-        text = ColumnDataSource({"x": [ax + x0 + self.s / 2 for x0, _ in corners],
-                                 "y": [ay + self.height - y0 + self.strip / 2 for _, y0 in corners],
-                                 "text": list(labels) + [""] * (self.n - len(labels))})
+        renderer = fig.image(image="image", x="x", y="y", dw="dw", dh="dh", source=self.image_columns(maps, at),
+                             color_mapper=mapper)
+        text = ColumnDataSource(self.label_columns(labels, at))
         fig.text("x", "y", "text", source=text, text_font_size=label_size, text_color="#333",
                  text_align="center", text_baseline="middle")
         return renderer, text

@@ -27,13 +27,14 @@ class ScoreHistogram(StateView):
                                          "top": np.zeros(len(self._edges) - 1)})
         self.watch(self._update, "selection")
         self._update()
+        self._fig = self._plot()
 
     def _update(self) -> None:
         counts = np.histogram(self.state.data.score[self.state.selection], self._edges)[0]
         change(self._chosen, data={**self._chosen.data, "top": counts})
 
     def _plot(self):
-        from bokeh.models import BoxSelectTool, FixedTicker, Label, Range1d, Span
+        from bokeh.models import BoxSelectTool, ColumnDataSource, FixedTicker, Label, Quad, Range1d, Span
         from bokeh.plotting import figure
 
         p90 = self.state.data.p90
@@ -50,10 +51,11 @@ class ScoreHistogram(StateView):
         # Ticks at the powers of ten only: Bokeh's log ticker crowds a two-decade axis with labels.
         decades = np.arange(np.ceil(np.log10(self._edges[0])), np.floor(np.log10(self._edges[-1])) + 1)
         fig.xaxis.ticker = FixedTicker(ticks=list(10.0 ** decades))
-        fig.quad(left=self._edges[:-1], right=self._edges[1:], top=self._everyone, bottom=0, fill_color="#c9c9c9",
-                 line_color="#9a9a9a")
-        fig.quad(left="left", right="right", top="top", bottom=0, source=self._chosen, fill_color=SELECTED,
-                 line_color=SELECTED, fill_alpha=0.9)
+        everyone = ColumnDataSource({"left": self._edges[:-1], "right": self._edges[1:], "top": self._everyone})
+        fig.add_glyph(everyone, Quad(left="left", right="right", top="top", bottom=0, fill_color="#c9c9c9",
+                                     line_color="#9a9a9a"))
+        fig.add_glyph(self._chosen, Quad(left="left", right="right", top="top", bottom=0, fill_color=SELECTED,
+                                         line_color=SELECTED, fill_alpha=0.9))
         fig.add_layout(Span(location=p90, dimension="height", line_color=FLAGGED, line_dash="dashed", line_width=1.5))
         fig.add_layout(Label(x=p90, y=0, text=f" 90th pct {p90:,.0f}", text_align="left", text_baseline="bottom",
                              text_color=FLAGGED, text_font_size="9pt"))
@@ -61,4 +63,4 @@ class ScoreHistogram(StateView):
         return fig
 
     def __panel__(self):
-        return pn.Column(pn.pane.Bokeh(self._plot(), margin=(0, 5)), stylesheets=[PANEL_CSS])
+        return pn.Column(pn.pane.Bokeh(self._fig, margin=(0, 5)), stylesheets=[PANEL_CSS])

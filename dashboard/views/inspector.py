@@ -1,8 +1,9 @@
 """One galaxy in detail: its line maps, the model's reconstruction and residual, error shares, BPT class map.
 
 Everything but the metadata is drawn in ONE Bokeh figure whose data coordinates are
-spaxels: three mosaics of the line maps (each its own colour mapper), the error-share bars
-and the spatially resolved BPT class map as glyphs, with colour bars placed in the frame.
+spaxels: three mosaics of the line maps (data and model on one colour scale, the residual
+on its own), the error-share bars and the spatially resolved BPT class map as glyphs, with
+colour bars placed in the frame.
 The browser lays out and paints one figure instead of five; inspecting another galaxy
 refills the glyphs' data sources.
 
@@ -90,7 +91,11 @@ class Inspector(StateView):
     # ------------------------------------------------------------------ the figure
 
     def _figure(self):
-        from bokeh.models import ColorBar, ColumnDataSource, FixedTicker, HoverTool, LinearColorMapper
+        """The figure, with as few Bokeh models as it can: each model costs the server and the
+        browser at every page load. One glyph draws the data and model mosaics (one colour scale),
+        one the residual mosaic, one every text; no glyph has selection or muted copies."""
+        from bokeh.models import (ColorBar, ColumnDataSource, FixedTicker, HoverTool, Image, LinearColorMapper,
+                                  Quad, Segment, Text)
         from bokeh.palettes import RdBu11, Viridis256, interp_palette
 
         data, mosaic, px = self.state.data, self._mosaic, self._px
@@ -99,8 +104,8 @@ class Inspector(StateView):
         width = 3 * m_w + GAP_PX + 2 * COLOUR_BAR_PX
         height = TITLE_PX + m_h + row2_h
         fig = plain_figure(width / px, height / px, px, name="inspector")
-        titles = []
         maps = self._maps()
+        texts = []  # (x, y in screen pixels, text, size, angle, align, baseline, colour, bold)
 
         # Row 1: the three mosaics, data and model on one scale, the residual on a symmetric one.
         flux = LinearColorMapper(palette=Viridis256, low=0.0, high=1.0, nan_color=MASKED)
@@ -108,17 +113,23 @@ class Inspector(StateView):
         self._residual_mapper = LinearColorMapper(palette=interp_palette(RdBu11, 256), low=-r, high=r,
                                                   nan_color=MASKED)
         lefts = {"data": 0.0, "model": m_w + GAP_PX, "residual": 2 * m_w + GAP_PX + COLOUR_BAR_PX}
-        mappers = {"data": flux, "model": flux, "residual": self._residual_mapper}
-        names = {"data": ("Data", "flux / peak"), "model": ("Reconstruction", "flux / peak"),
-                 "residual": ("Residual (data − model)", "residual / peak")}
-        self._images = {}
+        names = {"data": "Data", "model": "Reconstruction", "residual": "Residual (data − model)"}
+        self._at = {kind: (left / px, row2_h / px) for kind, left in lefts.items()}
+        self._flux_source = ColumnDataSource(self._flux_columns(maps))
+        self._residual_source = ColumnDataSource(mosaic.image_columns(maps["residual"], self._at["residual"]))
+        for source, mapper, unit in ((self._flux_source, flux, "flux / peak"),
+                                     (self._residual_source, self._residual_mapper, "residual / peak")):
+            images = fig.add_glyph(source, Image(image="image", x="x", y="y", dw="dw", dh="dh", color_mapper=mapper))
+            fig.add_tools(HoverTool(renderers=[images], tooltips=[(unit, "@image{0.00}")]))
         for kind, left in lefts.items():
-            self._images[kind], _ = mosaic.draw(fig, maps[kind], mappers[kind], data.lines, at=(left / px, row2_h / px))
-            titles.append((left, height - TITLE_PX / 2, names[kind][0]))
-            fig.add_tools(HoverTool(renderers=[self._images[kind]], tooltips=[(names[kind][1], "@image{0.00}")]))
-        for kind in ("model", "residual"):
-            fig.add_layout(ColorBar(color_mapper=mappers[kind], location=(lefts[kind] + m_w + 8, row2_h + 0.1 * m_h),
-                                    width=10, height=int(0.8 * m_h), title=names[kind][1], title_standoff=4,
+            labels = mosaic.label_columns(data.lines, self._at[kind])
+            texts += [(x * px, y * px, t, "10px", 0.0, "center", "middle", "#333", False)
+                      for x, y, t in zip(labels["x"], labels["y"], labels["text"])]
+            texts.append((left, height - TITLE_PX / 2, names[kind], "14px", 0.0, "left", "middle", "#222", True))
+        for kind, unit in (("model", "flux / peak"), ("residual", "residual / peak")):
+            fig.add_layout(ColorBar(color_mapper=self._residual_mapper if kind == "residual" else flux,
+                                    location=(lefts[kind] + m_w + 8, row2_h + 0.1 * m_h),
+                                    width=10, height=int(0.8 * m_h), title=unit, title_standoff=4,
                                     title_text_font_size="10px", major_label_text_font_size="10px",
                                     padding=0, background_fill_alpha=0), "center")
 
@@ -127,17 +138,15 @@ class Inspector(StateView):
         columns, ticks = self._bars()
         self._bar_source = ColumnDataSource(columns)
         tick_y = [(NAMES_PX + f * BARS_PX[1]) / px for f in (0.0, 0.5, 1.0)]
-        self._tick_source = ColumnDataSource({"x": [(TICKS_PX - 4) / px] * 3, "y": tick_y, "text": ticks})
-        fig.segment(x0=TICKS_PX / px, x1=(TICKS_PX + BARS_PX[0]) / px, y0=tick_y, y1=tick_y, color="#e5e5e5")
-        bars = fig.quad(left="left", right="right", bottom="bottom", top="top", fill_color="colour",
-                        line_color="colour", source=self._bar_source)
-        fig.text("x", "y", "text", source=self._tick_source, text_font_size="10px", text_color="#444",
-                 text_align="right", text_baseline="middle")
-        fig.text(x=(columns["left"] + columns["right"]) / 2, y=[(NAMES_PX - 4) / px] * len(columns["left"]),
-                 text=columns["line"], angle=np.pi / 2, text_font_size="10px", text_color="#444",
-                 text_align="right", text_baseline="middle")
+        fig.add_glyph(ColumnDataSource({"y": tick_y}),
+                      Segment(x0=TICKS_PX / px, x1=(TICKS_PX + BARS_PX[0]) / px, y0="y", y1="y", line_color="#e5e5e5"))
+        bars = fig.add_glyph(self._bar_source, Quad(left="left", right="right", bottom="bottom", top="top",
+                                                    fill_color="colour", line_color="colour"))
         fig.add_tools(HoverTool(renderers=[bars], tooltips=[("line", "@line"), ("share", "@share{0.000}")]))
-        titles.append((0.0, row2_h - TITLE_PX / 2, "Share of the error per line"))
+        texts += [((a + b) / 2 * px, NAMES_PX - 4, line, "10px", np.pi / 2, "right", "middle", "#444", False)
+                  for a, b, line in zip(columns["left"], columns["right"], columns["line"])]
+        texts.append((0.0, row2_h - TITLE_PX / 2, "Share of the error per line", "14px", 0.0, "left", "middle",
+                      "#222", True))
 
         # Row 2, right: the spatially resolved BPT class map and its legend.
         side = CLASS_MAP_PX / px
@@ -147,27 +156,41 @@ class Inspector(StateView):
         classes = LinearColorMapper(palette=[BPT_COLOURS[c] for c in bpt.CLASSES], low=-0.5, high=len(codes) - 0.5)
         self._class_source = ColumnDataSource({"image": [np.asarray(maps["bpt_map"], dtype=np.float32)],
                                                "x": [x0], "y": [y0], "dw": [side], "dh": [side]})
-        fig.image(image="image", x="x", y="y", dw="dw", dh="dh", source=self._class_source, color_mapper=classes)
+        fig.add_glyph(self._class_source, Image(image="image", x="x", y="y", dw="dw", dh="dh", color_mapper=classes))
         fig.add_layout(ColorBar(color_mapper=classes, location=(x0 * px + CLASS_MAP_PX + 8, y0 * px), width=10,
                                 height=CLASS_MAP_PX, ticker=FixedTicker(ticks=codes),
                                 major_label_overrides=dict(enumerate(bpt.CLASSES)), major_label_text_font_size="10px",
                                 padding=0, background_fill_alpha=0), "center")
-        titles.append((x0 * px, row2_h - TITLE_PX / 2, "Spatially resolved BPT class"))
+        texts.append((x0 * px, row2_h - TITLE_PX / 2, "Spatially resolved BPT class", "14px", 0.0, "left", "middle",
+                      "#222", True))
 
-        tx, ty, text = zip(*titles)
-        fig.text(x=np.array(tx) / px, y=np.array(ty) / px, text=list(text), text_font_size="14px",
-                 text_font_style="bold", text_color="#222", text_baseline="middle")
+        # Every text in one glyph; the share axis' tick labels last, as they change with the galaxy.
+        texts += [(TICKS_PX - 4, y * px, t, "10px", 0.0, "right", "middle", "#444", False) for y, t in zip(tick_y, ticks)]
+        x, y, text, size, angle, align, baseline, colour, bold = zip(*texts)
+        self._text_source = ColumnDataSource({"x": np.array(x) / px, "y": np.array(y) / px, "text": list(text),
+                                              "size": list(size), "angle": list(angle), "align": list(align),
+                                              "baseline": list(baseline), "colour": list(colour),
+                                              "style": ["bold" if b else "normal" for b in bold]})
+        fig.add_glyph(self._text_source, Text(x="x", y="y", text="text", text_font_size="size", angle="angle",
+                                              text_align="align", text_baseline="baseline", text_color="colour",
+                                              text_font_style="style"))
         return fig
+
+    def _flux_columns(self, maps: dict) -> dict:
+        """The data and model mosaics' images, as the columns of their one image glyph."""
+        d, m = (self._mosaic.image_columns(maps[kind], self._at[kind]) for kind in ("data", "model"))
+        return {key: d[key] + m[key] for key in d}
 
     def _update(self) -> None:
         maps = self._maps()
-        for kind, renderer in self._images.items():
-            change(renderer.data_source, data={**renderer.data_source.data, "image": self._mosaic.images(maps[kind])})
+        change(self._flux_source, data={**self._flux_source.data, "image": self._flux_columns(maps)["image"]})
+        change(self._residual_source, data={**self._residual_source.data,
+                                            "image": self._mosaic.images(maps["residual"])})
         r = symmetric_limit(maps["residual"])
         change(self._residual_mapper, low=-r, high=r)
         columns, ticks = self._bars()
         change(self._bar_source, data=columns)
-        change(self._tick_source, data={**self._tick_source.data, "text": ticks})
+        change(self._text_source, data={**self._text_source.data, "text": self._text_source.data["text"][:-3] + ticks})
         change(self._class_source, data={**self._class_source.data,
                                          "image": [np.asarray(maps["bpt_map"], dtype=np.float32)]})
 

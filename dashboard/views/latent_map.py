@@ -50,21 +50,23 @@ class LatentMap(StateView):
     def _figure(self):
         """The figure, with a glyph for each kind of colouring (a numeric column through a colour
         mapper with its colour bar; categories as RGBA with a legend), the highlights on top."""
-        from bokeh.models import ColorBar, EqHistColorMapper, Legend, LegendItem, PrintfTickFormatter
+        from bokeh.models import (ColorBar, ColumnDataSource, EqHistColorMapper, Image, ImageRGBA, Legend, LegendItem,
+                                  PrintfTickFormatter, Scatter)
         from bokeh.palettes import Viridis256
         from bokeh.core.property.vectorization import Field
 
         fig = scatter_figure("latent-map", "", MAP_FRAME, self._ranges, "UMAP 1", "UMAP 2", tap=True)
         mapper = EqHistColorMapper(palette=Viridis256, nan_color=(0, 0, 0, 0), rescale_discrete_levels=True)
         empty = image_columns(np.zeros((1, 1), np.uint32), self._ranges)
-        self._numeric = fig.image(source=empty, color_mapper=mapper)
-        self._categorical = fig.image_rgba(source=empty)
+        image = {"image": "image", "x": "x", "y": "y", "dw": "dw", "dh": "dh"}
+        self._numeric = fig.add_glyph(ColumnDataSource(empty), Image(**image, color_mapper=mapper))
+        self._categorical = fig.add_glyph(ColumnDataSource(empty), ImageRGBA(**image))
         self._colour_bar = ColorBar(color_mapper=mapper, formatter=PrintfTickFormatter(format="%.4g"),
                                     title_text_font_size="10px")
         fig.add_layout(self._colour_bar, "right")
         # One invisible point per category; the legend groups them by label, in their colours.
-        self._keys = fig.scatter("x", "y", source={"x": [], "y": [], "colour": [], "label": []}, color="colour",
-                                 size=8)
+        self._keys = fig.add_glyph(ColumnDataSource({"x": [], "y": [], "colour": [], "label": []}),
+                                   Scatter(x="x", y="y", fill_color="colour", line_color="colour", size=8))
         fig.add_layout(Legend(items=[LegendItem(label=Field("label"), renderers=[self._keys])], location="top_left"))
         for layer in (self._flagged, self._selected, self._star):
             layer.add_to(fig)

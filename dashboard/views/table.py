@@ -25,7 +25,7 @@ class LinkButton(pn.widgets.Button):
     The click is a Bokeh ``CustomJS`` on the button's own model rather than Panel's
     ``js_on_click``: any Panel link on the page makes Panel walk every Bokeh model of the
     document each time a view is added to it (a third of the server's time drawing the
-    deferred views; benchmarks/README.md).
+    views that came after the page; benchmarks/README.md).
     """
 
     url = param.String(default="", doc="Where a click sends the browser.")
