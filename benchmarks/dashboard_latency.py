@@ -56,7 +56,7 @@ TABS = {"Why it is odd": ["why"], "BPT diagrams": ["bpt-nii", "bpt-sii", "bpt-oi
         "Compare selections": []}
 #: True once every figure named in the argument has painted.
 ALL_PAINTED_JS = """(names) => names.every(n => [...Bokeh.index.query(v => v.model && v.model.name === n && v.has_finished())].length)"""
-TARGETS = {"paint_s": 3.0, "select_ms": {10_000: 250, 1_000_000: 1000}}
+TARGETS = {"paint_s": {10_000: 3.0, 1_000_000: 4.0}, "select_ms": {10_000: 250, 1_000_000: 1000}}
 
 #: Resolves when the latent map has painted (first) and when all figures have (full), in ms
 #: since navigation start. It looks once per animation frame (~16 ms), the browser's own
@@ -188,6 +188,8 @@ def served(path: Path, visits: int, sessions: int) -> dict:
     """Start the real server; paint times of fresh visits; memory per extra open session."""
     from playwright.sync_api import sync_playwright
 
+    from dashboard import spare
+
     out = {}
     t = time.perf_counter()
     with running_server(path) as (url, pid):
@@ -218,19 +220,22 @@ def served(path: Path, visits: int, sessions: int) -> dict:
             out["tab_open_s"] = {title: round(statistics.median(m[title] for m in marks) / 1000, 2) for title in TABS}
             out["visits"] = [{k: round(v / 1000, 2) for k, v in m.items()} for m in marks]
 
+            # Each RSS is read after the server has built the next session's views (dashboard/spare.py),
+            # so both include one spare and the difference is what the open sessions hold.
+            settle = spare.DELAY_S + 3
             pages = []
             page = context.new_page()
             page.goto(url + "/dashboard")
             page.evaluate(PAINT_JS, N_FIGURES)
             pages.append(page)
-            time.sleep(2)
+            time.sleep(settle)
             base = _rss_mb(pid)
             for _ in range(sessions):
                 page = context.new_page()
                 page.goto(url + "/dashboard")
                 page.evaluate(PAINT_JS, N_FIGURES)
                 pages.append(page)
-            time.sleep(2)
+                time.sleep(settle)
             out["rss_one_session_mb"] = round(base)
             out["rss_per_extra_session_mb"] = round((_rss_mb(pid) - base) / sessions, 1)
             browser.close()
@@ -282,7 +287,7 @@ def print_table(n: int, entry: dict) -> None:
     if "served" in entry:
         v = entry["served"]
         print(f"  server start {v['server_start_s']} s; first paint {v['first_paint_s']} s, full page "
-              f"{v['full_paint_s']} s (target {TARGETS['paint_s']} s); RSS {v['rss_one_session_mb']} MB with one "
+              f"{v['full_paint_s']} s (target {TARGETS['paint_s'].get(n, '-')} s); RSS {v['rss_one_session_mb']} MB with one "
               f"session, +{v['rss_per_extra_session_mb']} MB per extra session")
         print("  a detail tab opened the first time, click to painted: "
               + ", ".join(f"{title} {sec} s" for title, sec in v["tab_open_s"].items()))

@@ -59,7 +59,9 @@ def warm_up(data: AppData) -> None:
 
     state = DashboardState(data)
     for view in (Header, LatentMap, SelectionTable, ScoreHistogram, Inspector, WhyOdd, BPTDiagrams, SimilarGalaxies):
-        pn.panel(view(state=state)).get_root(Document())
+        doc = Document()
+        doc.add_root(pn.panel(view(state=state)).get_root(doc))
+        doc.validate()  # Bokeh's checks, here once per process rather than on every session (app_hooks.py)
     (x0, x1), (y0, y1) = latent_extent(data)
     state.select_lasso([x0, x1, x1], [y0, y0, y1], "latent")
     state.select_box(x0, (x0 + x1) / 2, y0, (y0 + y1) / 2, "latent")

@@ -16,6 +16,12 @@ RUN_PATH = parse_app_args(sys.argv[1:]).run
 
 
 def on_server_loaded(server_context):
+    from bokeh.settings import settings
+
+    # Bokeh checks every new session's document for layout and model errors (~0.1 s of the
+    # server on the page's critical path). Every session builds the same views, which
+    # ``warm_up`` has checked once in this process: the check is done, not skipped.
+    settings.perform_document_validation.set_value(False)
     try:
         prepared(str(RUN_PATH))
     except BlueberryError as error:
