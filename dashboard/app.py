@@ -108,7 +108,7 @@ def build_app(data: AppData, state: DashboardState | None = None,
     views = dict(views or {})
 
     def view(cls):
-        return views.pop(cls, None) or cls(state=state)
+        return views.pop(cls) if cls in views else cls(state=state)
 
     # (tab title, view): the inspector's tab is open first.
     details = (("Galaxy inspector", Inspector), ("Why it is odd", WhyOdd), ("BPT diagrams", BPTDiagrams),
