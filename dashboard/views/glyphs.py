@@ -69,7 +69,7 @@ class RasterLayer:
 
         # 0 (no galaxy of these rows in the pixel) is below ``low``, hence drawn transparent.
         mapper = LinearColorMapper(palette=[self.colour], low=1, high=1, low_color=(0, 0, 0, 0))
-        fig.add_glyph(self.source, Image(image="image", x="x", y="y", dw="dw", dh="dh", color_mapper=mapper))
+        fig.add_glyph(self.source, Image(color_mapper=mapper))
 
     def show_rows(self, rows: np.ndarray) -> None:
         self.rows = rows

@@ -27,13 +27,13 @@ class ScoreHistogram(StateView):
                                          "top": np.zeros(len(self._edges) - 1)})
         self.watch(self._update, "selection")
         self._update()
-        self._fig = self._plot()
+        self._fig = self._figure()
 
     def _update(self) -> None:
         counts = np.histogram(self.state.data.score[self.state.selection], self._edges)[0]
         change(self._chosen, data={**self._chosen.data, "top": counts})
 
-    def _plot(self):
+    def _figure(self):
         from bokeh.models import BoxSelectTool, ColumnDataSource, FixedTicker, Label, Quad, Range1d, Span
         from bokeh.plotting import figure
 

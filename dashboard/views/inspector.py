@@ -119,7 +119,7 @@ class Inspector(StateView):
         self._residual_source = ColumnDataSource(mosaic.image_columns(maps["residual"], self._at["residual"]))
         for source, mapper, unit in ((self._flux_source, flux, "flux / peak"),
                                      (self._residual_source, self._residual_mapper, "residual / peak")):
-            images = fig.add_glyph(source, Image(image="image", x="x", y="y", dw="dw", dh="dh", color_mapper=mapper))
+            images = fig.add_glyph(source, Image(color_mapper=mapper))
             fig.add_tools(HoverTool(renderers=[images], tooltips=[(unit, "@image{0.00}")]))
         for kind, left in lefts.items():
             labels = mosaic.label_columns(data.lines, self._at[kind])
@@ -156,7 +156,7 @@ class Inspector(StateView):
         classes = LinearColorMapper(palette=[BPT_COLOURS[c] for c in bpt.CLASSES], low=-0.5, high=len(codes) - 0.5)
         self._class_source = ColumnDataSource({"image": [np.asarray(maps["bpt_map"], dtype=np.float32)],
                                                "x": [x0], "y": [y0], "dw": [side], "dh": [side]})
-        fig.add_glyph(self._class_source, Image(image="image", x="x", y="y", dw="dw", dh="dh", color_mapper=classes))
+        fig.add_glyph(self._class_source, Image(color_mapper=classes))
         fig.add_layout(ColorBar(color_mapper=classes, location=(x0 * px + CLASS_MAP_PX + 8, y0 * px), width=10,
                                 height=CLASS_MAP_PX, ticker=FixedTicker(ticks=codes),
                                 major_label_overrides=dict(enumerate(bpt.CLASSES)), major_label_text_font_size="10px",

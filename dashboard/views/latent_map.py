@@ -58,9 +58,9 @@ class LatentMap(StateView):
         fig = scatter_figure("latent-map", "", MAP_FRAME, self._ranges, "UMAP 1", "UMAP 2", tap=True)
         mapper = EqHistColorMapper(palette=Viridis256, nan_color=(0, 0, 0, 0), rescale_discrete_levels=True)
         empty = image_columns(np.zeros((1, 1), np.uint32), self._ranges)
-        image = {"image": "image", "x": "x", "y": "y", "dw": "dw", "dh": "dh"}
-        self._numeric = fig.add_glyph(ColumnDataSource(empty), Image(**image, color_mapper=mapper))
-        self._categorical = fig.add_glyph(ColumnDataSource(empty), ImageRGBA(**image))
+        # Image glyphs read the columns image, x, y, dw and dh by default (base.image_columns).
+        self._numeric = fig.add_glyph(ColumnDataSource(empty), Image(color_mapper=mapper))
+        self._categorical = fig.add_glyph(ColumnDataSource(empty), ImageRGBA())
         self._colour_bar = ColorBar(color_mapper=mapper, formatter=PrintfTickFormatter(format="%.4g"),
                                     title_text_font_size="10px")
         fig.add_layout(self._colour_bar, "right")
