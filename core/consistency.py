@@ -67,6 +67,13 @@ TOP_FRACTION = 0.10
 BATCH = 64
 #: The catalogue column.
 COLUMN = "score_consistency"
+#: Catalogue columns of how well the network predicts each galaxy (``evaluate`` reports the ordinary galaxies'
+#: medians); written by ``embed`` from the predictions that score it.
+FIT_COLUMNS = {
+    "chi2_consistency": "reduced chi-square of the consistency network's predictions of hidden lines over every "
+                        "measured line and cell, against the noise and each line's calibrated floor",
+    "chi2_consistency_noise": "the same against the measured noise alone (1: predicted to the noise)",
+}
 DEFINITION = (
     "cross-line consistency: each ion's lines hidden in turn in each of "
     f"{FOLDS} wedges of the map and predicted by a network from the other lines and the galaxy's own ratios "
@@ -81,7 +88,9 @@ DEFINITION = (
 class FitConfig:
     """How the consistency network is trained (``embed`` does it; stored in ``consistency.pt``)."""
 
-    epochs: int = 12  # passes over the training galaxies (12: ~100 s for the demo's 1,800 on 2 cores)
+    # passes over the training galaxies: 9 took ~75 s for the demo's 1,800 on 2 cores and found as much as 12
+    # (demo AP 0.850 / 0.793 with seeds 1 / 0, against 0.842 / 0.791; benchmarks/README.md, "Nine epochs")
+    epochs: int = 9
     batch_size: int = 32  # galaxies per step
     lr: float = 2e-3  # peak learning rate of the one-cycle schedule
     weight_decay: float = 1e-4  # AdamW weight decay
@@ -291,14 +300,18 @@ def _hidden_predictions(model, flux, ivar, mask, lines: Sequence[str], batch: in
             yield rows, x, iv, good, pred
 
 
-def cell_terms(model, flux, ivar, mask, lines: Sequence[str], batch: int = BATCH, floor=None, device="cpu"):
+def cell_terms(model, flux, ivar, mask, lines: Sequence[str], batch: int = BATCH, floor=None, device="cpu",
+               noise=None):
     """``(terms, good)``: each line's chi-square term in each cell ``(N, L, S, S)`` with every line predicted
     while hidden, and where it was measured (bool); ``floor`` None: the network's calibrated floors, 0: against
-    the noise alone."""
+    the noise alone. With ``noise`` (an ``(N,)`` array) each galaxy's reduced chi-square against the noise alone,
+    over every measured line and cell, is written into it from the same predictions."""
     terms, good_all = np.zeros(np.shape(flux), np.float32), np.zeros(np.shape(flux), bool)
     floor = model.floors if floor is None else floor
     for rows, x, iv, good, pred in _hidden_predictions(model, flux, ivar, mask, lines, batch, device):
         terms[rows], good_all[rows] = _terms(pred, x, iv, good, floor).cpu().numpy(), good.cpu().numpy() > 0
+        if noise is not None:
+            noise[rows] = (_terms(pred, x, iv, good, 0.0).sum((1, 2, 3)) / good.sum((1, 2, 3)).clamp(min=1)).cpu().numpy()
     return terms, good_all
 
 
@@ -335,32 +348,24 @@ def galaxy_scores(terms, good, shares=None) -> np.ndarray:
     return out
 
 
-def reduced_chi_square(model, flux, ivar, mask, lines: Sequence[str], floors=(None,), batch: int = BATCH,
-                       device="cpu") -> np.ndarray:
-    """``(len(floors), N)`` each galaxy's reduced chi-square over every measured line and cell, each predicted
-    while hidden, with each error floor (None: the network's calibrated floors, 0: against the noise alone),
-    from one set of predictions: how well the network fits it (``evaluate`` reports the ordinary galaxies' median)."""
-    floors = [model.floors if floor is None else floor for floor in floors]
-    out = np.zeros((len(floors), len(flux)))
-    for rows, x, iv, good, pred in _hidden_predictions(model, flux, ivar, mask, lines, batch, device):
-        n_good = good.sum((1, 2, 3)).clamp(min=1)  # (B,)
-        for f, floor in enumerate(floors):
-            out[f, rows] = (_terms(pred, x, iv, good, floor).sum((1, 2, 3)) / n_good).cpu().numpy()
-    return out
-
-
 def consistency_scores(model, flux, ivar, mask, lines: Sequence[str], batch: int = BATCH, maps=None,
-                       shares=None, device="cpu", progress: bool = False) -> np.ndarray:
+                       shares=None, fits=None, device="cpu", progress: bool = False) -> np.ndarray:
     """``score_consistency`` of each galaxy ``(N,)``, in blocks so a large survey is never held at once;
     with ``maps`` (an ``(N, S, S)`` array, e.g. a memmap) each galaxy's :func:`cell_map` is written into it,
-    with ``shares`` (``(N, L)``) each line's share of the score (:func:`galaxy_scores`)."""
+    with ``shares`` (``(N, L)``) each line's share of the score (:func:`galaxy_scores`), with ``fits``
+    (``(N, 2)``) the galaxy's :data:`FIT_COLUMNS`: how well the network predicts it, from the same predictions."""
     from tqdm.auto import tqdm
 
     out = []
     for start in tqdm(range(0, len(flux), 1024), desc="consistency", unit="block", disable=not progress):
         block = slice(start, start + 1024)
-        terms, good = cell_terms(model, flux[block], ivar[block], mask[block], lines, batch, device=device)
+        noise = None if fits is None else np.empty(len(flux[block]))
+        terms, good = cell_terms(model, flux[block], ivar[block], mask[block], lines, batch, device=device,
+                                 noise=noise)
         out.append(galaxy_scores(terms, good, None if shares is None else shares[block]))
         if maps is not None:
             maps[block] = cell_map(terms, good)
+        if fits is not None:
+            fits[block, 0] = terms.sum((1, 2, 3)) / np.maximum(good.sum((1, 2, 3)), 1)
+            fits[block, 1] = noise
     return np.concatenate(out) if out else np.empty(0)

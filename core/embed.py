@@ -89,10 +89,11 @@ def embed_run(run_dir, *, batch_size: int = scoring.BATCH_SIZE, device="auto", k
     else:
         cell_maps, commit = open_npy_memmap(map_file, (n, data.size, data.size), np.float32)
         line_shares = np.empty((n, len(lines)), np.float32)
+        fits = np.empty((n, len(consistency.FIT_COLUMNS)))
         try:
             components[consistency.COLUMN] = consistency.consistency_scores(
-                detector, data.flux, data.ivar, data.mask, lines, maps=cell_maps, shares=line_shares, device=dev,
-                progress=progress)
+                detector, data.flux, data.ivar, data.mask, lines, maps=cell_maps, shares=line_shares, fits=fits,
+                device=dev, progress=progress)
             commit()
         except BaseException:
             os.unlink(cell_maps.filename)
@@ -104,6 +105,9 @@ def embed_run(run_dir, *, batch_size: int = scoring.BATCH_SIZE, device="auto", k
     catalogue = data.catalogue.reset_index(drop=True).copy()
     for name, col in scoring.score_columns(anomaly, shares, lines, anomaly, threshold, shape, components).items():
         catalogue[name] = col
+    if detector is not None:
+        for i, name in enumerate(consistency.FIT_COLUMNS):
+            catalogue[name] = fits[:, i]
     catalogue["umap_x"], catalogue["umap_y"] = coords[:, 0], coords[:, 1]
     catalogue["split"] = np.where(manifest.split.mask(n), "val", "train")
 

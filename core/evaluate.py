@@ -23,10 +23,6 @@ from core.run import EVALUATION_FILE, Evaluation, mark_stage, open_run
 STAGE = "evaluate"
 #: The methods compared, each a field of :class:`core.run.Evaluation`.
 METHODS = ("model", "pca", "iforest")
-#: Ordinary galaxies (at most) whose fit by the consistency network is measured, besides the validation split.
-#: Every one of the demo's: the galaxies' reduced chi-squares spread over two decades, and the median of 400
-#: of them ranged from 4.0 to 5.8 with the draw where all 1,960 give 4.5 (2026-12-01).
-FIT_SAMPLE = 2_000
 
 
 def evaluate_run(run_dir, seed: int = 0) -> dict | None:
@@ -86,7 +82,7 @@ def evaluate_run(run_dir, seed: int = 0) -> dict | None:
                              "true_anomalies_flagged": int((flagged & truth).sum()),
                              "precision": float((flagged & truth).sum() / max(flagged.sum(), 1)),
                              "recall": float((flagged & truth).sum() / max(truth.sum(), 1))}
-    fit = ordinary_fit(run, seed=seed)
+    fit = ordinary_fit(run)
     if fit is not None:
         result["fit"] = fit
     write_json(run_dir / EVALUATION_FILE, result)
@@ -98,17 +94,16 @@ def evaluate_run(run_dir, seed: int = 0) -> dict | None:
     return result
 
 
-def ordinary_fit(run, block: int = 256, seed: int = 0) -> dict | None:
+def ordinary_fit(run, block: int = 256) -> dict | None:
     """How well the model fits the galaxies that are not true anomalies: median reduced chi-squares.
 
     ``score``: the autoencoder's ``score_recon`` (the reduced chi-square with the score's error model) and
     ``noise``: the same against the measured noise alone, no error model; each over every ordinary
     galaxy and over those of the validation split, which the model never trained on. None
     without a ``truth_anomaly`` column. A model that reproduced ordinary galaxies to their noise
-    would give ``noise`` near 1. Where the run has the consistency network, ``consistency`` and
-    ``consistency_noise`` say the same of its predictions of hidden lines (its score's error floor, and
-    the noise alone), over at most :data:`FIT_SAMPLE` ordinary galaxies drawn at random (``seed``)
-    and every ordinary galaxy of the validation split.
+    would give ``noise`` near 1. Where the catalogue has ``core.consistency.FIT_COLUMNS`` (the run has the
+    consistency network), ``consistency`` and ``consistency_noise`` say the same of its predictions of hidden
+    lines (its score's error floors, and the noise alone).
     """
     cat = run.catalogue
     if "truth_anomaly" not in cat:
@@ -129,18 +124,11 @@ def ordinary_fit(run, block: int = 256, seed: int = 0) -> dict | None:
     fit = {"n_ordinary": int(ordinary.sum()), "n_ordinary_val": int(val.sum()),
            "score": median(score, ordinary), "score_val": median(score, val),
            "noise": median(noise, ordinary), "noise_val": median(noise, val)}
-    if consistency.COLUMN in (run.manifest.score.components if run.manifest.score else {}):
-        network = run.consistency_network()
-        rows = np.flatnonzero(ordinary)
-        if len(rows) > FIT_SAMPLE:
-            rows = np.random.default_rng(seed).choice(rows, FIT_SAMPLE, replace=False)
-        rows = np.union1d(rows, np.flatnonzero(val))
-        measured = consistency.reduced_chi_square(network, ds.flux[rows], ds.ivar[rows], ds.mask[rows], run.lines,
-                                                  floors=(None, 0.0))
-        for key, values in zip(("consistency", "consistency_noise"), measured):
-            chi2 = np.full(len(cat), np.nan)
-            chi2[rows] = values
-            fit[key], fit[f"{key}_val"] = median(chi2, ordinary), median(chi2, val)
+    # embed measured them with the predictions that scored each galaxy (core.consistency.FIT_COLUMNS)
+    for key, column in zip(("consistency", "consistency_noise"), consistency.FIT_COLUMNS):
+        if column in cat:
+            values = cat[column].to_numpy(dtype=np.float64)
+            fit[key], fit[f"{key}_val"] = median(values, ordinary), median(values, val)
     return fit
 
 

@@ -77,6 +77,17 @@ def test_ordinary_galaxies_are_predicted_near_their_noise(detector):
     assert terms[good].mean() < 10, terms[good].mean()
 
 
+def test_the_fit_columns_are_each_galaxys_mean_term_with_the_floors_and_against_the_noise(detector):
+    flux, ivar, mask = survey(3, seed=8)
+    flux[1, :, :5] = np.nan  # fewer measured cells: the mean is over those that are
+    fits = np.full((3, len(consistency.FIT_COLUMNS)), np.nan)
+    consistency.consistency_scores(detector, flux, ivar, mask, LINES, batch=2, fits=fits)
+    for column, floor in enumerate((None, 0.0)):
+        terms, good = consistency.cell_terms(detector, flux, ivar, mask, LINES, floor=floor)
+        np.testing.assert_allclose(fits[:, column], terms.sum((1, 2, 3)) / good.sum((1, 2, 3)), rtol=1e-5)
+    assert np.all(fits[:, 1] > fits[:, 0])  # the floors only ever widen the errors
+
+
 def test_each_line_floor_puts_the_training_galaxies_median_term_at_the_chi_square_median(detector):
     flux, ivar, mask = survey(48)  # the training galaxies
     floors = detector.floors.numpy()
@@ -193,3 +204,4 @@ def test_a_compact_bright_region_never_lowers_the_score(detector, seed, line, wh
     before, after = scores(detector, np.concatenate([flux, brighter]), np.concatenate([ivar, ivar]),
                            np.concatenate([mask, mask]))
     assert after > before
+

@@ -69,17 +69,41 @@ class LineHider(nn.Module):
         """``x`` (B, L, S, S) normalised flux, ``visible`` (B, L, S, S) 1 where a line is seen;
         returns the predicted flux of every line (B, L, S, S) in the units of ``x``."""
         seen = torch.asinh(x / self.args.softening) * visible  # (B, L, S, S)
-        h = F.gelu(self.cell(F.gelu(self.local(torch.cat([seen, visible], 1)))))  # (B, W, S, S)
-        any_seen = visible.amax(1, keepdim=True)  # (B, 1, S, S)
-        pooled = (h * any_seen).sum((2, 3), keepdim=True)
-        pooled = pooled / any_seen.sum((2, 3), keepdim=True).clamp(min=1)  # (B, W, 1, 1)
-        context = [h, pooled.expand_as(h)]
+        h = F.gelu(self.local(torch.cat([seen, visible], 1))).permute(0, 2, 3, 1)  # (B, S, S, W)
+        # The 1 x 1 convolutions as matrix products over the features of every cell, channels last:
+        # the same weights (a saved network loads unchanged) and ~10 % less training time on a CPU.
+        h = F.gelu(_per_cell(self.cell, h))  # (B, S, S, W)
+        any_seen = visible.amax(1)  # (B, S, S)
+        pooled = torch.einsum("bijw,bij->bw", h, any_seen) / any_seen.sum((1, 2)).clamp(min=1)[:, None]  # (B, W)
+        # mix(cat[h, pooled, rings]) split by its input blocks: the galaxy's pooled part once per galaxy.
+        w = self.mix.weight.flatten(1)  # (W, 2W or 3W)
+        width = h.shape[-1]
+        mixed = _linear(h, w[:, :width]) + _linear(pooled[:, None], w[:, width:2 * width], self.mix.bias)[:, :, None]
         if self.args.rings:
             rings = ring_weights(x.shape[-1], self.args.rings, x.device)  # (R, S, S)
-            share = rings * any_seen  # (B, R, S, S)
-            by_ring = torch.einsum("bwij,brij->bwr", h, share)
-            by_ring = by_ring / share.sum((2, 3))[:, None].clamp(min=1e-3)  # (B, W, R); an unseen ring gives 0
-            context.append(torch.einsum("bwr,rij->bwij", by_ring, rings / rings.sum(0)))  # (B, W, S, S)
-        h = F.gelu(self.hidden(F.gelu(self.mix(torch.cat(context, 1)))))  # (B, W, S, S)
+            share = rings * any_seen[:, None]  # (B, R, S, S)
+            by_ring = torch.einsum("bijw,brij->brw", h, share)
+            by_ring = by_ring / share.sum((2, 3))[..., None].clamp(min=1e-3)  # (B, R, W); an unseen ring gives 0
+            at_cell = torch.einsum("brw,rij->bijw", by_ring, rings / rings.sum(0))  # (B, S, S, W)
+            mixed = mixed + _linear(at_cell, w[:, 2 * width:])
+        h = F.gelu(_per_cell(self.hidden, F.gelu(mixed)))  # (B, S, S, W)
         level = F.avg_pool2d((x * visible).sum(1, keepdim=True).clamp(min=0), 3, 1, 1) + 1e-3  # (B, 1, S, S)
-        return self.out(h) * level
+        return _per_cell(self.out, h).permute(0, 3, 1, 2) * level  # (B, L, S, S)
+
+
+def _per_cell(conv: nn.Conv2d, h: torch.Tensor) -> torch.Tensor:
+    """The 1 x 1 convolution ``conv`` applied to channels-last features ``h`` (B, S, S, C_in) -> (B, S, S, C_out)."""
+    return _linear(h, conv.weight.flatten(1), conv.bias)
+
+
+def _linear(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """``h @ weight.T + bias`` for ``h`` (B, ..., C_in), one matrix product per galaxy.
+
+    Not ``F.linear``: it multiplies all B galaxies' rows as one matrix, whose blocking, and so whose
+    float rounding, depends on B; a galaxy scored alone (``train score``) must get exactly the score
+    it got among the run's galaxies (``embed``).
+    """
+    b, c_in = h.shape[0], h.shape[-1]
+    out = torch.bmm(h.reshape(b, -1, c_in), weight.t().expand(b, c_in, weight.shape[0]))  # (B, n, C_out)
+    out = out.reshape(*h.shape[:-1], weight.shape[0])  # (B, ..., C_out)
+    return out if bias is None else out + bias
