@@ -359,10 +359,11 @@ def _astrometry(header, ra: float, dec: float, shape) -> tuple[float, tuple[floa
         wcs = WCS(header, naxis=2)
     if not wcs.has_celestial:
         return MANGA_PIXSCALE, fallback
-    pixscale = float(np.mean(proj_plane_pixel_scales(wcs.celestial)) * 3600.0)
+    celestial = wcs.celestial  # each access builds a new WCS
+    pixscale = float(np.mean(proj_plane_pixel_scales(celestial)) * 3600.0)
     if not (np.isfinite(ra) and np.isfinite(dec)):
         return pixscale, fallback
-    x, y = wcs.celestial.world_to_pixel_values(ra, dec)
+    x, y = celestial.world_to_pixel_values(ra, dec)
     if not (np.isfinite(x) and np.isfinite(y)):
         return pixscale, fallback
     return pixscale, (float(x), float(y))
