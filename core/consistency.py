@@ -89,7 +89,8 @@ class FitConfig:
     """How the consistency network is trained (``embed`` does it; stored in ``consistency.pt``)."""
 
     # passes over the training galaxies: 9 took ~75 s for the demo's 1,800 on 2 cores and found as much as 12
-    # (demo AP 0.850 / 0.793 with seeds 1 / 0, against 0.842 / 0.791; benchmarks/README.md, "Nine epochs")
+    # (demo AP 0.850 / 0.793 with seeds 1 / 0, against 0.842 / 0.791; benchmarks/README.md, "Five epochs, nine
+    # for the network")
     epochs: int = 9
     batch_size: int = 32  # galaxies per step
     lr: float = 2e-3  # peak learning rate of the one-cycle schedule
