@@ -312,7 +312,8 @@ def cell_terms(model, flux, ivar, mask, lines: Sequence[str], batch: int = BATCH
     for rows, x, iv, good, pred in _hidden_predictions(model, flux, ivar, mask, lines, batch, device):
         terms[rows], good_all[rows] = _terms(pred, x, iv, good, floor).cpu().numpy(), good.cpu().numpy() > 0
         if noise is not None:
-            noise[rows] = (_terms(pred, x, iv, good, 0.0).sum((1, 2, 3)) / good.sum((1, 2, 3)).clamp(min=1)).cpu().numpy()
+            against_noise = _terms(pred, x, iv, good, 0.0).sum((1, 2, 3)) / good.sum((1, 2, 3)).clamp(min=1)  # (B,)
+            noise[rows] = against_noise.cpu().numpy()
     return terms, good_all
 
 

@@ -204,4 +204,3 @@ def test_a_compact_bright_region_never_lowers_the_score(detector, seed, line, wh
     before, after = scores(detector, np.concatenate([flux, brighter]), np.concatenate([ivar, ivar]),
                            np.concatenate([mask, mask]))
     assert after > before
-

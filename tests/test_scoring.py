@@ -104,7 +104,8 @@ def test_embed_writes_every_artifact(trained):
     for c in components:
         assert m.score.components[c] == pytest.approx({"median": np.median(cat[c]), "spread": spreads[c]})
     # each score over its median (with an even number of galaxies, not exp of the logs' median)
-    z = sum(np.log(cat[c] / np.median(cat[c])) / spreads[c] for c in components) / sum(1 / spreads[c] for c in components)
+    z = sum(np.log(cat[c] / np.median(cat[c])) / spreads[c] for c in components)
+    z /= sum(1 / spreads[c] for c in components)
     # rtol: the catalogue keeps the detectors' float32 scores, and a narrow spread magnifies their rounding
     np.testing.assert_allclose(cat.anomaly_score, np.exp(z), rtol=1e-5)
     assert m.score.median == pytest.approx(np.median(cat.anomaly_score))
