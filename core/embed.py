@@ -6,7 +6,9 @@ per-cell map ``consistency_map.npy`` and per-line shares ``consistency_lines.npy
 directory (atomically) and records the score summary (:class:`core.run.ScoreInfo`), the UMAP
 parameters, the files' stamps (size, time, sha256) and the dataset's in its manifest; the embed
 stamp is removed before the first file is rewritten and set last. The anomaly score combines the
-autoencoder's reduced chi-square and the consistency detector (``core.scoring.SCORE_DEFINITION``).
+autoencoder's reduced chi-square, the consistency detector and the spectral-mixing detector
+(``core.mixing``, whose per-statistic calibration is kept with the score's units in the manifest;
+``core.scoring.SCORE_DEFINITION``).
 Torch and umap are imported inside :func:`embed_run`.
 """
 from __future__ import annotations
@@ -17,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from core import consistency, latent, scoring
+from core import consistency, latent, mixing, scoring
 from core.dataset import open_dataset
 from core.errors import RunError
 from core.io import open_npy_memmap, remove_stale_tmp, save_npy, save_parquet, stamp_files
@@ -99,7 +101,16 @@ def embed_run(run_dir, *, batch_size: int = scoring.BATCH_SIZE, device="auto", k
             os.unlink(cell_maps.filename)
             raise
         del cell_maps
+    if progress:
+        print(f"embed: {mixing.COLUMN}, every galaxy fitted as a mix of {mixing.RANK} spectra ...", flush=True)
+    mixing_fits = np.empty((n, len(mixing.FIT_COLUMNS)))
+    mixing_stats = mixing.block_statistics(data.flux, data.ivar, data.mask, lines, fits=mixing_fits,
+                                           progress=progress)
+    mixing_calibration = mixing.calibrate(mixing_stats)
+    components[mixing.COLUMN], mixing_group = mixing.galaxy_scores(mixing_stats, mixing_calibration, lines)
     scales = scoring.component_scales(components)
+    # train score puts new files' statistics in the same units
+    scales[mixing.COLUMN]["statistics"] = mixing_calibration
     anomaly = scoring.combine(components, scales)
     threshold = scoring.flag_threshold(anomaly, flag_pct)
     catalogue = data.catalogue.reset_index(drop=True).copy()
@@ -108,6 +119,9 @@ def embed_run(run_dir, *, batch_size: int = scoring.BATCH_SIZE, device="auto", k
     if detector is not None:
         for i, name in enumerate(consistency.FIT_COLUMNS):
             catalogue[name] = fits[:, i]
+    catalogue[mixing.GROUP_COLUMN] = mixing_group
+    for i, name in enumerate(mixing.FIT_COLUMNS):
+        catalogue[name] = mixing_fits[:, i]
     catalogue["umap_x"], catalogue["umap_y"] = coords[:, 0], coords[:, 1]
     catalogue["split"] = np.where(manifest.split.mask(n), "val", "train")
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from core import consistency, scoring
+from core import consistency, mixing, scoring
 from core.io import file_stamp, remove_stale_tmp, write_json
 from core.run import EVALUATION_FILE, Evaluation, mark_stage, open_run
 
@@ -48,7 +48,8 @@ def evaluate_run(run_dir, seed: int = 0) -> dict | None:
                                   n_components=run.latents.shape[1], seed=seed),
         "iforest": scoring.isolation_forest_scores(cat, seed=seed),
     }
-    for name, column in (("recon", scoring.RECON_COLUMN), ("consistency", consistency.COLUMN)):
+    for name, column in (("recon", scoring.RECON_COLUMN), ("consistency", consistency.COLUMN),
+                         ("mixing", mixing.COLUMN)):
         if column in cat:
             methods[name] = cat[column].to_numpy(dtype=np.float64)
     rows = scoring.detection_metrics(tasks, methods)
@@ -70,6 +71,7 @@ def evaluate_run(run_dir, seed: int = 0) -> dict | None:
                if "recon" in methods else {}),
             **({"consistency": f"the run's {consistency.COLUMN} alone, {consistency.DEFINITION}"}
                if "consistency" in methods else {}),
+            **({"mixing": f"the run's {mixing.COLUMN} alone, {mixing.DEFINITION}"} if "mixing" in methods else {}),
         },
         "seed": seed,
         "n_galaxies": len(cat),
@@ -103,7 +105,8 @@ def ordinary_fit(run, block: int = 256) -> dict | None:
     without a ``truth_anomaly`` column. A model that reproduced ordinary galaxies to their noise
     would give ``noise`` near 1. Where the catalogue has ``core.consistency.FIT_COLUMNS`` (the run has the
     consistency network), ``consistency`` and ``consistency_noise`` say the same of its predictions of hidden
-    lines (its score's error floors, and the noise alone).
+    lines (its score's error floors, and the noise alone); with ``core.mixing.FIT_COLUMNS``, ``mixing`` and
+    ``mixing_noise`` of each galaxy's own two-spectrum mix (a 3 % floor, and the noise alone).
     """
     cat = run.catalogue
     if "truth_anomaly" not in cat:
@@ -124,8 +127,9 @@ def ordinary_fit(run, block: int = 256) -> dict | None:
     fit = {"n_ordinary": int(ordinary.sum()), "n_ordinary_val": int(val.sum()),
            "score": median(score, ordinary), "score_val": median(score, val),
            "noise": median(noise, ordinary), "noise_val": median(noise, val)}
-    # embed measured them with the predictions that scored each galaxy (core.consistency.FIT_COLUMNS)
-    for key, column in zip(("consistency", "consistency_noise"), consistency.FIT_COLUMNS):
+    # embed measured them with the fits that scored each galaxy (core.consistency / core.mixing .FIT_COLUMNS)
+    for key, column in (*zip(("consistency", "consistency_noise"), consistency.FIT_COLUMNS),
+                        *zip(("mixing", "mixing_noise"), mixing.FIT_COLUMNS)):
         if column in cat:
             values = cat[column].to_numpy(dtype=np.float64)
             fit[key], fit[f"{key}_val"] = median(values, ordinary), median(values, val)
@@ -152,5 +156,8 @@ def report(result: dict) -> str:
         if fit.get("consistency") is not None:
             lines.append(f"  the consistency network's predictions of hidden lines: {pair('consistency')} with its "
                          f"calibrated floors, {pair('consistency_noise')} against the noise alone")
+        if fit.get("mixing") is not None:
+            lines.append(f"  each galaxy's own mix of {mixing.RANK} spectra ({mixing.COLUMN}'s fit): {pair('mixing')} "
+                         f"with its {mixing.FLOOR:.0%} floor, {pair('mixing_noise')} against the noise alone")
     lines += [f"  {m}: {d}" for m, d in result["methods"].items()]
     return "\n".join(lines)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from core import consistency, maps, scoring
+from core import consistency, maps, mixing, scoring
 from core.errors import BlueberryError, RunError
 from core.ingest import find_inputs
 from core.run import check_stamps, open_run
@@ -68,8 +68,15 @@ def score_files(run_dir, inputs, batch_size: int = scoring.BATCH_SIZE, device="a
         if detector is not None:
             components[consistency.COLUMN] = consistency.consistency_scores(detector, flux, ivar, mask, lines,
                                                                             device=dev)
+        groups = None
+        if mixing.COLUMN in score_info.components:
+            stats = mixing.block_statistics(flux, ivar, mask, lines)
+            components[mixing.COLUMN], groups = mixing.galaxy_scores(
+                stats, score_info.components[mixing.COLUMN]["statistics"], lines)
         anomaly = scoring.combine(components, score_info.components)
         cols = scoring.score_columns(anomaly, shares, lines, population, score_info.flag_threshold, shape, components)
+        if groups is not None:
+            cols[mixing.GROUP_COLUMN] = groups
         cols.insert(0, "source", sources)
         cols.insert(0, "galaxy_id", [g.galaxy_id for g in grids])
         tables.append(cols)

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from core import consistency, scoring
+from core import consistency, mixing, scoring
 from core.embed import embed_run
 from core.evaluate import evaluate_run
 from core.ingest import IngestOptions, ingest
@@ -97,15 +97,21 @@ def test_embed_writes_every_artifact(trained):
     assert run.consistency_lines.shape == (n, len(lines)) and (run.consistency_lines >= 0).all()
     np.testing.assert_allclose(run.consistency_lines.sum(axis=1), 1.0, rtol=1e-5)
     assert np.isfinite(cat[[consistency.COLUMN, scoring.RECON_COLUMN]].to_numpy()).all()
-    # the anomaly score: the detectors' geometric mean, each over its run median, weighted by 1 / its log spread
-    components = [scoring.RECON_COLUMN, consistency.COLUMN]
+    # the mixing detector: a score, the group it names and its fit for every galaxy with a measured cell
+    assert np.isfinite(cat[[mixing.COLUMN, *mixing.FIT_COLUMNS]].to_numpy()).all()
+    assert set(cat[mixing.GROUP_COLUMN]) <= {name for name, _ in mixing.groups(lines)}
+    calibration = m.score.components[mixing.COLUMN]["statistics"]
+    assert np.shape(calibration["median"]) == np.shape(calibration["spread"]) == (len(mixing.groups(lines)),
+                                                                                 len(mixing.SCALES))
+    # the anomaly score: the largest of the detectors' z-scores, each over its run median and in units of its log spread
+    components = [scoring.RECON_COLUMN, consistency.COLUMN, mixing.COLUMN]
     logs = {c: np.log(cat[c].to_numpy()) for c in components}
     spreads = {c: 1.4826 * np.median(np.abs(logs[c] - np.median(logs[c]))) for c in components}
     for c in components:
-        assert m.score.components[c] == pytest.approx({"median": np.median(cat[c]), "spread": spreads[c]})
+        assert {k: m.score.components[c][k] for k in ("median", "spread")} == pytest.approx(
+            {"median": np.median(cat[c]), "spread": spreads[c]})
     # each score over its median (with an even number of galaxies, not exp of the logs' median)
-    z = sum(np.log(cat[c] / np.median(cat[c])) / spreads[c] for c in components)
-    z /= sum(1 / spreads[c] for c in components)
+    z = np.max([np.log(cat[c] / np.median(cat[c])) / spreads[c] for c in components], axis=0)
     # rtol: the catalogue keeps the detectors' float32 scores, and a narrow spread magnifies their rounding
     np.testing.assert_allclose(cat.anomaly_score, np.exp(z), rtol=1e-5)
     assert m.score.median == pytest.approx(np.median(cat.anomaly_score))
@@ -450,7 +456,7 @@ def test_embed_needs_a_trained_model(tmp_path, capsys):
     assert "no run here" in capsys.readouterr().err
 
 
-def test_the_detectors_count_in_units_of_their_own_scatter():
+def test_the_anomaly_score_is_the_largest_robust_z_score_of_the_detectors():
     rng = np.random.default_rng(0)
     # one detector scatters three times more among ordinary galaxies than the other
     components = {"wide": np.exp(rng.normal(0, 0.6, 500)), "narrow": np.exp(rng.normal(0, 0.2, 500))}
@@ -458,16 +464,21 @@ def test_the_detectors_count_in_units_of_their_own_scatter():
     assert scales["wide"]["spread"] == pytest.approx(0.6, rel=0.15)
     assert scales["narrow"]["spread"] == pytest.approx(0.2, rel=0.15)
     typical = scoring.combine(components, scales)
-    assert np.median(typical) == pytest.approx(1.0, abs=0.1)
+    # the larger of two standard normals has median 0.55: ln of the typical score sits there
+    assert np.median(np.log(typical)) == pytest.approx(0.55, abs=0.1)
     # twice the median is 1.2 spreads of the wide detector but 3.5 of the narrow one: the narrow one's lifts more
     odd_wide = scoring.combine({"wide": np.array([2.0]), "narrow": np.array([1.0])}, scales)
     odd_narrow = scoring.combine({"wide": np.array([1.0]), "narrow": np.array([2.0])}, scales)
     assert odd_narrow[0] > odd_wide[0] > 1
-    # a weighted geometric mean: between the detectors' own ratios to their medians
+    # the largest z-score, not a mean: an ordinary value in one detector does not dilute the other's oddness
     ratios = np.array([4.0 * scales["wide"]["median"], 0.5 * scales["narrow"]["median"]])
     both = scoring.combine({"wide": ratios[:1], "narrow": ratios[1:]}, scales)[0]
-    assert 0.5 < both < 4.0
+    assert np.log(both) == pytest.approx(np.log(4.0) / scales["wide"]["spread"])
     # a detector that is NaN for a galaxy is left out; none at all gives NaN; a perfect fit (0) stays finite
     out = scoring.combine({"wide": np.array([np.nan, np.nan, 0.0]), "narrow": np.array([2.0, np.nan, 1.0])}, scales)
-    assert out[0] == pytest.approx(2.0 / scales["narrow"]["median"])
-    assert np.isnan(out[1]) and np.isfinite(out[2]) and out[2] < 1
+    assert np.log(out[0]) == pytest.approx(np.log(2.0 / scales["narrow"]["median"]) / scales["narrow"]["spread"])
+    assert np.isnan(out[1])
+    assert np.log(out[2]) == pytest.approx(np.log(1.0 / scales["narrow"]["median"]) / scales["narrow"]["spread"])
+    assert np.isfinite(scoring.combine({"wide": np.array([0.0])}, scales)).all()
+    # a galaxy odd beyond any doubt stays finite (the manifest is JSON)
+    assert np.isfinite(scoring.combine({"narrow": np.array([1e300])}, scales)).all()

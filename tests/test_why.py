@@ -7,7 +7,7 @@ import panel as pn
 import pytest
 from bokeh.document import Document
 
-from core import bpt, scoring
+from core import bpt, mixing, scoring
 from core.io import file_stamp, write_json
 from core.run import INJECTION_FILE, Injection, RunManifest, mark_stage
 from dashboard.data import injection_figures, open_app_data
@@ -105,6 +105,8 @@ def test_explain_draws_the_consistency_map_where_the_run_has_one(run_path, tmp_p
     text = summary_html(data, 3)
     assert "cross-line" in text and f"disagree most with the others (score_consistency): {run.lines[4]} 90 %" in text
     assert "disagree most" not in summary_html(open_app_data(run_path), 3)  # a run without them says nothing
+    data.catalogue[mixing.GROUP_COLUMN] = "SII"
+    assert f"depart most from a mix of {mixing.RANK} spectra ({mixing.COLUMN}): SII." in summary_html(data, 3)
     # a map of the wrong shape is refused, naming the file
     np.save(copy / CONSISTENCY_MAP_FILE, cells[:, :-1])
     mark_stage(copy, "embed", True, files={**RunManifest.read(copy).files,
@@ -118,8 +120,9 @@ def test_components_name_every_detector_of_the_run(run_path):
     n = len(data.catalogue)
     data.catalogue["score_recon"] = np.arange(n, dtype=float)
     data.catalogue["score_consistency"] = np.arange(n, dtype=float)[::-1]
+    data.catalogue["score_mixing"] = np.arange(n, dtype=float)
     comps = components(data, 0)
-    assert {c[0] for c in comps} == {"anomaly_score", "score_consistency", "score_recon"}  # every detector
+    assert {c[0] for c in comps} == {"anomaly_score", "score_consistency", "score_mixing", "score_recon"}
     assert comps[0][0] == "score_consistency" and comps[0][2] == 100.0 and comps[-1][0] == "score_recon"
 
 

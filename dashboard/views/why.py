@@ -5,8 +5,9 @@ One small Bokeh figure (issue 11: few figures paint fast) and a line of text:
 - the text names the score that places the galaxy highest in the run (``anomaly_score`` and
   the catalogue's other ``score_<name>`` columns, e.g. ``score_consistency``, each placed in
   the run by its percentile), the lines with the largest shares of the autoencoder's error
-  (``err_<line>``) and those with the largest shares of ``score_consistency`` (the lines that
-  disagree with the others, ``consistency_lines.npy``);
+  (``err_<line>``), those with the largest shares of ``score_consistency`` (the lines that
+  disagree with the others, ``consistency_lines.npy``) and the ion whose maps depart most from
+  the galaxy's two-spectrum mix (``mixing_group``, ``core.mixing``);
 - left, *where*: the normalised residual (``core.scoring.normalised_residual``: data minus
   model in units of the score's error) of the three lines that weigh most, and the consistency
   detector's cell map (``core.consistency.cell_map``, cached by embed) as a square root: the RMS,
@@ -21,7 +22,7 @@ import html
 import numpy as np
 import panel as pn
 
-from core import bpt, scoring
+from core import bpt, mixing, scoring
 from dashboard.views.base import PANEL_CSS, StateView, change, section_title
 from dashboard.views.glyphs import MASKED, Mosaic, plain_figure
 from dashboard.views.inspector import symmetric_limit
@@ -98,6 +99,10 @@ def summary_html(data, row: int | None) -> str:
     lines = ", ".join(f"{html.escape(ln)} {100 * s:.0f} %" for ln, s in shares)
     disagree = ", ".join(f"{html.escape(ln)} {100 * s:.0f} %" for ln, s in disagreeing_lines(data, row))
     disagree = f"Lines that disagree most with the others (score_consistency): {disagree}. " if disagree else ""
+    group = cat[mixing.GROUP_COLUMN].iat[row] if mixing.GROUP_COLUMN in cat else None
+    if isinstance(group, str):
+        disagree += (f"The lines that depart most from a mix of {mixing.RANK} spectra ({mixing.COLUMN}): "
+                     f"{html.escape(group)}. ")
     return (f'<p style="font-size:13px;margin:2px 0">Dominant component: <b>{html.escape(col)}</b> at percentile '
             f"{pct:.1f} (components' percentiles: {parts}). Lines with the largest shares of the autoencoder's "
             f"error: {lines}. {disagree}"

@@ -1,0 +1,152 @@
+"""The spectral-mixing detector (core.mixing): fit, invariances, what it must see, bad inputs."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from core import mixing
+from core.lines import DR15_CHANNELS
+
+LINES = list(DR15_CHANNELS)
+L, S = len(LINES), 16
+HA, OIII = LINES.index("Ha-6564"), [LINES.index("OIII-4960"), LINES.index("OIII-5008")]
+SII = [LINES.index("SII-6718"), LINES.index("SII-6732")]
+
+
+def survey(n, seed=0, noise=0.02, spectra=2):
+    """``n`` galaxies whose cells mix ``spectra`` positive spectra (the same for every galaxy) with smooth maps."""
+    mix = np.random.default_rng(12345).uniform(0.05, 1.0, (spectra, L))
+    mix[:, HA] = 3.0
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[:S, :S] - (S - 1) / 2
+    flux = np.empty((n, L, S, S))
+    for i in range(n):
+        maps = [np.exp(-((x - rng.uniform(-3, 3)) ** 2 + (y - rng.uniform(-3, 3)) ** 2) / (2 * rng.uniform(2, 5) ** 2))
+                for _ in range(spectra)]
+        flux[i] = 10 * rng.uniform(0.5, 2.0) * np.einsum("kl,kij->lij", mix, np.array(maps))  # (L, S, S)
+    flux += rng.normal(0, noise, flux.shape)
+    ivar = np.full(flux.shape, 1 / noise**2)
+    mask = np.broadcast_to(x**2 + y**2 > (S / 2) ** 2, flux.shape).copy()
+    return flux, ivar, mask
+
+
+@pytest.fixture(scope="module")
+def calibration():
+    """The units of a run of 60 ordinary galaxies."""
+    flux, ivar, mask = survey(60, seed=1)
+    return mixing.calibrate(mixing.block_statistics(flux, ivar, mask, LINES))
+
+
+def score(flux, ivar, mask, calibration):
+    return mixing.galaxy_scores(mixing.block_statistics(flux, ivar, mask, LINES), calibration, LINES)[0]
+
+
+def test_two_spectrum_galaxies_are_fitted_to_their_noise():
+    flux, ivar, mask = survey(8, seed=2)
+    fits = np.empty((8, 2))
+    resid = mixing.residuals(flux, ivar, mask, LINES, fits=fits)
+    assert resid.shape == flux.shape and np.isnan(resid[mask]).all() and np.isfinite(resid[~mask]).all()
+    # against the noise alone every galaxy's reduced chi-square is 1, less the few degrees of freedom the fit takes
+    assert np.all((fits[:, 1] > 0.85) & (fits[:, 1] < 1.15)), fits
+    # the 3 % floor only adds to each cell's error, and at this signal-to-noise (up to ~1,000) it dominates
+    assert np.all(fits[:, 0] <= fits[:, 1]) and np.nanvar(resid) < 0.5
+
+
+def test_three_spectra_do_not_fit_as_two():
+    flux, ivar, mask = survey(4, seed=3, spectra=3)
+    fits = np.empty((4, 2))
+    mixing.residuals(flux, ivar, mask, LINES, fits=fits)
+    assert np.all(fits[:, 1] > 2), fits
+
+
+def test_the_matched_filter_is_a_standard_normal_for_unit_noise():
+    rng = np.random.default_rng(0)
+    resid = rng.normal(size=(400, L, S, S))
+    resid[:, :, :3] = np.nan  # unmeasured rows: the filter's variance counts only measured lines
+    stats = mixing.statistics(resid, LINES)  # (N, G, T) largest |S| of ~S*S roughly independent normals
+    single = stats[:, :, 0]
+    # the largest |N(0, 1)| of 13 x 16 cells sits near 3; filtered scales have fewer independent cells
+    assert 2.4 < np.median(single) < 3.6, np.median(single)
+    assert np.all(np.median(stats, axis=0) < 3.6) and np.all(np.median(stats, axis=0) > 1.0)
+
+
+@settings(max_examples=15, deadline=None)
+@given(c=st.floats(1e-3, 1e3), seed=st.integers(0, 10_000))
+def test_score_does_not_depend_on_the_flux_scale(calibration, c, seed):
+    flux, ivar, mask = survey(2, seed=seed)
+    np.testing.assert_allclose(score(flux * c, ivar / c**2, mask, calibration), score(flux, ivar, mask, calibration),
+                               rtol=1e-3)  # the issue asks < 1 %; float32 rounding only
+
+
+@settings(max_examples=15, deadline=None)
+@given(seed=st.integers(0, 10_000), factor=st.floats(1.5, 4.0), y0=st.integers(4, 8), x0=st.integers(4, 8))
+def test_a_group_of_lines_moved_against_the_others_raises_the_score(calibration, seed, factor, y0, x0):
+    flux, ivar, mask = survey(1, seed=seed)
+    odd = flux.copy()
+    odd[0, OIII, y0:y0 + 4, x0:x0 + 4] *= factor  # a patch where [OIII] no longer goes with the other lines
+    both = mixing.block_statistics(np.concatenate([flux, odd]), np.concatenate([ivar, ivar]),
+                                   np.concatenate([mask, mask]), LINES)
+    before, after = mixing.galaxy_scores(both, calibration, LINES)[0]
+    assert after > before
+
+
+@pytest.mark.parametrize("ion", ["OIII", "SII"])
+def test_the_group_that_departs_is_named(calibration, ion):
+    """A moderate change is named where it was made. (A line made several times brighter can pull the fit
+    towards it, and the misfit then shows in the other lines: the column says where the departure lies.)"""
+    idx = dict(mixing.groups(LINES))[ion]
+    for seed, factor in zip(range(4), (1.2, 1.5, 2.0, 0.6)):
+        flux, ivar, mask = survey(1, seed=seed)
+        flux[0, idx, 4:8, 4:8] *= factor
+        assert mixing.galaxy_scores(mixing.block_statistics(flux, ivar, mask, LINES), calibration, LINES)[1][0] == ion
+
+
+def test_one_line_turned_against_the_others_raises_the_score(calibration):
+    flux, ivar, mask = survey(6, seed=3)
+    turned = flux.copy()
+    turned[:, SII] = np.rot90(flux[:, SII], k=1, axes=(2, 3))  # [SII]'s morphology no longer that of the others
+    assert np.all(score(turned, ivar, mask, calibration) > score(flux, ivar, mask, calibration))
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 10_000), line=st.integers(0, L - 1), where=st.integers(0, 10**6),
+       width=st.floats(0.5, 1.5), amplitude=st.floats(0.5, 100.0))
+def test_a_compact_bright_region_never_lowers_the_score(calibration, seed, line, where, width, amplitude):
+    """Flux added to a compact region of any line (Halpha too) never lowers score_mixing: the region's cells
+    are no longer the galaxy's two-spectrum mix. The region as in test_consistency's property."""
+    flux, ivar, mask = survey(1, seed=seed)
+    cells = np.argwhere(~mask[0, 0])
+    y, x = cells[where % len(cells)]
+    yy, xx = np.mgrid[:S, :S]
+    level = np.percentile(flux[0, HA][~mask[0, HA]], 90)
+    height = max(amplitude * level, 10 / np.sqrt(ivar[0, line, y, x]))
+    brighter = flux.copy()
+    brighter[0, line] += np.where(mask[0, line], 0.0, height * np.exp(-((yy - y) ** 2 + (xx - x) ** 2) / (2 * width**2)))
+    before, after = score(np.concatenate([flux, brighter]), np.concatenate([ivar, ivar]),
+                          np.concatenate([mask, mask]), calibration)
+    assert after > before
+
+
+def test_bad_cells_and_empty_galaxies(calibration):
+    flux, ivar, mask = survey(3, seed=4)
+    flux[0, :, 5, 5], ivar[0, :, 6, 6] = np.nan, np.inf  # NaN flux and infinite ivar: unusable cells
+    mask[1] = True  # a galaxy with nothing measured
+    scores, groups = mixing.galaxy_scores(mixing.block_statistics(flux, ivar, mask, LINES), calibration, LINES)
+    assert np.isfinite(scores[[0, 2]]).all() and np.isnan(scores[1])
+    assert groups[1] is None and isinstance(groups[0], str)
+
+
+def test_odd_map_sizes_and_runs_without_halpha():
+    rng = np.random.default_rng(5)
+    lines = [ln for ln in LINES if ln != "Ha-6564"]
+    flux = rng.uniform(0.5, 1.5, (2, len(lines), 9, 13))[:, :, :, :9]  # 9 x 9, cut from a wider block
+    stats = mixing.block_statistics(flux, np.full(flux.shape, 100.0), np.zeros(flux.shape, bool), lines)
+    assert stats.shape == (2, len(mixing.groups(lines)), len(mixing.SCALES)) and np.isfinite(stats).all()
+
+
+def test_groups_hold_each_ion_and_all_lines():
+    groups = dict(mixing.groups(LINES))
+    assert groups["OIII"] == OIII and groups["SII"] == SII and groups["Ha"] == [HA]
+    assert groups[mixing.ALL_LINES] == list(range(L))
