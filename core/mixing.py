@@ -147,18 +147,20 @@ def statistics(resid, lines: Sequence[str]) -> np.ndarray:
     from scipy.ndimage import convolve1d
 
     measured = np.isfinite(resid)
-    values = np.where(measured, resid, 0.0).astype(np.float64)
-    out = np.zeros((len(resid), len(groups(lines)), len(SCALES)), np.float32)
-    for g, (_, idx) in enumerate(groups(lines)):
-        total, count = values[:, idx].sum(1), measured[:, idx].sum(1).astype(np.float64)  # (N, S, S)
-        for j, sigma in enumerate(SCALES):
-            k = _kernel(sigma)  # the 2-D kernel is k(y) k(x): two passes
-            num = convolve1d(convolve1d(total, k, axis=1, mode="constant"), k, axis=2, mode="constant")
-            var = convolve1d(convolve1d(count, k**2, axis=1, mode="constant"), k**2, axis=2, mode="constant")
-            full = np.square(k).sum() ** 2 * len(idx)  # the variance with every line of every cell measured
-            with np.errstate(invalid="ignore", divide="ignore"):
-                s = np.where(var >= COVER * full, np.abs(num) / np.sqrt(var), 0.0)
-            out[:, g, j] = s.reshape(len(s), -1).max(1)
+    values = np.where(measured, resid, 0.0)
+    index = [idx for _, idx in groups(lines)]
+    total = np.stack([values[:, idx].sum(1) for idx in index], 1).astype(np.float64)  # (N, G, S, S)
+    count = np.stack([measured[:, idx].sum(1) for idx in index], 1).astype(np.float64)  # (N, G, S, S)
+    size = np.array([len(idx) for idx in index], np.float64)[:, None, None]  # (G, 1, 1)
+    out = np.zeros((len(resid), len(index), len(SCALES)), np.float32)
+    for j, sigma in enumerate(SCALES):
+        k = _kernel(sigma)  # the 2-D kernel is k(y) k(x): two passes
+        num = convolve1d(convolve1d(total, k, axis=2, mode="constant"), k, axis=3, mode="constant")
+        var = convolve1d(convolve1d(count, k**2, axis=2, mode="constant"), k**2, axis=3, mode="constant")
+        full = np.square(k).sum() ** 2 * size  # the variance with every line of every cell measured
+        with np.errstate(invalid="ignore", divide="ignore"):
+            s = np.where(var >= COVER * full, np.abs(num) / np.sqrt(var), 0.0)
+        out[:, :, j] = s.reshape(*s.shape[:2], -1).max(2)
     return out
 
 
