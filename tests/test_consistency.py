@@ -7,28 +7,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from core import consistency
-from core.lines import DR15_CHANNELS
+from tests.galaxies import HA, LINES, L, S
+from tests.galaxies import mixed_survey as survey
 
-LINES = list(DR15_CHANNELS)
-L, S = len(LINES), 16
-HA, OIII = LINES.index("Ha-6564"), [LINES.index("OIII-4960"), LINES.index("OIII-5008")]
-
-
-def survey(n, seed=0, noise=0.02):
-    """``n`` galaxies whose cells mix the survey's three positive spectra with smooth weight maps; NOCOV outside a disc."""
-    spectra = np.random.default_rng(12345).uniform(0.05, 1.0, (3, L))  # the same three for every galaxy
-    spectra[:, HA] = 3.0
-    rng = np.random.default_rng(seed)
-    y, x = np.mgrid[:S, :S] - (S - 1) / 2
-    flux = np.empty((n, L, S, S))
-    for i in range(n):
-        weights = [np.exp(-((x - rng.uniform(-3, 3)) ** 2 + (y - rng.uniform(-3, 3)) ** 2) / (2 * rng.uniform(2, 5) ** 2))
-                   for _ in range(3)]
-        flux[i] = 10 * rng.uniform(0.5, 2.0) * np.einsum("kl,kij->lij", spectra, np.array(weights))  # (L, S, S)
-    flux += rng.normal(0, noise, flux.shape)
-    ivar = np.full(flux.shape, 1 / noise**2)
-    mask = np.broadcast_to(x**2 + y**2 > (S / 2) ** 2, flux.shape).copy()
-    return flux, ivar, mask
+OIII = [LINES.index("OIII-4960"), LINES.index("OIII-5008")]
 
 
 @pytest.fixture(scope="module")

@@ -7,29 +7,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from core import mixing
-from core.lines import DR15_CHANNELS
+from tests.galaxies import HA, LINES, L, S, mixed_survey
 
-LINES = list(DR15_CHANNELS)
-L, S = len(LINES), 16
-HA, OIII = LINES.index("Ha-6564"), [LINES.index("OIII-4960"), LINES.index("OIII-5008")]
+OIII = [LINES.index("OIII-4960"), LINES.index("OIII-5008")]
 SII = [LINES.index("SII-6718"), LINES.index("SII-6732")]
 
 
 def survey(n, seed=0, noise=0.02, spectra=2):
-    """``n`` galaxies whose cells mix ``spectra`` positive spectra (the same for every galaxy) with smooth maps."""
-    mix = np.random.default_rng(12345).uniform(0.05, 1.0, (spectra, L))
-    mix[:, HA] = 3.0
-    rng = np.random.default_rng(seed)
-    y, x = np.mgrid[:S, :S] - (S - 1) / 2
-    flux = np.empty((n, L, S, S))
-    for i in range(n):
-        maps = [np.exp(-((x - rng.uniform(-3, 3)) ** 2 + (y - rng.uniform(-3, 3)) ** 2) / (2 * rng.uniform(2, 5) ** 2))
-                for _ in range(spectra)]
-        flux[i] = 10 * rng.uniform(0.5, 2.0) * np.einsum("kl,kij->lij", mix, np.array(maps))  # (L, S, S)
-    flux += rng.normal(0, noise, flux.shape)
-    ivar = np.full(flux.shape, 1 / noise**2)
-    mask = np.broadcast_to(x**2 + y**2 > (S / 2) ** 2, flux.shape).copy()
-    return flux, ivar, mask
+    """Ordinary galaxies for this detector: two spectra (test_three_spectra_do_not_fit_as_two asks for three)."""
+    return mixed_survey(n, seed, noise, spectra)
 
 
 @pytest.fixture(scope="module")
