@@ -9,9 +9,10 @@ EXAMPLES = """\
   python -m train score --run runs/dr17 dr17/8485 --out 8485.csv --device cuda
 
 Each file is read with the run's own preprocessing (its lines, grid size, normalisation and
-mask bits), reconstructed by its model, checked by its consistency network and scored exactly as
-`train embed` scores the run: anomaly_score in the units of the run (each detector over its
-median and spread among the run's galaxies), with score_recon and score_consistency beside it.
+mask bits), reconstructed by its model, checked by its consistency network, fitted as a mix of two
+spectra and scored exactly as `train embed` scores the run: anomaly_score in the units of the run
+(the largest of the detectors' scores, each over its median and spread among the run's galaxies),
+with score_recon, score_consistency, score_mixing and mixing_group beside it.
 anomaly_pct is the percentage of the run's galaxies scoring at or below the file, and
 flagged uses the run's threshold. Files that cannot be used are listed on stderr and skipped.
 """
