@@ -26,9 +26,10 @@ surveys (Davies et al. 2016, MNRAS 462, 1616). So a galaxy's ``L x P`` matrix of
    where a moderate change was made, but a line made several times brighter can pull the fit
    towards it, and the misfit then shows in the other lines.
 
-Why rank 2: ordinary demo galaxies fit to their noise with it (median reduced chi-square 0.86
-against the noise and the 3 % floor), and a third spectrum absorbs what it should find: with rank 3
-the injection benchmark's median kind fell from 93 to 66 (benchmarks/README.md, "A third detector").
+Why rank 2: ordinary demo galaxies fit to their noise with it (median reduced chi-square 0.91
+against the noise alone; rank 1 gives 1.41, with a tenth of them above 40), and a third spectrum
+absorbs what it should find: with rank 3 the injection benchmark's median kind for ``score_mixing``
+alone fell from 93 to 66 (benchmarks/README.md, "A third detector").
 Why coherent regions: a line whose morphology turns against the others, a patch with odd ratios,
 an instrumental stripe, all move many neighbouring cells the same way, while noise does not; the
 scales reach from one cell to about a third of the map.
@@ -36,7 +37,7 @@ scales reach from one cell to about a third of the map.
 What it cannot see: whatever keeps every cell a two-spectrum mix, above all a region brighter or
 darker in every line with its ratios kept (a dust lane, dead fibres). The autoencoder's score covers
 those. Multiplying a galaxy's fluxes by c (and ivar by 1/c^2) leaves the score unchanged. Pure numpy
-and torch on the CPU; ~5 ms a galaxy at 32 x 32.
+and torch on the CPU; ~7 ms a galaxy at 32 x 32 on 2 cores.
 """
 from __future__ import annotations
 
