@@ -50,8 +50,8 @@ class LatentMap(StateView):
     def _figure(self):
         """The figure, with a glyph for each kind of colouring (a numeric column through a colour
         mapper with its colour bar; categories as RGBA with a legend), the highlights on top."""
-        from bokeh.models import (ColorBar, ColumnDataSource, EqHistColorMapper, Image, ImageRGBA, Legend, LegendItem,
-                                  PrintfTickFormatter, Scatter)
+        from bokeh.models import (BasicTickFormatter, ColorBar, ColumnDataSource, EqHistColorMapper, Image, ImageRGBA,
+                                  Legend, LegendItem, Scatter)
         from bokeh.palettes import Viridis256
         from bokeh.core.property.vectorization import Field
 
@@ -61,8 +61,10 @@ class LatentMap(StateView):
         # Image glyphs read the columns image, x, y, dw and dh by default (base.image_columns).
         self._numeric = fig.add_glyph(ColumnDataSource(empty), Image(color_mapper=mapper))
         self._categorical = fig.add_glyph(ColumnDataSource(empty), ImageRGBA())
-        self._colour_bar = ColorBar(color_mapper=mapper, formatter=PrintfTickFormatter(format="%.4g"),
-                                    title_text_font_size="10px")
+        # Scientific above 10^4: the anomaly score (exp of a z-score) spans many decades, and printf's %g
+        # writes 2.2e9 as 2218000000 in the browser.
+        self._colour_bar = ColorBar(color_mapper=mapper, title_text_font_size="10px",
+                                    formatter=BasicTickFormatter(precision=3, power_limit_high=4, power_limit_low=-3))
         fig.add_layout(self._colour_bar, "right")
         # One invisible point per category; the legend groups them by label, in their colours.
         self._keys = fig.add_glyph(ColumnDataSource({"x": [], "y": [], "colour": [], "label": []}),
