@@ -143,26 +143,50 @@ def _kernel(sigma: float) -> np.ndarray:
     return np.exp(-np.arange(-half, half + 1) ** 2 / (2 * sigma**2))
 
 
-def statistics(resid, lines: Sequence[str]) -> np.ndarray:
-    """``(N, G, len(SCALES))`` the largest matched-filter ``|S|`` of each group (:func:`groups`) at each scale."""
-    from scipy.ndimage import convolve1d
-
+def _sums(resid, lines: Sequence[str]):
+    """``(total, count, size)``: each group's residuals summed per cell and its measured lines per cell, both
+    ``(N, G, S, S)`` float64, and its number of lines ``(G, 1, 1)``."""
     measured = np.isfinite(resid)
     values = np.where(measured, resid, 0.0)
     index = [idx for _, idx in groups(lines)]
     total = np.stack([values[:, idx].sum(1) for idx in index], 1).astype(np.float64)  # (N, G, S, S)
     count = np.stack([measured[:, idx].sum(1) for idx in index], 1).astype(np.float64)  # (N, G, S, S)
-    size = np.array([len(idx) for idx in index], np.float64)[:, None, None]  # (G, 1, 1)
-    out = np.zeros((len(resid), len(index), len(SCALES)), np.float32)
+    return total, count, np.array([len(idx) for idx in index], np.float64)[:, None, None]
+
+
+def _filtered(total, count, size, sigma: float) -> np.ndarray:
+    """The signed matched-filter maps ``S`` ``(N, G, S, S)`` at one scale; NaN where the kernel finds fewer than
+    :data:`COVER` of the group's lines measured."""
+    from scipy.ndimage import convolve1d
+
+    k = _kernel(sigma)  # the 2-D kernel is k(y) k(x): two passes
+    num = convolve1d(convolve1d(total, k, axis=2, mode="constant"), k, axis=3, mode="constant")
+    var = convolve1d(convolve1d(count, k**2, axis=2, mode="constant"), k**2, axis=3, mode="constant")
+    full = np.square(k).sum() ** 2 * size  # the variance with every line of every cell measured
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(var >= COVER * full, num / np.sqrt(var), np.nan)
+
+
+def statistics(resid, lines: Sequence[str]) -> np.ndarray:
+    """``(N, G, len(SCALES))`` the largest matched-filter ``|S|`` of each group (:func:`groups`) at each scale."""
+    sums = _sums(resid, lines)
+    out = np.zeros((len(resid), len(groups(lines)), len(SCALES)), np.float32)
     for j, sigma in enumerate(SCALES):
-        k = _kernel(sigma)  # the 2-D kernel is k(y) k(x): two passes
-        num = convolve1d(convolve1d(total, k, axis=2, mode="constant"), k, axis=3, mode="constant")
-        var = convolve1d(convolve1d(count, k**2, axis=2, mode="constant"), k**2, axis=3, mode="constant")
-        full = np.square(k).sum() ** 2 * size  # the variance with every line of every cell measured
-        with np.errstate(invalid="ignore", divide="ignore"):
-            s = np.where(var >= COVER * full, np.abs(num) / np.sqrt(var), 0.0)
+        s = np.nan_to_num(np.abs(_filtered(*sums, sigma)), nan=0.0)
         out[:, :, j] = s.reshape(*s.shape[:2], -1).max(2)
     return out
+
+
+def departure(resid, lines: Sequence[str], calibration: dict) -> tuple[str, float, np.ndarray]:
+    """``(group, scale, map)`` of one galaxy's residuals ``(L, S, S)``: the group and scale of its largest z-score
+    (those of :func:`galaxy_scores`, with the run's :func:`calibrate`) and that signed matched-filter map ``(S, S)``
+    in sigma: where on the galaxy ``score_mixing`` comes from."""
+    sums = _sums(np.asarray(resid)[None], lines)
+    maps = np.stack([_filtered(*sums, sigma)[0] for sigma in SCALES], 1)  # (G, T, S, S)
+    stats = np.nan_to_num(np.abs(maps), nan=0.0).reshape(*maps.shape[:2], -1).max(2)  # (G, T)
+    z = (np.log(np.maximum(stats, 1e-12)) - np.asarray(calibration["median"])) / np.asarray(calibration["spread"])
+    g, t = np.unravel_index(np.argmax(z), z.shape)
+    return groups(lines)[g][0], SCALES[t], maps[g, t]
 
 
 def block_statistics(flux, ivar, mask, lines: Sequence[str], fits=None, progress: bool = False) -> np.ndarray:

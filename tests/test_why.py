@@ -62,9 +62,22 @@ def test_explain_names_the_lines_and_maps_of_a_galaxy(run_path):
     s = data.run.dataset.size
     shares = [(ln, data.catalogue[f"err_{ln}"].iat[row]) for ln in data.lines]
     assert [ln for ln, _ in e["lines"][:TOP_LINES]] == [ln for ln, _ in sorted(shares, key=lambda t: -t[1])][:TOP_LINES]
-    assert e["where"].shape == (TOP_LINES + 1, s, s) and e["ratios"].shape == (2 * len(RATIO_MAPS), s, s)
-    # no consistency detector in this run: its panel is empty and unlabelled
-    assert np.isnan(e["where"][TOP_LINES]).all() and e["where_labels"][TOP_LINES] == ""
+    assert e["where"].shape == (TOP_LINES + 2, s, s) and e["ratios"].shape == (2 * len(RATIO_MAPS), s, s)
+    # no consistency or mixing detector in this run: their panels are empty and unlabelled
+    assert np.isnan(e["where"][TOP_LINES:]).all() and e["where_labels"][TOP_LINES:] == ["", ""]
+    # with the mixing detector's calibration, the last panel is where the galaxy departs most from its own mix
+    ds = data.run.dataset
+    stats = mixing.block_statistics(ds.flux, ds.ivar, ds.mask, data.lines)
+    calibration = mixing.calibrate(stats)
+    data.run.manifest.score.components[mixing.COLUMN] = {"statistics": calibration}
+    e = explain(data, row)
+    resid = mixing.residuals(ds.flux[row:row + 1], ds.ivar[row:row + 1], ds.mask[row:row + 1], data.lines)[0]
+    group, sigma, expected = mixing.departure(resid, data.lines, calibration)
+    assert group == mixing.galaxy_scores(stats[row:row + 1], calibration, data.lines)[1][0]  # embed's mixing_group
+    assert e["where_labels"][TOP_LINES + 1] == f"mix: {'all' if group == mixing.ALL_LINES else group}, {sigma:g}"
+    np.testing.assert_allclose(e["where"][TOP_LINES + 1], expected, rtol=1e-5, equal_nan=True)
+    g, t = [name for name, _ in mixing.groups(data.lines)].index(group), mixing.SCALES.index(sigma)
+    assert np.nanmax(np.abs(expected)) == pytest.approx(stats[row, g, t], rel=1e-5)  # the map's peak is the statistic
     mask = np.asarray(data.run.dataset.mask[row])
     top = data.lines.index(e["lines"][0][0])
     assert np.isnan(e["where"][0][mask[top]]).all()  # masked cells stay masked

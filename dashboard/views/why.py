@@ -9,9 +9,12 @@ One small Bokeh figure (issue 11: few figures paint fast) and a line of text:
   disagree with the others, ``consistency_lines.npy``) and the ion whose maps depart most from
   the galaxy's two-spectrum mix (``mixing_group``, ``core.mixing``);
 - left, *where*: the normalised residual (``core.scoring.normalised_residual``: data minus
-  model in units of the score's error) of the three lines that weigh most, and the consistency
+  model in units of the score's error) of the three lines that weigh most, the consistency
   detector's cell map (``core.consistency.cell_map``, cached by embed) as a square root: the RMS,
-  over the lines, of each line's misfit in sigma when the network predicted it hidden;
+  over the lines, of each line's misfit in sigma when the network predicted it hidden, and the
+  mixing detector's map of the ion and scale where the galaxy departs most from its two-spectrum
+  mix (``core.mixing.departure``: the matched-filtered residual, signed, in sigma, labelled with the
+  ion and the filter's sigma in cells; the mix is fitted again for the one galaxy);
 - right, the log [NII]/Hα, [OIII]/Hβ and [SII]/Hα maps (``core.bpt.ratio_maps``) of the data
   and of the reconstruction, with the data's S/N cut applied to both.
 """
@@ -35,6 +38,10 @@ RATIO_RANGE = (-1.5, 1.0)
 TOP_LINES = 3
 #: The label of the consistency detector's panel, after the lines' residuals.
 CROSS_LINE = "cross-line"
+#: The label (with the ion) of the mixing detector's panel, last.
+MIX = "mix"
+#: Panels of the "where" mosaic: the lines' residuals, the cross-line map, the mix map; and its columns.
+WHERE_PANELS, WHERE_COLUMNS = TOP_LINES + 2, 3
 #: The labels of each mosaic's panels in :func:`explain`'s result.
 LABELS = {"where": "where_labels", "ratios": "ratio_labels"}
 #: Screen pixels: the ratio mosaic's width (three panels; the "where" mosaic's two panels are drawn on the same
@@ -79,6 +86,17 @@ def explain(data, row: int) -> dict:
     where.append(np.sqrt(np.asarray(cells[row], dtype=np.float64)) if cells is not None
                  else np.full(x.shape[1:], np.nan))
     labels.append(CROSS_LINE if cells is not None else "")
+    calibration = (run.manifest.score.components.get(mixing.COLUMN, {}).get("statistics")
+                   if run.manifest.score is not None else None)
+    if calibration is not None:  # ~10 ms: the galaxy's own mix fitted again, as embed fitted it
+        resid = mixing.residuals(np.asarray(ds.flux[row])[None], ivar[None], mask[None], lines)[0]
+        group, sigma, departure = mixing.departure(resid, lines, calibration)
+        where.append(departure)
+        # short: the labels sit side by side
+        labels.append(f"{MIX}: {'all' if group == mixing.ALL_LINES else group}, {sigma:g}")
+    else:
+        where.append(np.full(x.shape[1:], np.nan))
+        labels.append("")
     ratios = [bpt.ratio_maps(cube, lines, mask, ivar) for cube in (x, recon)]
     return {"components": components(data, row), "lines": shares, "where": np.array(where, dtype=np.float32),
             "where_labels": labels,
@@ -107,7 +125,9 @@ def summary_html(data, row: int | None) -> str:
             f"{pct:.1f} (components' percentiles: {parts}). Lines with the largest shares of the autoencoder's "
             f"error: {lines}. {disagree}"
             f"{where_text(cat, row)}Maps: residuals in units of the score's error (σ with its error model); "
-            f"{CROSS_LINE}: the RMS over the lines of each line's misfit when predicted from the others (σ).</p>")
+            f"{CROSS_LINE}: the RMS over the lines of each line's misfit when predicted from the others (σ); "
+            f"{MIX}: where the ion departs most from the galaxy's mix of {mixing.RANK} spectra, filtered at the "
+            "scale (cells) that finds it (σ).</p>")
 
 
 def disagreeing_lines(data, row: int) -> list[tuple[str, float]]:
@@ -145,7 +165,7 @@ class WhyOdd(StateView):
         data = self.state.data
         s = data.run.dataset.size
         scale = MOSAIC_PX / (len(RATIO_MAPS) * (s + 1))  # screen pixels per spaxel, both mosaics
-        self._where = Mosaic(TOP_LINES + 1, s, 2, px_per_spaxel=scale)
+        self._where = Mosaic(WHERE_PANELS, s, WHERE_COLUMNS, px_per_spaxel=scale)
         self._ratio = Mosaic(2 * len(RATIO_MAPS), s, len(RATIO_MAPS), px_per_spaxel=scale)
         self._px = MOSAIC_PX / self._ratio.width
         self._fig = self._figure()
@@ -156,7 +176,7 @@ class WhyOdd(StateView):
         if row is not None:
             return explain(data, row)
         s = data.run.dataset.size
-        return {"where": np.full((TOP_LINES + 1, s, s), np.nan, np.float32), "where_labels": [""] * (TOP_LINES + 1),
+        return {"where": np.full((WHERE_PANELS, s, s), np.nan, np.float32), "where_labels": [""] * WHERE_PANELS,
                 "ratios": np.full((2 * len(RATIO_MAPS), s, s), np.nan, np.float32),
                 "ratio_labels": [""] * (2 * len(RATIO_MAPS))}
 
