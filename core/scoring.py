@@ -15,7 +15,7 @@ so ``ln(anomaly_score)`` is how many robust standard deviations the galaxy sits 
 typical galaxy in the detector that finds it oddest. Why the largest rather than a mean: the
 detectors see different things (the autoencoder a region brighter or darker in every line, the
 other two lines that disagree), so an oddity is usually plain in one of them and absent from the
-others, and a mean dilutes it (on the demo survey the injection benchmark's median kind at
+others, and a mean dilutes it (on the demo survey, 5-epoch autoencoder, the injection median kind at
 strength 0.5: 79.8 with the weighted mean of two detectors, 85.3 with the larger of the same two,
 90.9 with the largest of three; README.md, "The anomaly score"). Why in units of the spread: the
 autoencoder's score scatters three times more among ordinary galaxies than the consistency
