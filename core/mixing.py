@@ -184,7 +184,7 @@ def departure(resid, lines: Sequence[str], calibration: dict) -> tuple[str, floa
     sums = _sums(np.asarray(resid)[None], lines)
     maps = np.stack([_filtered(*sums, sigma)[0] for sigma in SCALES], 1)  # (G, T, S, S)
     stats = np.nan_to_num(np.abs(maps), nan=0.0).reshape(*maps.shape[:2], -1).max(2)  # (G, T)
-    z = (np.log(np.maximum(stats, 1e-12)) - np.asarray(calibration["median"])) / np.asarray(calibration["spread"])
+    z = _z(stats, calibration)  # (G, T)
     g, t = np.unravel_index(np.argmax(z), z.shape)
     return groups(lines)[g][0], SCALES[t], maps[g, t]
 
@@ -203,10 +203,20 @@ def block_statistics(flux, ivar, mask, lines: Sequence[str], fits=None, progress
     return out
 
 
+def _logs(stats) -> np.ndarray:
+    """The statistics' logarithms; a statistic of 0 (no cell counted) as ln 1e-12."""
+    return np.log(np.maximum(np.asarray(stats, np.float64), 1e-12))
+
+
+def _z(stats, calibration: dict) -> np.ndarray:
+    """Each statistic (``(..., G, T)``) in units of its scatter over the run (:func:`calibrate`)."""
+    return (_logs(stats) - np.asarray(calibration["median"])) / np.asarray(calibration["spread"])
+
+
 def calibrate(stats) -> dict:
     """``{"median", "spread"}`` nested lists ``(G, len(SCALES))``: each statistic's log, its median and 1.4826 x MAD
     over the galaxies ``stats`` (1 where it does not scatter)."""
-    logs = np.log(np.maximum(np.asarray(stats, np.float64), 1e-12))  # (N, G, T)
+    logs = _logs(stats)  # (N, G, T)
     median = np.median(logs, axis=0)
     spread = 1.4826 * np.median(np.abs(logs - median), axis=0)
     return {"median": median.tolist(), "spread": np.where(spread > 0, spread, 1.0).tolist()}
@@ -214,8 +224,7 @@ def calibrate(stats) -> dict:
 
 def galaxy_scores(stats, calibration: dict, lines: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     """``(score_mixing (N,), mixing_group (N,) names)`` from :func:`statistics` and the run's :func:`calibrate`."""
-    z = (np.log(np.maximum(np.asarray(stats, np.float64), 1e-12)) - np.asarray(calibration["median"])) / np.asarray(
-        calibration["spread"])  # (N, G, T)
+    z = _z(stats, calibration)
     z = z.reshape(len(z), -1)  # (N, G*T)
     names = np.array([name for name, _ in groups(lines)], dtype=object)
     # a galaxy with no cell measured has every statistic 0: no score, as in the other detectors

@@ -44,7 +44,7 @@ MIX = "mix"
 WHERE_PANELS, WHERE_COLUMNS = TOP_LINES + 2, 3
 #: The labels of each mosaic's panels in :func:`explain`'s result.
 LABELS = {"where": "where_labels", "ratios": "ratio_labels"}
-#: Screen pixels: the ratio mosaic's width (three panels; the "where" mosaic's two panels are drawn on the same
+#: Screen pixels: the ratio mosaic's width (three panels; the "where" mosaic's three columns are drawn on the same
 #: scale), the title strip, the room for a colour bar.
 MOSAIC_PX, TITLE_PX, COLOUR_BAR_PX = 300, 24, 64
 
