@@ -57,6 +57,9 @@ ITERATIONS = 10
 SCALES = (0.0, 1.0, 2.0, 3.5)
 #: A filtered cell counts where the kernel finds at least this share of the group's lines measured.
 COVER = 0.5
+#: The lines whose level sets a galaxy's units, the first the run has: Halpha (as ``core.consistency``), else
+#: the brightest lines of most galaxies.
+LEVEL_LINES = (consistency.REF_LINE, "OIII-5008", "Hb-4862", "NII-6585", "SII-6718")
 #: Galaxies per block.
 BATCH = 256
 #: The catalogue columns.
@@ -83,11 +86,13 @@ def groups(lines: Sequence[str]) -> list[tuple[str, list[int]]]:
     return [*ions, (ALL_LINES, list(range(len(lines))))]
 
 
-def _level_line(lines: Sequence[str], flux) -> int:
-    """Halpha where the run has it; otherwise the line with the most measured flux."""
-    if consistency.REF_LINE in lines:
-        return list(lines).index(consistency.REF_LINE)
-    return int(np.argmax(np.nansum(np.where(np.isfinite(flux), flux, 0), axis=(0, 2, 3))))
+def _level_line(lines: Sequence[str]) -> int:
+    """The line whose level sets each galaxy's units: the first of :data:`LEVEL_LINES` the run has, else its first.
+
+    Chosen from the run's lines alone: a choice made from the galaxies in a block would give a galaxy scored
+    alone (``train score``) other units, and so another fit, than among the run's (``embed``).
+    """
+    return next((list(lines).index(ln) for ln in LEVEL_LINES if ln in lines), 0)
 
 
 def residuals(flux, ivar, mask, lines: Sequence[str], fits=None) -> np.ndarray:
@@ -97,7 +102,7 @@ def residuals(flux, ivar, mask, lines: Sequence[str], fits=None) -> np.ndarray:
     """
     import torch
 
-    x, iv, good = (torch.from_numpy(a) for a in consistency.normalise(flux, ivar, mask, _level_line(lines, flux)))
+    x, iv, good = (torch.from_numpy(a) for a in consistency.normalise(flux, ivar, mask, _level_line(lines)))
     n, n_lines, size, _ = x.shape
     data = x.reshape(n, n_lines, size * size)  # (B, L, P)
     noise = (iv * good).reshape(n, n_lines, size * size)  # (B, L, P) inverse variance, 0 where unmeasured

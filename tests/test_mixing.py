@@ -136,3 +136,15 @@ def test_groups_hold_each_ion_and_all_lines():
     groups = dict(mixing.groups(LINES))
     assert groups["OIII"] == OIII and groups["SII"] == SII and groups["Ha"] == [HA]
     assert groups[mixing.ALL_LINES] == list(range(L))
+
+
+def test_a_galaxy_scores_the_same_alone_or_among_others_without_halpha():
+    """Without Halpha the line that sets the units comes from the run's lines, not from the galaxies in the block:
+    ``train score`` scores one file alone, ``embed`` 256 at a time."""
+    lines = [ln for ln in LINES if ln != "Ha-6564"]
+    keep = [LINES.index(ln) for ln in lines]
+    flux, ivar, mask = (a[:, keep] for a in survey(2, seed=6))
+    flux[1, lines.index("OIII-5008")] *= 50  # the second galaxy's brightest line is another one
+    alone = mixing.block_statistics(flux[:1], ivar[:1], mask[:1], lines)
+    together = mixing.block_statistics(flux, ivar, mask, lines)
+    np.testing.assert_allclose(together[:1], alone, rtol=1e-5)
