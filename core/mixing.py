@@ -9,8 +9,8 @@ surveys (Davies et al. 2016, MNRAS 462, 1616). So a galaxy's ``L x P`` matrix of
 1. fits that factorisation to each galaxy alone (:func:`residuals`): weighted alternating least
    squares, :data:`ITERATIONS` rounds from the galaxy's leading singular vectors, each cell
    weighted by ``1 / (1/ivar + (f * fit)**2)`` with ``f`` = :data:`FLOOR`, in units of the
-   galaxy's Halpha level (``core.consistency.normalise``), and returns each cell's normalised
-   residual ``(x - fit) * sqrt(weight)``;
+   galaxy's Halpha level (``core.consistency.normalise``; without Halpha, of :data:`LEVEL_LINES`),
+   and returns each cell's normalised residual ``(x - fit) * sqrt(weight)``;
 2. looks for where the residuals agree in sign over a region (:func:`statistics`): per ion
    (a doublet is one group, ``core.consistency.line_groups``) and over all lines, the residuals
    are summed over the group's lines and matched-filtered by a Gaussian of each of
