@@ -63,7 +63,7 @@ def test_the_matched_filter_is_a_standard_normal_for_unit_noise():
 def test_score_does_not_depend_on_the_flux_scale(calibration, c, seed):
     flux, ivar, mask = survey(2, seed=seed)
     np.testing.assert_allclose(score(flux * c, ivar / c**2, mask, calibration), score(flux, ivar, mask, calibration),
-                               rtol=1e-3)  # the issue asks < 1 %; float32 rounding only
+                               rtol=1e-4)  # the issue asks < 1 %; the rounding of flux * c in float32 only
 
 
 @settings(max_examples=15, deadline=None)
