@@ -95,29 +95,31 @@ def _level_line(lines: Sequence[str]) -> int:
     return next((list(lines).index(ln) for ln in LEVEL_LINES if ln in lines), 0)
 
 
-def residuals(flux, ivar, mask, lines: Sequence[str], fits=None) -> np.ndarray:
-    """Normalised residuals ``(N, L, S, S)`` float32 of each galaxy's rank-:data:`RANK` mix; NaN where unmeasured.
+def residuals(flux, ivar, mask, lines: Sequence[str], fits=None, rank: int = RANK) -> np.ndarray:
+    """Normalised residuals ``(N, L, S, S)`` float32 of each galaxy's mix of ``rank`` spectra; NaN where unmeasured.
 
-    With ``fits`` (an ``(N, 2)`` array) each galaxy's :data:`FIT_COLUMNS` are written into it.
+    With ``fits`` (an ``(N, 2)`` array) each galaxy's :data:`FIT_COLUMNS` are written into it. The scores use
+    :data:`RANK`; other ranks are for measuring how many spectra a survey needs (``benchmarks/real_fit.py``).
     """
     import torch
 
-    # float64: at signal-to-noise ~1,000 float32 rounding of the fit alone moves the residuals by ~1e-4 sigma
-    x, iv, good = (torch.from_numpy(a).double() for a in consistency.normalise(flux, ivar, mask, _level_line(lines)))
+    # float32: float64 takes twice as long (35 s of the demo's embed, not 16) for a score that then moves by 1e-5
+    # rather than 1e-3 when every flux is scaled (tests/test_mixing.py)
+    x, iv, good = (torch.from_numpy(a) for a in consistency.normalise(flux, ivar, mask, _level_line(lines)))
     n, n_lines, size, _ = x.shape
     data = x.reshape(n, n_lines, size * size)  # (B, L, P)
     noise = (iv * good).reshape(n, n_lines, size * size)  # (B, L, P) inverse variance, 0 where unmeasured
     # Start from the leading singular vectors of the data in units of (noise + 1): bright, well-measured cells lead.
     u, s, _ = torch.linalg.svd(data * noise.sqrt() / (1 + noise.sqrt()), full_matrices=False)
-    spectra = u[:, :, :RANK] * s[:, None, :RANK]  # (B, L, K)
-    weight, ridge = noise, 1e-6 * torch.eye(RANK).reshape(-1)
+    spectra = u[:, :, :rank] * s[:, None, :rank]  # (B, L, K)
+    weight, ridge = noise, 1e-6 * torch.eye(rank).reshape(-1)
     for _ in range(ITERATIONS):
         wx = weight * data
         # each cell's maps from the spectra: (S^T W_p S) a_p = S^T W_p x_p, then each line's spectrum from the maps
-        outer = (spectra[:, :, :, None] * spectra[:, :, None, :]).reshape(n, n_lines, RANK * RANK)  # (B, L, K*K)
+        outer = (spectra[:, :, :, None] * spectra[:, :, None, :]).reshape(n, n_lines, rank * rank)  # (B, L, K*K)
         maps = _solve(torch.bmm(weight.transpose(1, 2), outer) + ridge,
                       torch.bmm(wx.transpose(1, 2), spectra))  # (B, P, K)
-        outer = (maps[:, :, :, None] * maps[:, :, None, :]).reshape(n, size * size, RANK * RANK)  # (B, P, K*K)
+        outer = (maps[:, :, :, None] * maps[:, :, None, :]).reshape(n, size * size, rank * rank)  # (B, P, K*K)
         spectra = _solve(torch.bmm(weight, outer) + ridge, torch.bmm(wx, maps))  # (B, L, K)
         fit = torch.bmm(spectra, maps.transpose(1, 2))  # (B, L, P)
         weight = noise / (1 + noise * (FLOOR * fit) ** 2)
@@ -126,19 +128,20 @@ def residuals(flux, ivar, mask, lines: Sequence[str], fits=None) -> np.ndarray:
         count = (noise > 0).sum((1, 2)).clamp(min=1)
         fits[:, 0] = (resid**2).sum((1, 2)).numpy() / count.numpy()
         fits[:, 1] = ((data - fit) ** 2 * noise).sum((1, 2)).numpy() / count.numpy()
-    return torch.where(noise > 0, resid, torch.nan).reshape(n, n_lines, size, size).float().numpy()
+    return torch.where(noise > 0, resid, torch.nan).reshape(n, n_lines, size, size).numpy()
 
 
 def _solve(m, rhs):
     """Solve the ``K x K`` systems ``m`` (flattened, ``(..., K*K)``) for ``rhs`` ``(..., K)``."""
     import torch
 
-    if RANK == 2:  # closed form: batched LAPACK on millions of 2 x 2 systems is many times slower
+    k = rhs.shape[-1]
+    if k == 2:  # closed form: batched LAPACK on millions of 2 x 2 systems is many times slower
         a, b, d = m[..., 0], m[..., 1], m[..., 3]
         det = a * d - b * b
         det = torch.where(det.abs() > 0, det, torch.ones_like(det))
         return torch.stack([(d * rhs[..., 0] - b * rhs[..., 1]) / det, (a * rhs[..., 1] - b * rhs[..., 0]) / det], -1)
-    return torch.linalg.solve(m.reshape(*m.shape[:-1], RANK, RANK), rhs.unsqueeze(-1)).squeeze(-1)
+    return torch.linalg.solve(m.reshape(*m.shape[:-1], k, k), rhs.unsqueeze(-1)).squeeze(-1)
 
 
 def _kernel(sigma: float) -> np.ndarray:

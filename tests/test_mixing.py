@@ -45,6 +45,9 @@ def test_three_spectra_do_not_fit_as_two():
     fits = np.empty((4, 2))
     mixing.residuals(flux, ivar, mask, LINES, fits=fits)
     assert np.all(fits[:, 1] > 2), fits
+    # the same galaxies as a mix of three spectra (the general solver, not rank 2's closed form) fit to their noise
+    mixing.residuals(flux, ivar, mask, LINES, fits=fits, rank=3)
+    assert np.all((fits[:, 1] > 0.85) & (fits[:, 1] < 1.15)), fits
 
 
 def test_the_matched_filter_is_a_standard_normal_for_unit_noise():
@@ -63,7 +66,7 @@ def test_the_matched_filter_is_a_standard_normal_for_unit_noise():
 def test_score_does_not_depend_on_the_flux_scale(calibration, c, seed):
     flux, ivar, mask = survey(2, seed=seed)
     np.testing.assert_allclose(score(flux * c, ivar / c**2, mask, calibration), score(flux, ivar, mask, calibration),
-                               rtol=1e-4)  # the issue asks < 1 %; the rounding of flux * c in float32 only
+                               rtol=1e-2)  # the issue asks < 1 %; the fit's float32 rounding moves it by up to ~1e-3 (CI saw 1.07e-3 at c = 7)
 
 
 @settings(max_examples=15, deadline=None)
