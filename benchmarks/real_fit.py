@@ -3,6 +3,7 @@
     python benchmarks/real_fit.py                                # the MAPS files in ../shared/data/manga
     python benchmarks/real_fit.py FILE.fits.gz ... --ranks 1 2 3 4 5
     python benchmarks/real_fit.py --run runs/demo                # the run's ingest options, and its galaxies beside
+    python benchmarks/real_fit.py --sizes 16 24 32 38 48 64       # and the faint lines' fit at every grid size
 
 ``score_mixing`` fits each galaxy alone as a mix of ``core.mixing.RANK`` (2) spectra, a number chosen on
 the synthetic survey, whose galaxies that mix fits to their noise. This measures it where it matters: each
@@ -11,7 +12,10 @@ its median reduced chi-square printed, against the noise and the 3 % floor and a
 with every line's at rank 2 beside its median signal-to-noise. Lines of low signal-to-noise, where the
 floor is negligible, say whether the file's errors are the scatter the model leaves (chi-square 1) or
 smaller. With ``--run`` the run's own galaxies (its first 500) are fitted the same way, for comparison.
-Results: ``results/real_fit.json``.
+With ``--sizes`` each file is also gridded at those sizes, with the cube's spatial correlation of the
+noise (as ingest does, ``core.maps.to_grid``) and with its spaxels taken as independent, and the
+reduced chi-square of its faint lines (median signal-to-noise under 8) at rank 2 printed: errors that
+are right do not depend on the cell size. Results: ``results/real_fit.json``.
 """
 from __future__ import annotations
 
@@ -52,10 +56,26 @@ def per_line(flux, ivar, mask, resid) -> list[dict]:
     return rows
 
 
+def faint_chi2(path, lines, size: int, independent: bool) -> tuple[float, float]:
+    """``(chi2, cell)``: the reduced chi-square at rank 2 of the file's lines whose median signal-to-noise is
+    under 8 in its spaxels, gridded to ``size``; the cell's side in arcsec."""
+    from core import maps
+
+    g = maps.read_maps(path, lines=tuple(lines))
+    if independent:
+        g.versdap = maps.SYNTHETIC_VERSDAP  # the gridding then takes every spaxel's noise as its own
+    grid = maps.to_grid(g, size=size)
+    flux, ivar, mask = grid.flux[None], grid.ivar[None], grid.mask[None]
+    resid = mixing.residuals(flux, ivar, mask, lines)[0]  # (L, S, S)
+    snr = np.nanmedian(np.where(g.mask, np.nan, g.flux * np.sqrt(g.ivar)), axis=(1, 2))  # (L,) per spaxel, as read
+    return float(np.nanmean(resid[snr < 8] ** 2)), float(grid.pixscale)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("files", nargs="*", type=Path, help="MAPS files (default: every MAPS file in ../shared/data/manga)")
     parser.add_argument("--ranks", type=int, nargs="+", default=[1, 2, 3, 4], help="spectra in the mix (default 1 to 4)")
+    parser.add_argument("--sizes", type=int, nargs="*", default=[], help="grid sizes of the faint lines' table")
     parser.add_argument("--run", type=Path, help="a run folder: its ingest options, and its first 500 galaxies beside")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "real_fit.json"))
     args = parser.parse_args(argv)
@@ -100,8 +120,23 @@ def main(argv=None) -> int:
             print(f"\n{row['galaxy']}: each line at rank {mixing.RANK}\n{'line':<12} {'chi2':>7} {'median S/N':>11}")
             for line, r in row["lines"].items():
                 print(f"{line:<12} {r['chi2']:>7.2f} {r['median_snr']:>11.1f}")
+    sweep = []
+    if args.sizes:
+        print(f"\nfaint lines (median S/N < 8), rank {mixing.RANK}\n{'galaxy':<22} {'size':>4} {'cell (arcsec)':>13} "
+              f"{'chi2 correlated':>15} {'chi2 independent':>16}")
+        for path in files:
+            for size in args.sizes:
+                try:
+                    (correlated, cell), (independent, _) = (faint_chi2(path, lines, size, flag) for flag in (False, True))
+                except BlueberryError as err:
+                    print(f"skipped: {err}", file=sys.stderr)
+                    break
+                sweep.append({"file": Path(path).name, "size": size, "cell_arcsec": round(cell, 3),
+                              "correlated": round(correlated, 3), "independent": round(independent, 3)})
+                print(f"{Path(path).name[:22]:<22} {size:>4} {cell:>13.2f} {correlated:>15.2f} {independent:>16.2f}",
+                      flush=True)
     write_result(args.out, {"date": date.today().isoformat(), "machine": platform.platform(),
-                            "floor": mixing.FLOOR, "grid": options.size, "rows": rows})
+                            "floor": mixing.FLOOR, "grid": options.size, "rows": rows, "sizes": sweep})
     return 0
 
 

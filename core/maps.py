@@ -84,6 +84,17 @@ MIN_MAP_SPAXELS = 8
 #: 3.4E38, which overflows every sum it enters).
 MAX_ABS_FLUX = 1e6
 
+#: The noise of neighbouring spaxels of a MaNGA cube is correlated: each spaxel is rebuilt from the fibres
+#: around it. The DAP approximates the correlation coefficient by ``exp(-D^2 / (2 sigma^2))`` with D in spaxels and
+#: sigma = 1.92 (Westfall et al. 2019, AJ 158, 231, Sect. 6), zero beyond the rebuilding kernel's reach, 1.6"
+#: (Law et al. 2016, AJ 152, 83): 3.2 spaxels. A cell of the grid that sums several spaxels has that much
+#: more variance than independent spaxels would give (``to_grid``).
+MANGA_NOISE_SIGMA, MANGA_NOISE_REACH = 1.92, 3.2
+
+#: The ``VERSDAP`` of the project's synthetic files (``core.synth.writer``), whose spaxels' noise is
+#: independent: it is drawn spaxel by spaxel, not rebuilt from fibres.
+SYNTHETIC_VERSDAP = "blueberry-synth"
+
 #: The grid sizes ``--size`` accepts: below 4 cells there is no map; above 256 the grid is
 #: three times finer than the largest MaNGA map (74 spaxels across) and its arrays grow as S^2
 #: with nothing new in them.
@@ -383,7 +394,8 @@ def to_grid(g: GalaxyMaps, size: int = 32, min_good: float = 0.5, margin: float 
     covered by good spaxels (those outside the map count as bad); a good cell gets the
     mean surface brightness of its good spaxels times the cell area, i.e. flux per cell in
     the file's units, so integrated fluxes and line ratios are preserved. Variances are
-    propagated treating spaxels as independent (the DAP's spatial covariance is ignored).
+    propagated with the correlation of neighbouring spaxels' noise that the file's kind has
+    (:func:`noise_correlation`, :func:`_cell_variance`).
     """
     if size < 1:
         raise ValueError(f"grid size must be positive, got {size}")
@@ -411,7 +423,7 @@ def to_grid(g: GalaxyMaps, size: int = 32, min_good: float = 0.5, margin: float 
     wxt = np.ascontiguousarray(wx.T)  # (nx, S)
     total = wy @ flux @ wxt  # (S, ny) @ (L, ny, nx) @ (nx, S) -> (L, S, S)
     cover = wy @ good.astype(np.float64) @ wxt  # good area inside each cell, in spaxels
-    var_total = (wy**2) @ var @ (wxt**2)
+    var_total = _cell_variance(wy, wx, var, noise_correlation(g))
     cell_area = (side / size) ** 2
     # The tolerance keeps a fully covered cell good at min_good=1 despite rounding.
     bad = cover < min_good * cell_area * (1.0 - 1e-9)
@@ -434,6 +446,48 @@ def to_grid(g: GalaxyMaps, size: int = 32, min_good: float = 0.5, margin: float 
         center=((cx + 0.5 - x0) / cell - 0.5, (cy + 0.5 - y0) / cell - 0.5),
         crop=(float(x0), float(y0), float(x0 + side), float(y0 + side)),
     )
+
+
+def noise_correlation(g: GalaxyMaps) -> float:
+    """Sigma (spaxels) of the correlation of the file's neighbouring spaxels' noise: 0 (independent) for the
+    project's synthetic files, :data:`MANGA_NOISE_SIGMA` for every other (a MaNGA cube's DAP maps)."""
+    return 0.0 if g.versdap.startswith(SYNTHETIC_VERSDAP) else MANGA_NOISE_SIGMA
+
+
+def _shifted(a: np.ndarray, d: int, axis: int) -> np.ndarray:
+    """``a`` with ``a[..., i + d, ...]`` at ``i`` along ``axis``; 0 where ``i + d`` falls outside."""
+    out = np.zeros_like(a)
+    n = a.shape[axis]
+    src = [slice(None)] * a.ndim
+    dst = [slice(None)] * a.ndim
+    src[axis], dst[axis] = slice(max(d, 0), n + min(d, 0)), slice(max(-d, 0), n - max(d, 0))
+    out[tuple(dst)] = a[tuple(src)]
+    return out
+
+
+def _cell_variance(wy: np.ndarray, wx: np.ndarray, var: np.ndarray, sigma: float) -> np.ndarray:
+    """(L, S, S) the variance of each cell's sum ``sum_j w_j x_j`` of spaxels with variances ``var``
+    (L, ny, nx), 0 where unused, and weights ``wy (S, ny) x wx (S, nx)``.
+
+    ``sum_jk w_j w_k rho_jk s_j s_k`` with ``s = sqrt(var)``, ``rho_jk = exp(-D^2 / (2 sigma^2))`` out to
+    :data:`MANGA_NOISE_REACH` spaxels and 0 beyond (independent spaxels for ``sigma`` 0). Each offset
+    ``d = k - j`` is one separable sum: ``(wy * wy shifted by dy) @ (s * s shifted by d) @ (wx * wx shifted)^T``.
+    """
+    wxt = np.ascontiguousarray(wx.T)  # (nx, S)
+    out = (wy**2) @ var @ (wxt**2)  # (S, ny) @ (L, ny, nx) @ (nx, S) -> (L, S, S): d = 0
+    if sigma == 0:
+        return out
+    s = np.sqrt(var)
+    reach = int(np.floor(MANGA_NOISE_REACH))
+    for dy in range(-reach, reach + 1):
+        for dx in range(-reach, reach + 1):
+            if (dy, dx) == (0, 0) or dy * dy + dx * dx > MANGA_NOISE_REACH**2:
+                continue
+            pairs = s * _shifted(_shifted(s, dy, 1), dx, 2)  # (L, ny, nx) s_j s_(j+d)
+            wy_d = wy * _shifted(wy, dy, 1)  # (S, ny) wy[c, j] wy[c, j + dy]
+            wx_d = wxt * _shifted(wxt, dx, 0)  # (nx, S)
+            out += np.exp(-(dy * dy + dx * dx) / (2 * sigma**2)) * (wy_d @ pairs @ wx_d)
+    return out
 
 
 def _overlap(start: float, side: float, size: int, n: int) -> np.ndarray:
