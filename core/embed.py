@@ -32,8 +32,10 @@ K_NEIGHBOURS = 20
 
 
 def embed_run(run_dir, *, batch_size: int = scoring.BATCH_SIZE, device="auto", k: int = K_NEIGHBOURS,
-              flag_pct: float = scoring.FLAG_PCT, seed: int = 0, progress: bool = True) -> str:
-    """Embed the run in ``run_dir``; return a one-paragraph summary."""
+              flag_pct: float = scoring.FLAG_PCT, seed: int = 0, mixing_rank: int = mixing.RANK,
+              progress: bool = True) -> str:
+    """Embed the run in ``run_dir``; return a one-paragraph summary. ``mixing_rank``: the spectra of each galaxy's
+    mix in ``score_mixing`` (``core.mixing``)."""
     from core.models import load_model, resolve_device
 
     t0 = time.perf_counter()
@@ -50,6 +52,9 @@ def embed_run(run_dir, *, batch_size: int = scoring.BATCH_SIZE, device="auto", k
         raise RunError(f"{run_dir}: the model was trained on lines {manifest.lines} at size {manifest.size} "
                        f"but {data.path} now holds {list(data.lines)} at size {data.size}; train again with "
                        f"`python -m train fit --data {data.path} --run {run_dir}`")
+    if not 1 <= mixing_rank < len(data.lines):
+        raise RunError(f"{run_dir}: --mixing-rank {mixing_rank}: a mix of {len(data.lines)} lines needs between 1 and "
+                       f"{len(data.lines) - 1} spectra (2 by default)")
     dev = resolve_device(device)
     model, payload = load_model(run_dir, device=dev)
     # A crash from here on leaves a run that says it was not embedded.
@@ -102,11 +107,11 @@ def embed_run(run_dir, *, batch_size: int = scoring.BATCH_SIZE, device="auto", k
             raise
         del cell_maps
     if progress:
-        print(f"embed: {mixing.COLUMN}, every galaxy fitted as a mix of {mixing.RANK} spectra ...", flush=True)
+        print(f"embed: {mixing.COLUMN}, every galaxy fitted as a mix of {mixing_rank} spectra ...", flush=True)
     mixing_fits = np.empty((n, len(mixing.FIT_COLUMNS)))
     mixing_stats = mixing.block_statistics(data.flux, data.ivar, data.mask, lines, fits=mixing_fits,
-                                           progress=progress)
-    mixing_calibration = mixing.calibrate(mixing_stats)
+                                           progress=progress, rank=mixing_rank)
+    mixing_calibration = mixing.calibrate(mixing_stats, mixing_rank)
     components[mixing.COLUMN], mixing_group = mixing.galaxy_scores(mixing_stats, mixing_calibration, lines)
     scales = scoring.component_scales(components)
     # train score puts new files' statistics in the same units

@@ -106,7 +106,7 @@ def ordinary_fit(run, block: int = 256) -> dict | None:
     would give ``noise`` near 1. Where the catalogue has ``core.consistency.FIT_COLUMNS`` (the run has the
     consistency network), ``consistency`` and ``consistency_noise`` say the same of its predictions of hidden
     lines (its score's error floors, and the noise alone); with ``core.mixing.FIT_COLUMNS``, ``mixing`` and
-    ``mixing_noise`` of each galaxy's own two-spectrum mix (a 3 % floor, and the noise alone).
+    ``mixing_noise`` of each galaxy's own mix (a 3 % floor, and the noise alone), of ``mixing_rank`` spectra.
     """
     cat = run.catalogue
     if "truth_anomaly" not in cat:
@@ -133,6 +133,8 @@ def ordinary_fit(run, block: int = 256) -> dict | None:
         if column in cat:
             values = cat[column].to_numpy(dtype=np.float64)
             fit[key], fit[f"{key}_val"] = median(values, ordinary), median(values, val)
+    if fit.get("mixing") is not None:
+        fit["mixing_rank"] = mixing.rank_of(run.manifest.score.components[mixing.COLUMN]["statistics"])
     return fit
 
 
@@ -157,7 +159,8 @@ def report(result: dict) -> str:
             lines.append(f"  the consistency network's predictions of hidden lines: {pair('consistency')} with its "
                          f"calibrated floors, {pair('consistency_noise')} against the noise alone")
         if fit.get("mixing") is not None:
-            lines.append(f"  each galaxy's own mix of {mixing.RANK} spectra ({mixing.COLUMN}'s fit): {pair('mixing')} "
+            lines.append(f"  each galaxy's own mix of {fit.get('mixing_rank', mixing.RANK)} spectra ({mixing.COLUMN}'s "
+                         f"fit): {pair('mixing')} "
                          f"with its {mixing.FLOOR:.0%} floor, {pair('mixing_noise')} against the noise alone")
     lines += [f"  {m}: {d}" for m, d in result["methods"].items()]
     return "\n".join(lines)

@@ -47,7 +47,8 @@ import numpy as np
 
 from core import consistency
 
-#: Spectra (and maps) of the factorisation.
+#: Spectra (and maps) of the factorisation, unless ``embed --mixing-rank`` says otherwise; the run's is kept in its
+#: manifest with the calibration (:func:`rank_of`).
 RANK = 2
 #: Each cell's error floor in the fit and its residuals, a fraction of the fitted flux.
 FLOOR = 0.03
@@ -67,12 +68,13 @@ COLUMN = "score_mixing"
 GROUP_COLUMN = "mixing_group"
 ALL_LINES = "all lines"
 FIT_COLUMNS = {
-    "chi2_mixing": f"reduced chi-square of the galaxy's rank-{RANK} mix over every measured line and cell, against "
-                   f"the noise and a {FLOOR:.0%} floor",
+    "chi2_mixing": f"reduced chi-square of the galaxy's mix (of the run's rank, {RANK} by default) over every "
+                   f"measured line and cell, against the noise and a {FLOOR:.0%} floor",
     "chi2_mixing_noise": "the same against the measured noise alone (1: fitted to the noise)",
 }
 DEFINITION = (
-    f"spectral mixing: each galaxy's line maps fitted alone as a mix of {RANK} spectra (weighted least squares, "
+    f"spectral mixing: each galaxy's line maps fitted alone as a mix of a few spectra (the run's rank, {RANK} by "
+    "default; weighted least squares, "
     f"noise plus a {FLOOR:.0%} floor); the residuals summed per ion and over all lines and matched-filtered by "
     f"Gaussians of {', '.join(f'{s:g}' for s in SCALES)} cells; each largest |S| in units of its scatter over the "
     "run's galaxies (median and 1.4826 x MAD of its log); exp of the largest. No training; independent of the flux "
@@ -198,16 +200,17 @@ def departure(resid, lines: Sequence[str], calibration: dict) -> tuple[str, floa
     return groups(lines)[g][0], SCALES[t], maps[g, t]
 
 
-def block_statistics(flux, ivar, mask, lines: Sequence[str], fits=None, progress: bool = False) -> np.ndarray:
-    """:func:`statistics` of every galaxy, :data:`BATCH` at a time so a large survey is never held at once;
-    with ``fits`` (``(N, 2)``) each galaxy's :data:`FIT_COLUMNS`."""
+def block_statistics(flux, ivar, mask, lines: Sequence[str], fits=None, progress: bool = False,
+                     rank: int = RANK) -> np.ndarray:
+    """:func:`statistics` of every galaxy's mix of ``rank`` spectra, :data:`BATCH` at a time so a large survey is
+    never held at once; with ``fits`` (``(N, 2)``) each galaxy's :data:`FIT_COLUMNS`."""
     from tqdm.auto import tqdm
 
     out = np.empty((len(flux), len(groups(lines)), len(SCALES)), np.float32)
     for start in tqdm(range(0, len(flux), BATCH), desc="mixing", unit="block", disable=not progress):
         rows = slice(start, min(start + BATCH, len(flux)))
         resid = residuals(np.asarray(flux[rows]), np.asarray(ivar[rows]), np.asarray(mask[rows]), lines,
-                          None if fits is None else fits[rows])
+                          None if fits is None else fits[rows], rank=rank)
         out[rows] = statistics(resid, lines)
     return out
 
@@ -222,13 +225,18 @@ def _z(stats, calibration: dict) -> np.ndarray:
     return (_logs(stats) - np.asarray(calibration["median"])) / np.asarray(calibration["spread"])
 
 
-def calibrate(stats) -> dict:
-    """``{"median", "spread"}`` nested lists ``(G, len(SCALES))``: each statistic's log, its median and 1.4826 x MAD
-    over the galaxies ``stats`` (1 where it does not scatter)."""
+def calibrate(stats, rank: int = RANK) -> dict:
+    """``{"median", "spread", "rank"}``: nested lists ``(G, len(SCALES))`` of each statistic's log, its median and
+    1.4826 x MAD over the galaxies ``stats`` (1 where it does not scatter), and the rank of the mix they came from."""
     logs = _logs(stats)  # (N, G, T)
     median = np.median(logs, axis=0)
     spread = 1.4826 * np.median(np.abs(logs - median), axis=0)
-    return {"median": median.tolist(), "spread": np.where(spread > 0, spread, 1.0).tolist()}
+    return {"median": median.tolist(), "spread": np.where(spread > 0, spread, 1.0).tolist(), "rank": int(rank)}
+
+
+def rank_of(calibration: dict) -> int:
+    """The rank of the mix a run's statistics came from (:data:`RANK` for a run embedded before it was kept)."""
+    return int(calibration.get("rank", RANK))
 
 
 def galaxy_scores(stats, calibration: dict, lines: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:

@@ -70,9 +70,9 @@ def score_files(run_dir, inputs, batch_size: int = scoring.BATCH_SIZE, device="a
                                                                             device=dev)
         groups = None
         if mixing.COLUMN in score_info.components:
-            stats = mixing.block_statistics(flux, ivar, mask, lines)
-            components[mixing.COLUMN], groups = mixing.galaxy_scores(
-                stats, score_info.components[mixing.COLUMN]["statistics"], lines)
+            calibration = score_info.components[mixing.COLUMN]["statistics"]
+            stats = mixing.block_statistics(flux, ivar, mask, lines, rank=mixing.rank_of(calibration))
+            components[mixing.COLUMN], groups = mixing.galaxy_scores(stats, calibration, lines)
         anomaly = scoring.combine(components, score_info.components)
         cols = scoring.score_columns(anomaly, shares, lines, population, score_info.flag_threshold, shape, components)
         if groups is not None:

@@ -349,12 +349,39 @@ def test_score_new_files_agrees_with_embed(trained, tmp_path, capsys):
     assert list(table.flagged) == list(mine.flagged) and list(table.top_line) == list(mine.top_line)
     np.testing.assert_allclose(table[[f"err_{line}" for line in run.lines]].sum(axis=1), 1.0, rtol=1e-9)
     np.testing.assert_allclose(table[list(scoring.SHAPE_COLUMNS)], mine[list(scoring.SHAPE_COLUMNS)], rtol=1e-4)
-    np.testing.assert_allclose(table[[consistency.COLUMN, scoring.RECON_COLUMN]],
-                               mine[[consistency.COLUMN, scoring.RECON_COLUMN]], rtol=1e-5)
+    np.testing.assert_allclose(table[[consistency.COLUMN, scoring.RECON_COLUMN, mixing.COLUMN]],
+                               mine[[consistency.COLUMN, scoring.RECON_COLUMN, mixing.COLUMN]], rtol=1e-5)
+    assert list(table[mixing.GROUP_COLUMN]) == list(mine[mixing.GROUP_COLUMN])
     assert str(bad) in capsys.readouterr().err
     # nothing usable: a clear error, exit status 2
     assert main(["score", "--run", str(trained), str(bad), "--out", str(tmp_path / "none.csv"), "--quiet"]) == 2
     assert "none of the 1 file(s) could be scored" in capsys.readouterr().err
+
+
+def test_the_mix_takes_the_rank_embed_is_given_and_score_keeps_it(trained, tmp_path, capsys):
+    """``embed --mixing-rank 3``: the manifest keeps the rank, the galaxies fit better than with two spectra,
+    and ``train score`` fits new files with the run's rank (the same scores as embed's)."""
+    copy = tmp_path / "run"
+    shutil.copytree(trained, copy)
+    assert main(["embed", "--run", str(copy), "--mixing-rank", "3", "--quiet"]) == 0
+    two, three = open_run(trained), open_run(copy)
+    assert mixing.rank_of(three.manifest.score.components[mixing.COLUMN]["statistics"]) == 3
+    assert mixing.rank_of(two.manifest.score.components[mixing.COLUMN]["statistics"]) == mixing.RANK == 2
+    # (ten rounds of a fit weighted by noise and floor: one galaxy of 28 may come out a little worse by this measure)
+    better = three.catalogue["chi2_mixing_noise"] < two.catalogue["chi2_mixing_noise"]
+    assert better.mean() > 0.8, better
+    sources = list(three.catalogue.source[:3])
+    out = tmp_path / "scores.csv"
+    assert main(["score", "--run", str(copy), *sources, "--out", str(out), "--quiet"]) == 0
+    table = pd.read_csv(out)
+    mine = three.catalogue.set_index("galaxy_id").loc[table.galaxy_id]
+    np.testing.assert_allclose(table[mixing.COLUMN], mine[mixing.COLUMN], rtol=1e-5)
+    # a mix needs fewer spectra than the run has lines: a clear error, the run as it was
+    capsys.readouterr()
+    assert main(["embed", "--run", str(copy), "--mixing-rank", str(len(three.lines)), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "--mixing-rank" in err and f"between 1 and {len(three.lines) - 1}" in err and "Traceback" not in err
+    assert mixing.rank_of(open_run(copy).manifest.score.components[mixing.COLUMN]["statistics"]) == 3
 
 
 def test_score_refuses_a_damaged_consistency_network(trained, tmp_path, capsys):

@@ -86,10 +86,10 @@ def explain(data, row: int) -> dict:
     where.append(np.sqrt(np.asarray(cells[row], dtype=np.float64)) if cells is not None
                  else np.full(x.shape[1:], np.nan))
     labels.append(CROSS_LINE if cells is not None else "")
-    calibration = (run.manifest.score.components.get(mixing.COLUMN, {}).get("statistics")
-                   if run.manifest.score is not None else None)
+    calibration = _mixing_calibration(run)
     if calibration is not None:  # ~10 ms: the galaxy's own mix fitted again, as embed fitted it
-        resid = mixing.residuals(np.asarray(ds.flux[row])[None], ivar[None], mask[None], lines)[0]
+        resid = mixing.residuals(np.asarray(ds.flux[row])[None], ivar[None], mask[None], lines,
+                                 rank=mixing.rank_of(calibration))[0]
         group, sigma, departure = mixing.departure(resid, lines, calibration)
         where.append(departure)
         # short: the labels sit side by side
@@ -102,6 +102,11 @@ def explain(data, row: int) -> dict:
             "where_labels": labels,
             "ratios": np.array([r[k] for r in ratios for k in RATIO_MAPS], dtype=np.float32),
             "ratio_labels": [f"{who} {name}" for who in ("data", "model") for name in RATIO_MAPS.values()]}
+
+
+def _mixing_calibration(run) -> dict | None:
+    """The run's ``score_mixing`` calibration (``core.mixing.calibrate``), None for a run without it."""
+    return run.manifest.score.components.get(mixing.COLUMN, {}).get("statistics") if run.manifest.score else None
 
 
 def summary_html(data, row: int | None) -> str:
@@ -118,15 +123,16 @@ def summary_html(data, row: int | None) -> str:
     disagree = ", ".join(f"{html.escape(ln)} {100 * s:.0f} %" for ln, s in disagreeing_lines(data, row))
     disagree = f"Lines that disagree most with the others (score_consistency): {disagree}. " if disagree else ""
     group = cat[mixing.GROUP_COLUMN].iat[row] if mixing.GROUP_COLUMN in cat else None
+    rank = mixing.rank_of(_mixing_calibration(data.run) or {})
     if isinstance(group, str):
-        disagree += (f"The lines that depart most from a mix of {mixing.RANK} spectra ({mixing.COLUMN}): "
+        disagree += (f"The lines that depart most from a mix of {rank} spectra ({mixing.COLUMN}): "
                      f"{html.escape(group)}. ")
     return (f'<p style="font-size:13px;margin:2px 0">Dominant component: <b>{html.escape(col)}</b> at percentile '
             f"{pct:.1f} (components' percentiles: {parts}). Lines with the largest shares of the autoencoder's "
             f"error: {lines}. {disagree}"
             f"{where_text(cat, row)}Maps: residuals in units of the score's error (σ with its error model); "
             f"{CROSS_LINE}: the RMS over the lines of each line's misfit when predicted from the others (σ); "
-            f"{MIX}: where the ion departs most from the galaxy's mix of {mixing.RANK} spectra, filtered at the "
+            f"{MIX}: where the ion departs most from the galaxy's mix of {rank} spectra, filtered at the "
             "scale (cells) that finds it (σ).</p>")
 
 
