@@ -87,8 +87,8 @@ MAX_ABS_FLUX = 1e6
 #: The noise of neighbouring spaxels of a MaNGA cube is correlated: each spaxel is rebuilt from the fibres
 #: around it. The DAP approximates the correlation coefficient by ``exp(-D^2 / (2 sigma^2))`` with D in spaxels and
 #: sigma = 1.92 (Westfall et al. 2019, AJ 158, 231, Sect. 6), zero beyond the rebuilding kernel's reach, 1.6"
-#: (Law et al. 2016, AJ 152, 83): 3.2 spaxels. A cell of the grid that sums several spaxels has that much
-#: more variance than independent spaxels would give (``to_grid``).
+#: (Law et al. 2016, AJ 152, 83): 3.2 spaxels. A cell of the grid that sums several spaxels has more variance
+#: than independent spaxels would give (``to_grid``).
 MANGA_NOISE_SIGMA, MANGA_NOISE_REACH = 1.92, 3.2
 
 #: The ``VERSDAP`` of the project's synthetic files (``core.synth.writer``), whose spaxels' noise is

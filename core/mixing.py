@@ -100,8 +100,8 @@ def _level_line(lines: Sequence[str]) -> int:
 def residuals(flux, ivar, mask, lines: Sequence[str], fits=None, rank: int = RANK) -> np.ndarray:
     """Normalised residuals ``(N, L, S, S)`` float32 of each galaxy's mix of ``rank`` spectra; NaN where unmeasured.
 
-    With ``fits`` (an ``(N, 2)`` array) each galaxy's :data:`FIT_COLUMNS` are written into it. The scores use
-    :data:`RANK`; other ranks are for measuring how many spectra a survey needs (``benchmarks/real_fit.py``).
+    With ``fits`` (an ``(N, 2)`` array) each galaxy's :data:`FIT_COLUMNS` are written into it. ``rank``: the
+    run's (:func:`rank_of`), :data:`RANK` unless ``embed --mixing-rank`` said otherwise.
     """
     import torch
 

@@ -15,11 +15,11 @@ from core.maps import (
     MANGA_NOISE_REACH,
     MANGA_NOISE_SIGMA,
     NORMALISATIONS,
+    SYNTHETIC_VERSDAP,
     denormalise,
     normalise,
     preprocess,
     read_maps,
-    SYNTHETIC_VERSDAP,
     to_grid,
 )
 
