@@ -95,6 +95,11 @@ class DatasetManifest:
     def norm(self) -> str:
         return self.options.norm
 
+    def current(self) -> bool:
+        """Written by this version of the code: a folder of another version is ingested again, since what a file
+        becomes may have changed (as the gridding's variances did in 0.2.0)."""
+        return self.code_version == __version__
+
     def write(self, folder) -> None:
         """Write ``folder/manifest.json`` atomically: the one writer of dataset manifests."""
         # lines, size, norm and bad_bits also at the top, where readers of the JSON look first.

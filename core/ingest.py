@@ -266,7 +266,8 @@ def _cached_row(part: Path) -> dict | None:
 
 def _up_to_date(out: Path, files: list[Path], hashes: dict, opts: IngestOptions,
                 catalogues: summaries.SummaryFiles) -> IngestReport | None:
-    """The report of an earlier ingest of exactly these files, options and summary catalogues, if it finished."""
+    """The report of an earlier ingest of exactly these files, options, summary catalogues and code version, if it
+    finished."""
     try:
         manifest = open_dataset(out).manifest
     except DatasetError:
@@ -276,7 +277,7 @@ def _up_to_date(out: Path, files: list[Path], hashes: dict, opts: IngestOptions,
         return None
     before = {(s["path"], s["sha256"]) for s in manifest.sources}
     now = {(str(f), hashes[f]) for f in files}
-    if manifest.options != opts or not before <= now:
+    if manifest.options != opts or not manifest.current() or not before <= now:
         return None
     if {p for p, _ in now - before} != _left_out(manifest):
         return None

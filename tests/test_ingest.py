@@ -137,6 +137,18 @@ def test_rerun_reuses_work_and_new_files_are_added(survey, tmp_path):
     assert other.reused == 0 and open_dataset(out).size == 8
 
 
+def test_another_code_version_ingests_again(survey, tmp_path, monkeypatch):
+    """What a file becomes may change between versions (the gridding's variances did): nothing is reused."""
+    import core.dataset
+
+    out = tmp_path / "ds"
+    first = ingest([survey], out, IngestOptions(size=16), workers=1, progress=False)
+    assert ingest([survey], out, IngestOptions(size=16), workers=1, progress=False).reused == first.n_ingested
+    monkeypatch.setattr(core.dataset, "__version__", "99.0")
+    later = ingest([survey], out, IngestOptions(size=16), workers=1, progress=False)
+    assert later.reused == 0 and later.n_ingested == first.n_ingested
+
+
 def test_duplicates_are_reported(survey, tmp_path):
     shutil.copy(survey / "manga-90000-1901-MAPS-SYNTH-GAU.fits.gz", survey / "manga-90000-1901-MAPS-copy.fits.gz")
     report = ingest([survey], tmp_path / "ds", IngestOptions(size=16), workers=1, progress=False)
