@@ -8,6 +8,7 @@ from core.lines import DR15_CHANNELS
 LINES = list(DR15_CHANNELS)
 L, S = len(LINES), 16
 HA = LINES.index("Ha-6564")
+OIII = [LINES.index("OIII-4960"), LINES.index("OIII-5008")]
 
 
 def mixed_survey(n, seed=0, noise=0.02, spectra=3):
@@ -26,3 +27,11 @@ def mixed_survey(n, seed=0, noise=0.02, spectra=3):
     ivar = np.full(flux.shape, 1 / noise**2)
     mask = np.broadcast_to(x**2 + y**2 > (S / 2) ** 2, flux.shape).copy()
     return flux, ivar, mask
+
+
+def with_oiii_moved(flux, ivar, mask, factor: float, y0: int, x0: int):
+    """``(flux, ivar, mask)`` of two galaxies: the first of ``flux`` as it is, then the same with [OIII] multiplied by
+    ``factor`` in a 4 x 4-cell patch at (y0, x0), where it no longer goes with the other lines."""
+    odd = flux[:1].copy()
+    odd[0, OIII, y0:y0 + 4, x0:x0 + 4] *= factor
+    return np.concatenate([flux[:1], odd]), np.concatenate([ivar[:1]] * 2), np.concatenate([mask[:1]] * 2)

@@ -7,10 +7,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from core import consistency
-from tests.galaxies import HA, LINES, L, S
+from tests.galaxies import HA, LINES, OIII, L, S, with_oiii_moved
 from tests.galaxies import mixed_survey as survey
 
-OIII = [LINES.index("OIII-4960"), LINES.index("OIII-5008")]
 
 
 @pytest.fixture(scope="module")
@@ -36,11 +35,7 @@ def test_score_does_not_depend_on_the_flux_scale(detector, c, seed):
 @settings(max_examples=15, deadline=None)
 @given(seed=st.integers(0, 10_000), factor=st.floats(2.0, 5.0), y0=st.integers(4, 8), x0=st.integers(4, 8))
 def test_a_group_of_lines_moved_against_the_others_raises_the_score(detector, seed, factor, y0, x0):
-    flux, ivar, mask = survey(1, seed=seed)
-    odd = flux.copy()
-    odd[0, OIII, y0:y0 + 4, x0:x0 + 4] *= factor  # a patch where [OIII] no longer goes with the other lines
-    before, after = scores(detector, np.concatenate([flux, odd]), np.concatenate([ivar, ivar]),
-                           np.concatenate([mask, mask]))
+    before, after = scores(detector, *with_oiii_moved(*survey(1, seed=seed), factor, y0, x0))
     assert after > before
 
 

@@ -7,9 +7,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from core import mixing
-from tests.galaxies import HA, LINES, L, S, mixed_survey
+from tests.galaxies import HA, LINES, OIII, L, S, mixed_survey, with_oiii_moved
 
-OIII = [LINES.index("OIII-4960"), LINES.index("OIII-5008")]
 SII = [LINES.index("SII-6718"), LINES.index("SII-6732")]
 
 
@@ -72,11 +71,7 @@ def test_score_does_not_depend_on_the_flux_scale(calibration, c, seed):
 @settings(max_examples=15, deadline=None)
 @given(seed=st.integers(0, 10_000), factor=st.floats(1.5, 4.0), y0=st.integers(4, 8), x0=st.integers(4, 8))
 def test_a_group_of_lines_moved_against_the_others_raises_the_score(calibration, seed, factor, y0, x0):
-    flux, ivar, mask = survey(1, seed=seed)
-    odd = flux.copy()
-    odd[0, OIII, y0:y0 + 4, x0:x0 + 4] *= factor  # a patch where [OIII] no longer goes with the other lines
-    both = mixing.block_statistics(np.concatenate([flux, odd]), np.concatenate([ivar, ivar]),
-                                   np.concatenate([mask, mask]), LINES)
+    both = mixing.block_statistics(*with_oiii_moved(*survey(1, seed=seed), factor, y0, x0), LINES)
     before, after = mixing.galaxy_scores(both, calibration, LINES)[0]
     assert after > before
 
