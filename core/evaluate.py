@@ -134,7 +134,7 @@ def ordinary_fit(run, block: int = 256) -> dict | None:
             values = cat[column].to_numpy(dtype=np.float64)
             fit[key], fit[f"{key}_val"] = median(values, ordinary), median(values, val)
     if fit.get("mixing") is not None:
-        fit["mixing_rank"] = mixing.rank_of(run.manifest.score.components[mixing.COLUMN]["statistics"])
+        fit["mixing_rank"] = mixing.rank_of(mixing.calibration_of(run.manifest.score))
     return fit
 
 

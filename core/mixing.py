@@ -234,6 +234,12 @@ def calibrate(stats, rank: int = RANK) -> dict:
     return {"median": median.tolist(), "spread": np.where(spread > 0, spread, 1.0).tolist(), "rank": int(rank)}
 
 
+def calibration_of(score_info) -> dict | None:
+    """The run's :func:`calibrate` as embed kept it in the manifest's ``score`` (a ``ScoreInfo``); None for a run
+    without ``score_mixing``."""
+    return score_info.components.get(COLUMN, {}).get("statistics") if score_info is not None else None
+
+
 def rank_of(calibration: dict) -> int:
     """The rank of the mix a run's statistics came from (:data:`RANK` for a run embedded before it was kept)."""
     return int(calibration.get("rank", RANK))

@@ -69,8 +69,8 @@ def score_files(run_dir, inputs, batch_size: int = scoring.BATCH_SIZE, device="a
             components[consistency.COLUMN] = consistency.consistency_scores(detector, flux, ivar, mask, lines,
                                                                             device=dev)
         groups = None
-        if mixing.COLUMN in score_info.components:
-            calibration = score_info.components[mixing.COLUMN]["statistics"]
+        calibration = mixing.calibration_of(score_info)
+        if calibration is not None:
             stats = mixing.block_statistics(flux, ivar, mask, lines, rank=mixing.rank_of(calibration))
             components[mixing.COLUMN], groups = mixing.galaxy_scores(stats, calibration, lines)
         anomaly = scoring.combine(components, score_info.components)

@@ -86,7 +86,7 @@ def explain(data, row: int) -> dict:
     where.append(np.sqrt(np.asarray(cells[row], dtype=np.float64)) if cells is not None
                  else np.full(x.shape[1:], np.nan))
     labels.append(CROSS_LINE if cells is not None else "")
-    calibration = _mixing_calibration(run)
+    calibration = mixing.calibration_of(run.manifest.score)
     if calibration is not None:  # ~10 ms: the galaxy's own mix fitted again, as embed fitted it
         resid = mixing.residuals(np.asarray(ds.flux[row])[None], ivar[None], mask[None], lines,
                                  rank=mixing.rank_of(calibration))[0]
@@ -104,11 +104,6 @@ def explain(data, row: int) -> dict:
             "ratio_labels": [f"{who} {name}" for who in ("data", "model") for name in RATIO_MAPS.values()]}
 
 
-def _mixing_calibration(run) -> dict | None:
-    """The run's ``score_mixing`` calibration (``core.mixing.calibrate``), None for a run without it."""
-    return run.manifest.score.components.get(mixing.COLUMN, {}).get("statistics") if run.manifest.score else None
-
-
 def summary_html(data, row: int | None) -> str:
     """The view's sentence: the dominant component and lines."""
     if row is None:
@@ -123,7 +118,7 @@ def summary_html(data, row: int | None) -> str:
     disagree = ", ".join(f"{html.escape(ln)} {100 * s:.0f} %" for ln, s in disagreeing_lines(data, row))
     disagree = f"Lines that disagree most with the others (score_consistency): {disagree}. " if disagree else ""
     group = cat[mixing.GROUP_COLUMN].iat[row] if mixing.GROUP_COLUMN in cat else None
-    rank = mixing.rank_of(_mixing_calibration(data.run) or {})
+    rank = mixing.rank_of(mixing.calibration_of(data.run.manifest.score) or {})
     if isinstance(group, str):
         disagree += (f"The lines that depart most from a mix of {rank} spectra ({mixing.COLUMN}): "
                      f"{html.escape(group)}. ")
