@@ -6,8 +6,9 @@ per-cell map ``consistency_map.npy`` and per-line shares ``consistency_lines.npy
 directory (atomically) and records the score summary (:class:`core.run.ScoreInfo`), the UMAP
 parameters, the files' stamps (size, time, sha256) and the dataset's in its manifest; the embed
 stamp is removed before the first file is rewritten and set last. The anomaly score combines the
-autoencoder's reduced chi-square, the consistency detector and the spectral-mixing detector
-(``core.mixing``, whose per-statistic calibration is kept with the score's units in the manifest;
+autoencoder's reduced chi-square, the consistency detector, the spectral-mixing detector
+(``core.mixing``, whose per-statistic calibration is kept with the score's units in the manifest)
+and the census (``core.census``, whose survey mixture and calibration go to ``census.json``;
 ``core.scoring.SCORE_DEFINITION``).
 Torch and umap are imported inside :func:`embed_run`.
 """
@@ -19,11 +20,11 @@ from pathlib import Path
 
 import numpy as np
 
-from core import consistency, latent, mixing, scoring
+from core import census, consistency, latent, mixing, scoring
 from core.dataset import open_dataset
 from core.errors import RunError
 from core.io import open_npy_memmap, remove_stale_tmp, save_npy, save_parquet, stamp_files
-from core.run import (CONSISTENCY_FILE, CONSISTENCY_LINES_FILE, CONSISTENCY_MAP_FILE, STAGE_OUTPUTS, RunManifest,
+from core.run import (CENSUS_FILE, CONSISTENCY_FILE, CONSISTENCY_LINES_FILE, CONSISTENCY_MAP_FILE, STAGE_OUTPUTS, RunManifest,
                       ScoreInfo, dataset_path, mark_stage, open_run)
 
 STAGE = "embed"
@@ -113,6 +114,24 @@ def embed_run(run_dir, *, batch_size: int = scoring.BATCH_SIZE, device="auto", k
                                            progress=progress, rank=mixing_rank)
     mixing_calibration = mixing.calibrate(mixing_stats, mixing_rank)
     components[mixing.COLUMN], mixing_group = mixing.galaxy_scores(mixing_stats, mixing_calibration, lines)
+    census_file = run_dir / CENSUS_FILE
+    census_file.unlink(missing_ok=True)
+    census_fit = None
+    if census.REFERENCE in lines:
+        if progress:
+            print(f"embed: {census.COLUMN}, every galaxy's line ratios and shapes against the survey's ...", flush=True)
+        try:
+            census_model = census.fit_survey(data.flux, data.ivar, data.mask, lines,
+                                             np.flatnonzero(~manifest.split.mask(n)), seed=seed)
+        except ValueError as exc:  # no training galaxy with Halpha detected: the run simply lacks the column
+            if progress:
+                print(f"embed: no {census.COLUMN} ({exc})", flush=True)
+        else:
+            census_stats, census_feature = census.block_statistics(data.flux, data.ivar, data.mask, lines,
+                                                                   census_model, progress=progress)
+            census_fit = (census_model, census.calibrate(census_stats))
+            components[census.COLUMN], census_names = census.galaxy_scores(census_stats, census_feature,
+                                                                           census_fit[1], lines)
     scales = scoring.component_scales(components)
     # train score puts new files' statistics in the same units
     scales[mixing.COLUMN]["statistics"] = mixing_calibration
@@ -125,6 +144,8 @@ def embed_run(run_dir, *, batch_size: int = scoring.BATCH_SIZE, device="auto", k
         for i, name in enumerate(consistency.FIT_COLUMNS):
             catalogue[name] = fits[:, i]
     catalogue[mixing.GROUP_COLUMN] = mixing_group
+    if census_fit is not None:
+        catalogue[census.FEATURE_COLUMN] = census_names
     for i, name in enumerate(mixing.FIT_COLUMNS):
         catalogue[name] = mixing_fits[:, i]
     catalogue["umap_x"], catalogue["umap_y"] = coords[:, 0], coords[:, 1]
@@ -135,8 +156,11 @@ def embed_run(run_dir, *, batch_size: int = scoring.BATCH_SIZE, device="auto", k
     if detector is not None:
         consistency.save(detector, consistency_file, lines, fit_config)
         save_npy(lines_file, line_shares)
+    if census_fit is not None:
+        census.save(census_file, *census_fit, lines)
     save_parquet(run_dir / "catalogue.parquet", catalogue)
     detector_files = [CONSISTENCY_FILE, CONSISTENCY_MAP_FILE, CONSISTENCY_LINES_FILE] if detector is not None else []
+    detector_files += [CENSUS_FILE] if census_fit is not None else []
     files = stamp_files(run_dir, (*STAGE_OUTPUTS[STAGE], "model.pt", *detector_files))
     checksums = {**manifest.checksums, **{f: stamp["sha256"] for f, stamp in files.items()}}
     finite = anomaly[np.isfinite(anomaly)]

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from core import consistency, mixing, scoring
+from core import census, consistency, mixing, scoring
 from core.io import file_stamp, remove_stale_tmp, write_json
 from core.run import EVALUATION_FILE, Evaluation, mark_stage, open_run
 
@@ -49,7 +49,7 @@ def evaluate_run(run_dir, seed: int = 0) -> dict | None:
         "iforest": scoring.isolation_forest_scores(cat, seed=seed),
     }
     for name, column in (("recon", scoring.RECON_COLUMN), ("consistency", consistency.COLUMN),
-                         ("mixing", mixing.COLUMN)):
+                         ("mixing", mixing.COLUMN), ("census", census.COLUMN)):
         if column in cat:
             methods[name] = cat[column].to_numpy(dtype=np.float64)
     rows = scoring.detection_metrics(tasks, methods)
@@ -72,6 +72,7 @@ def evaluate_run(run_dir, seed: int = 0) -> dict | None:
             **({"consistency": f"the run's {consistency.COLUMN} alone, {consistency.DEFINITION}"}
                if "consistency" in methods else {}),
             **({"mixing": f"the run's {mixing.COLUMN} alone, {mixing.DEFINITION}"} if "mixing" in methods else {}),
+            **({"census": f"the run's {census.COLUMN} alone, {census.DEFINITION}"} if "census" in methods else {}),
         },
         "seed": seed,
         "n_galaxies": len(cat),

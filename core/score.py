@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from core import consistency, maps, mixing, scoring
+from core import census, consistency, maps, mixing, scoring
 from core.errors import BlueberryError, RunError
 from core.ingest import find_inputs
 from core.run import check_stamps, open_run
@@ -40,6 +40,7 @@ def score_files(run_dir, inputs, batch_size: int = scoring.BATCH_SIZE, device="a
     lines = list(run.lines)
     # the network that scored the run's population, intact
     detector = run.consistency_network() if consistency.COLUMN in score_info.components else None
+    census_fit = run.census_model() if census.COLUMN in score_info.components else None
 
     files = find_inputs(inputs)
     tables, skipped = [], []
@@ -73,10 +74,16 @@ def score_files(run_dir, inputs, batch_size: int = scoring.BATCH_SIZE, device="a
         if calibration is not None:
             stats = mixing.block_statistics(flux, ivar, mask, lines, rank=mixing.rank_of(calibration))
             components[mixing.COLUMN], groups = mixing.galaxy_scores(stats, calibration, lines)
+        features = None
+        if census_fit is not None:
+            stats, feature = census.statistics(*census.features(flux, ivar, mask, lines), census_fit[0])
+            components[census.COLUMN], features = census.galaxy_scores(stats, feature, census_fit[1], lines)
         anomaly = scoring.combine(components, score_info.components)
         cols = scoring.score_columns(anomaly, shares, lines, population, score_info.flag_threshold, shape, components)
         if groups is not None:
             cols[mixing.GROUP_COLUMN] = groups
+        if features is not None:
+            cols[census.FEATURE_COLUMN] = features
         cols.insert(0, "source", sources)
         cols.insert(0, "galaxy_id", [g.galaxy_id for g in grids])
         tables.append(cols)

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from core import consistency, mixing, scoring
+from core import census, consistency, mixing, scoring
 from core.embed import embed_run
 from core.evaluate import evaluate_run
 from core.ingest import IngestOptions, ingest
@@ -17,7 +17,8 @@ from core.io import read_json, sha256_file, stamp_files
 from core.lines import DR15_CHANNELS
 from core.maps import DAPPIXMASK_BITS
 from core.latent import nearest_neighbours, umap_embedding
-from core.run import CONSISTENCY_FILE, CONSISTENCY_LINES_FILE, CONSISTENCY_MAP_FILE, STAGE_OUTPUTS, mark_stage, open_run
+from core.run import (CENSUS_FILE, CONSISTENCY_FILE, CONSISTENCY_LINES_FILE, CONSISTENCY_MAP_FILE, STAGE_OUTPUTS, mark_stage,
+                      open_run)
 from core.synth import write_maps_file
 from core.training import fit, train_config_for
 from train.cli import main
@@ -103,8 +104,12 @@ def test_embed_writes_every_artifact(trained):
     calibration = m.score.components[mixing.COLUMN]["statistics"]
     assert np.shape(calibration["median"]) == np.shape(calibration["spread"]) == (len(mixing.groups(lines)),
                                                                                  len(mixing.SCALES))
+    # the census: the survey's mixture and calibration kept for `train score`, a score and a feature for every galaxy
+    model, census_calibration = census.load(trained / CENSUS_FILE, lines, "embed again")
+    assert np.shape(model["cov"]) == (len(census.names(lines)),) * 2 and len(census_calibration["median"]) == 2
+    assert np.isfinite(cat[census.COLUMN]).all() and set(cat[census.FEATURE_COLUMN]) <= set(census.names(lines))
     # the anomaly score: the largest of the detectors' z-scores, each over its run median and in units of its log spread
-    components = [scoring.RECON_COLUMN, consistency.COLUMN, mixing.COLUMN]
+    components = [scoring.RECON_COLUMN, consistency.COLUMN, mixing.COLUMN, census.COLUMN]
     logs = {c: np.log(cat[c].to_numpy()) for c in components}
     spreads = {c: 1.4826 * np.median(np.abs(logs[c] - np.median(logs[c]))) for c in components}
     for c in components:
@@ -349,9 +354,10 @@ def test_score_new_files_agrees_with_embed(trained, tmp_path, capsys):
     assert list(table.flagged) == list(mine.flagged) and list(table.top_line) == list(mine.top_line)
     np.testing.assert_allclose(table[[f"err_{line}" for line in run.lines]].sum(axis=1), 1.0, rtol=1e-9)
     np.testing.assert_allclose(table[list(scoring.SHAPE_COLUMNS)], mine[list(scoring.SHAPE_COLUMNS)], rtol=1e-4)
-    np.testing.assert_allclose(table[[consistency.COLUMN, scoring.RECON_COLUMN, mixing.COLUMN]],
-                               mine[[consistency.COLUMN, scoring.RECON_COLUMN, mixing.COLUMN]], rtol=1e-5)
+    detectors = [consistency.COLUMN, scoring.RECON_COLUMN, mixing.COLUMN, census.COLUMN]
+    np.testing.assert_allclose(table[detectors], mine[detectors], rtol=1e-5)
     assert list(table[mixing.GROUP_COLUMN]) == list(mine[mixing.GROUP_COLUMN])
+    assert list(table[census.FEATURE_COLUMN]) == list(mine[census.FEATURE_COLUMN])
     assert str(bad) in capsys.readouterr().err
     # nothing usable: a clear error, exit status 2
     assert main(["score", "--run", str(trained), str(bad), "--out", str(tmp_path / "none.csv"), "--quiet"]) == 2
@@ -384,11 +390,14 @@ def test_the_mix_takes_the_rank_embed_is_given_and_score_keeps_it(trained, tmp_p
     assert mixing.rank_of(open_run(copy).manifest.score.components[mixing.COLUMN]["statistics"]) == 3
 
 
-def test_score_refuses_a_damaged_consistency_network(trained, tmp_path, capsys):
+@pytest.mark.parametrize("name", [CONSISTENCY_FILE, CENSUS_FILE])
+def test_score_refuses_a_damaged_detector_file(trained, tmp_path, capsys, name):
+    """What embed learned from the survey (the consistency network, the census's mixture) is checked before new
+    files are scored against it: truncated or missing, a clear error naming the file and the repair."""
     copy = tmp_path / "run"
     shutil.copytree(trained, copy)
     source = str(open_run(copy).catalogue.source[0])
-    network = copy / CONSISTENCY_FILE
+    network = copy / name
     network.write_bytes(network.read_bytes()[:100])  # truncated
     assert main(["score", "--run", str(copy), source, "--out", str(tmp_path / "x.csv"), "--quiet"]) == 2
     err = capsys.readouterr().err

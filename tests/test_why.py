@@ -7,7 +7,7 @@ import panel as pn
 import pytest
 from bokeh.document import Document
 
-from core import bpt, mixing, scoring
+from core import bpt, census, mixing, scoring
 from core.io import file_stamp, write_json
 from core.run import INJECTION_FILE, Injection, RunManifest, mark_stage
 from dashboard.data import injection_figures, open_app_data
@@ -120,6 +120,9 @@ def test_explain_draws_the_consistency_map_where_the_run_has_one(run_path, tmp_p
     assert "disagree most" not in summary_html(open_app_data(run_path), 3)  # a run without them says nothing
     data.catalogue[mixing.GROUP_COLUMN] = "SII"
     assert f"depart most from a mix of {mixing.RANK} spectra ({mixing.COLUMN}): SII." in summary_html(data, 3)
+    data.catalogue[census.FEATURE_COLUMN] = "OIII-4960 ratio"
+    assert (f"out of step with the survey's galaxies ({census.COLUMN}): OIII-4960 ratio (its total over Hα's)"
+            in summary_html(data, 3))
     # a map of the wrong shape is refused, naming the file
     np.save(copy / CONSISTENCY_MAP_FILE, cells[:, :-1])
     mark_stage(copy, "embed", True, files={**RunManifest.read(copy).files,

@@ -11,11 +11,12 @@ EXAMPLES = """\
   python -m train embed --run runs/dr17 --mixing-rank 3      # galaxies that need a third spectrum
 
 Writes RUN/catalogue.parquet, latents.npy, recon.npy and neighbours.npy (atomically), trains
-the consistency network (consistency.pt), and records the score definition, its median and
-90th percentile, each detector's calibration, the UMAP parameters and the files' sha256 in
-RUN/manifest.json. The anomaly score is the largest of its three detectors' robust z-scores:
-the autoencoder's reconstruction, each line predicted from the others, and each galaxy's mix
-of a few spectra (README.md, "The anomaly score"; core/scoring.py).
+the consistency network (consistency.pt), fits the survey's line ratios and shapes (census.json),
+and records the score definition, its median and 90th percentile, each detector's calibration,
+the UMAP parameters and the files' sha256 in RUN/manifest.json. The anomaly score is the largest
+of its four detectors' robust z-scores: the autoencoder's reconstruction, each line predicted
+from the others, each galaxy's mix of a few spectra, and the galaxy's line ratios and shapes
+against the survey's (README.md, "The anomaly score"; core/scoring.py).
 """
 
 
@@ -33,7 +34,8 @@ def add_arguments(p) -> None:
                    help=f"flag galaxies at or above this percentile of the score, between 0 and 100 "
                         f"(default {FLAG_PCT:g})")
     p.add_argument("--seed", type=random_seed, default=0,
-                   help="seed of the UMAP and of the consistency network's training (default 0)")
+                   help="seed of the UMAP, of the consistency network's training and of the census's "
+                        "galaxies and start (default 0)")
     p.add_argument("--mixing-rank", type=positive_int, default=MIXING_RANK, metavar="K",
                    help=f"spectra in each galaxy's mix for score_mixing (default {MIXING_RANK}: the smallest that fits "
                         "the demo's galaxies to their noise; benchmarks/real_fit.py measures a survey's)")

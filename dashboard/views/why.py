@@ -6,8 +6,10 @@ One small Bokeh figure (issue 11: few figures paint fast) and a line of text:
   the catalogue's other ``score_<name>`` columns, e.g. ``score_consistency``, each placed in
   the run by its percentile), the lines with the largest shares of the autoencoder's error
   (``err_<line>``), those with the largest shares of ``score_consistency`` (the lines that
-  disagree with the others, ``consistency_lines.npy``) and the ion whose maps depart most from
-  the galaxy's two-spectrum mix (``mixing_group``, ``core.mixing``);
+  disagree with the others, ``consistency_lines.npy``), the ion whose maps depart most from
+  the galaxy's two-spectrum mix (``mixing_group``, ``core.mixing``) and the feature (a line ratio,
+  an ion's offset, ellipticity or size) most out of step with the survey's (``census_feature``,
+  ``core.census``);
 - left, *where*: the normalised residual (``core.scoring.normalised_residual``: data minus
   model in units of the score's error) of the three lines that weigh most, the consistency
   detector's cell map (``core.consistency.cell_map``, cached by embed) as a square root: the RMS,
@@ -25,7 +27,7 @@ import html
 import numpy as np
 import panel as pn
 
-from core import bpt, mixing, scoring
+from core import bpt, census, mixing, scoring
 from dashboard.views.base import PANEL_CSS, StateView, change, section_title
 from dashboard.views.glyphs import MASKED, Mosaic, plain_figure
 from dashboard.views.inspector import symmetric_limit
@@ -122,6 +124,10 @@ def summary_html(data, row: int | None) -> str:
     if isinstance(group, str):
         disagree += (f"The lines that depart most from a mix of {rank} spectra ({mixing.COLUMN}): "
                      f"{html.escape(group)}. ")
+    feature = cat[census.FEATURE_COLUMN].iat[row] if census.FEATURE_COLUMN in cat else None
+    if isinstance(feature, str):
+        disagree += (f"Most out of step with the survey's galaxies ({census.COLUMN}): {html.escape(feature)} "
+                     f"({feature_meaning(feature)}). ")
     return (f'<p style="font-size:13px;margin:2px 0">Dominant component: <b>{html.escape(col)}</b> at percentile '
             f"{pct:.1f} (components' percentiles: {parts}). Lines with the largest shares of the autoencoder's "
             f"error: {lines}. {disagree}"
@@ -129,6 +135,14 @@ def summary_html(data, row: int | None) -> str:
             f"{CROSS_LINE}: the RMS over the lines of each line's misfit when predicted from the others (σ); "
             f"{MIX}: where the ion departs most from the galaxy's mix of {rank} spectra, filtered at the "
             "scale (cells) that finds it (σ).</p>")
+
+
+def feature_meaning(feature: str) -> str:
+    """What a ``census_feature`` name (``"OIII-4960 ratio"``, ``"NII dx"``) measures, in words."""
+    what = {"ratio": "its total over Hα's", "dy": "its centre's offset from Hα's, up-down",
+            "dx": "its centre's offset from Hα's, left-right", "e1": "its elongation against Hα's, along the axes",
+            "e2": "its elongation against Hα's, along the diagonals", "size": "its size over Hα's"}
+    return what.get(feature.rsplit(" ", 1)[-1], "")
 
 
 def disagreeing_lines(data, row: int) -> list[tuple[str, float]]:
