@@ -351,7 +351,7 @@ FORMAT = "blueberry-census/1"
 
 
 def save(path, model: dict, calibration: dict, lines: Sequence[str]) -> None:
-    """Write the survey's mixture (:func:`fit`) and the statistics' :func:`calibrate` to ``path`` (JSON, atomically)."""
+    """Write the survey's Gaussian (:func:`fit`) and the statistics' :func:`calibrate` to ``path`` (JSON, atomically)."""
     from core.io import write_json
 
     write_json(path, {"format": FORMAT, "lines": list(lines), "features": names(lines), "min_snr": MIN_SNR,
@@ -371,7 +371,7 @@ def load(path, lines: Sequence[str], repair: str) -> tuple[dict, dict]:
         model, calibration = obj["model"], obj["calibration"]
         d = len(names(lines))
         if np.shape(model["cov"]) != (d, d) or np.shape(model["mean"]) != (d,):
-            raise ValueError("the mixture's shapes do not match the features")
+            raise ValueError("the Gaussian's shapes do not match the features")
     except (KeyError, TypeError, ValueError) as exc:
         raise RunError(f"{path}: not a census of this run ({exc}); {repair}") from None
     return model, calibration

@@ -8,7 +8,7 @@ parameters, the files' stamps (size, time, sha256) and the dataset's in its mani
 stamp is removed before the first file is rewritten and set last. The anomaly score combines the
 autoencoder's reduced chi-square, the consistency detector, the spectral-mixing detector
 (``core.mixing``, whose per-statistic calibration is kept with the score's units in the manifest)
-and the census (``core.census``, whose survey mixture and calibration go to ``census.json``;
+and the census (``core.census``, whose survey Gaussian and calibration go to ``census.json``;
 ``core.scoring.SCORE_DEFINITION``).
 Torch and umap are imported inside :func:`embed_run`.
 """
@@ -24,8 +24,8 @@ from core import census, consistency, latent, mixing, scoring
 from core.dataset import open_dataset
 from core.errors import RunError
 from core.io import open_npy_memmap, remove_stale_tmp, save_npy, save_parquet, stamp_files
-from core.run import (CENSUS_FILE, CONSISTENCY_FILE, CONSISTENCY_LINES_FILE, CONSISTENCY_MAP_FILE, STAGE_OUTPUTS, RunManifest,
-                      ScoreInfo, dataset_path, mark_stage, open_run)
+from core.run import (CENSUS_FILE, CONSISTENCY_FILE, CONSISTENCY_LINES_FILE, CONSISTENCY_MAP_FILE, STAGE_OUTPUTS,
+                      RunManifest, ScoreInfo, dataset_path, mark_stage, open_run)
 
 STAGE = "embed"
 #: Nearest neighbours kept per galaxy in latent space.

@@ -47,7 +47,7 @@ CONSISTENCY_FILE = "consistency.pt"
 CONSISTENCY_MAP_FILE = "consistency_map.npy"
 #: Each line's share of each galaxy's score_consistency, ``(N, L)`` float32 (rows sum to 1), for the app.
 CONSISTENCY_LINES_FILE = "consistency_lines.npy"
-#: The census detector's survey mixture and calibration (``core.census``), fitted by embed, read by score.
+#: The census detector's survey Gaussian and calibration (``core.census``), fitted by embed, read by score.
 CENSUS_FILE = "census.json"
 #: What each stage writes besides the manifest, in stage order.
 STAGE_OUTPUTS: dict[str, tuple[str, ...]] = {
@@ -301,14 +301,14 @@ class Run:
         return consistency.load(self.path / CONSISTENCY_FILE, self.lines,
                                 f"run `python -m train embed --run {self.path}` again")
 
-
     def census_model(self) -> tuple[dict, dict]:
         """``(model, calibration)`` of the census detector that scored the catalogue (``core.census.load``), checked
         against the stamp embed recorded; RunError naming the file and the repair when it is not that one."""
         from core import census
 
         check_stamps(self.path, self.manifest, (CENSUS_FILE,))
-        return census.load(self.path / CENSUS_FILE, self.lines, f"run `python -m train embed --run {self.path}` again")
+        return census.load(self.path / CENSUS_FILE, self.lines,
+                           f"run `python -m train embed --run {self.path}` again")
 
 
 def missing_files(path) -> list[str]:

@@ -5,8 +5,8 @@ detectors: ``score_recon``, how badly the autoencoder reproduces the galaxy;
 ``score_consistency`` (``core.consistency``), how badly each of its lines is predicted from
 the others; ``score_mixing`` (``core.mixing``), how far its lines depart, over a region, from
 a mix of two spectra fitted to the galaxy alone; ``score_census`` (``core.census``), how far its
-line ratios and each ion's centroid and shape lie from the survey's. Each detector's score is put in units of its
-own scatter over the run's galaxies, a robust z-score ``ln(score / median) / spread`` with
+line ratios and each ion's centroid and shape lie from the survey's. Each detector's score is put
+in units of its own scatter over the run's galaxies, a robust z-score ``ln(score / median) / spread`` with
 ``spread`` 1.4826 times the median absolute deviation of ``ln(score)`` (the standard deviation
 for a normal distribution), and the anomaly score is the exponential of the largest::
 

@@ -24,7 +24,7 @@ HEII = LINES.index("HeII-4687")  # an ion of one line
 
 @pytest.fixture(scope="module")
 def survey():
-    """A run of 200 ordinary galaxies: their features, the survey's mixture fitted to them, the run's calibration
+    """A run of 200 ordinary galaxies: their features, the survey's Gaussian fitted to them, the run's calibration
     over them and their scores."""
     flux, ivar, mask = mixed_survey(200, seed=1)
     values, noise = census.features(flux, ivar, mask, LINES)
@@ -110,7 +110,7 @@ def test_score_does_not_depend_on_the_flux_scale(survey, c, seed):
 @given(k=st.integers(1, 3), mirror=st.booleans(), seed=st.integers(0, 10_000), y0=st.integers(0, 12),
        x0=st.integers(0, 12))
 def test_turns_and_mirrors_leave_the_statistics_unchanged(survey, k, mirror, seed, y0, x0):
-    """The mixture is symmetric under the map's 8 turns and mirrors, and the features of a turned map are the turned
+    """The survey's Gaussian is symmetric under the map's 8 turns and mirrors, and the features of a turned map are the turned
     features: both statistics are unchanged, for an ordinary galaxy and for one made lopsided ([OIII] brighter in an
     off-centre patch)."""
     flux, ivar, mask = with_oiii_moved(*mixed_survey(1, seed=seed), 3.0, y0, x0)

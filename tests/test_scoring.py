@@ -104,7 +104,7 @@ def test_embed_writes_every_artifact(trained):
     calibration = m.score.components[mixing.COLUMN]["statistics"]
     assert np.shape(calibration["median"]) == np.shape(calibration["spread"]) == (len(mixing.groups(lines)),
                                                                                  len(mixing.SCALES))
-    # the census: the survey's mixture and calibration kept for `train score`, a score and a feature for every galaxy
+    # the census: the survey's Gaussian and calibration kept for `train score`, a score and a feature for every galaxy
     model, census_calibration = census.load(trained / CENSUS_FILE, lines, "embed again")
     assert np.shape(model["cov"]) == (len(census.names(lines)),) * 2 and len(census_calibration["median"]) == 2
     assert np.isfinite(cat[census.COLUMN]).all() and set(cat[census.FEATURE_COLUMN]) <= set(census.names(lines))
@@ -392,7 +392,7 @@ def test_the_mix_takes_the_rank_embed_is_given_and_score_keeps_it(trained, tmp_p
 
 @pytest.mark.parametrize("name", [CONSISTENCY_FILE, CENSUS_FILE])
 def test_score_refuses_a_damaged_detector_file(trained, tmp_path, capsys, name):
-    """What embed learned from the survey (the consistency network, the census's mixture) is checked before new
+    """What embed learned from the survey (the consistency network, the census's Gaussian) is checked before new
     files are scored against it: truncated or missing, a clear error naming the file and the repair."""
     copy = tmp_path / "run"
     shutil.copytree(trained, copy)
