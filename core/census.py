@@ -82,9 +82,9 @@ def names(lines: Sequence[str]) -> list[str]:
     return out
 
 
-def _moments(f, var, yy, xx):
-    """Total, centroid, second moments of maps ``f`` ``(N, P)`` (cells' variances ``var``), with each one's
-    gradient with respect to the cells: ``(values (N, 6), grads (N, 6, P))`` for ``F, y, x, Qyy, Qxx, Qyx``."""
+def _moments(f, yy, xx):
+    """Total, centroid, second moments of maps ``f`` ``(N, P)``, with each one's gradient with respect to the cells:
+    ``(values (N, 6), grads (N, 6, P))`` for ``F, y, x, Qyy, Qxx, Qyx``."""
     total = f.sum(1)  # (N,)
     safe = np.where(total > 0, total, 1.0)[:, None]
     y = (f * yy).sum(1) / safe[:, 0]
@@ -122,7 +122,7 @@ def features(flux, ivar, mask, lines: Sequence[str]) -> tuple[np.ndarray, np.nda
     var = np.where(good, 1.0 / np.where(good, ivar, 1.0), 0.0).astype(np.float64).reshape(n, n_lines, -1)
     yy, xx = (a.ravel() - (size - 1) / 2 for a in np.mgrid[:size, :size].astype(np.float64))
 
-    ref_values, ref_grads = _moments(f[:, ref], var[:, ref], yy, xx)
+    ref_values, ref_grads = _moments(f[:, ref], yy, xx)
     ref_total = ref_values[:, 0]
     ref_snr = ref_total / np.sqrt(np.maximum(var[:, ref].sum(1), 1e-300))
     radius = np.sqrt(np.maximum(ref_values[:, 3] + ref_values[:, 4], 1e-12))  # Halpha's rms size (N,)
@@ -146,7 +146,7 @@ def features(flux, ivar, mask, lines: Sequence[str]) -> tuple[np.ndarray, np.nda
         if ref in group:
             continue
         g_f, g_var = f[:, group].sum(1), var[:, group].sum(1)  # (N, P)
-        g_values, g_grads = _moments(g_f, g_var, yy, xx)
+        g_values, g_grads = _moments(g_f, yy, xx)
         detected = (g_values[:, 0] > MIN_SNR * np.sqrt(g_var.sum(1))) & (ref_snr > MIN_SNR)
         g_shape, g_dshape = _shape(g_values, g_grads, radius)
         vals.append(np.where(detected[:, None], g_shape - ref_shape, np.nan))
@@ -162,8 +162,8 @@ def features(flux, ivar, mask, lines: Sequence[str]) -> tuple[np.ndarray, np.nda
     ratio_shape = np.einsum("np,nkp->nk", var[:, ref], ref_dshape) * inv_ref[:, None]  # (N, 5)
     shape_shape = np.einsum("nip,np,njp->nij", ref_dshape, var[:, ref], ref_dshape)  # (N, 5, 5)
     noise = np.block([[np.broadcast_to(ratio_ratio[:, None, None], (n, n_ratio, n_ratio)),
-                       np.broadcast_to(np.tile(ratio_shape, n_ions)[:, None, :], (n, n_ratio, 5 * n_ions))],
-                      [np.broadcast_to(np.tile(ratio_shape, n_ions)[:, :, None], (n, 5 * n_ions, n_ratio)),
+                       np.broadcast_to(np.tile(ratio_shape, n_ions)[:, None, :], (n, n_ratio, len(SHAPE) * n_ions))],
+                      [np.broadcast_to(np.tile(ratio_shape, n_ions)[:, :, None], (n, len(SHAPE) * n_ions, n_ratio)),
                        np.tile(shape_shape, (1, n_ions, n_ions))]])  # (N, D, D)
     start = 0
     for block in blocks:
