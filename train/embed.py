@@ -35,7 +35,7 @@ def add_arguments(p) -> None:
                         f"(default {FLAG_PCT:g})")
     p.add_argument("--seed", type=random_seed, default=0,
                    help="seed of the UMAP, of the consistency network's training and of the census's "
-                        "galaxies and start (default 0)")
+                        "choice of galaxies (default 0)")
     p.add_argument("--mixing-rank", type=positive_int, default=MIXING_RANK, metavar="K",
                    help=f"spectra in each galaxy's mix for score_mixing (default {MIXING_RANK}: the smallest that fits "
                         "the demo's galaxies to their noise; benchmarks/real_fit.py measures a survey's)")
