@@ -60,10 +60,10 @@ def census_on_run(run_dir, cases: int, seed: int) -> dict:
     data, lines, cat = run.dataset, list(run.lines), run.catalogue
     ha = lines.index(census.REFERENCE)
     scales = run.manifest.score.components
-    z_of = {name: np.log(np.maximum(cat[name].to_numpy(np.float64), 1e-6 * sc["median"]) / sc["median"]) / sc["spread"]
-            for name, sc in scales.items() if name in cat}
-    largest = np.nanargmax(np.stack([np.nan_to_num(z, nan=-np.inf) for z in z_of.values()]), 0)
-    census_largest = np.array(list(z_of))[largest] == census.COLUMN
+    names = [name for name in scales if name in cat]
+    zs = scoring.robust_z({name: cat[name].to_numpy(np.float64) for name in names}, scales)
+    largest = np.argmax(np.where(np.isfinite(zs), zs, -np.inf), 0)
+    census_largest = np.array(names)[largest] == census.COLUMN
     rng = np.random.default_rng(seed)
     rows = []
     for _ in range(cases):

@@ -286,16 +286,22 @@ def combine(components: dict[str, np.ndarray], scales: dict[str, dict]) -> np.nd
     """The anomaly score (:data:`SCORE_DEFINITION`) of the ``components`` (column -> ``(N,)``) with their
     :func:`component_scales`: exp of each galaxy's largest robust z-score; a component that is NaN for a galaxy
     is left out, and a galaxy with none is NaN."""
+    zs = robust_z(components, scales)  # (K, N)
+    best = np.where(np.isfinite(zs), zs, -np.inf).max(0)  # (N,)
+    # capped where exp would overflow: such a galaxy is odd beyond any doubt, and JSON has no infinity
+    return np.where(np.isfinite(best), np.exp(np.minimum(best, 700.0)), np.nan)
+
+
+def robust_z(components: dict[str, np.ndarray], scales: dict[str, dict]) -> np.ndarray:
+    """``(K, N)`` each component's robust z-score ``ln(score / median) / spread`` (:func:`combine` takes the largest),
+    in the order of ``components``; NaN where the component is."""
     zs = []
     for name, values in components.items():
         median, spread = scales[name]["median"], scales[name]["spread"]
         # A score of 0 (a perfect fit) would be ln 0: it counts as a millionth of the median.
         with np.errstate(invalid="ignore"):
             zs.append(np.log(np.maximum(np.asarray(values, np.float64), 1e-6 * median) / median) / spread)
-    zs = np.stack(zs)  # (K, N)
-    best = np.where(np.isfinite(zs), zs, -np.inf).max(0)  # (N,)
-    # capped where exp would overflow: such a galaxy is odd beyond any doubt, and JSON has no infinity
-    return np.where(np.isfinite(best), np.exp(np.minimum(best, 700.0)), np.nan)
+    return np.stack(zs)
 
 
 def component_scales(components: dict[str, np.ndarray]) -> dict[str, dict]:
