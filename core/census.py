@@ -11,8 +11,10 @@ detector describes each galaxy by a few numbers and asks how far they lie from t
    every ion (a doublet is one, ``core.consistency.line_groups``) but Halpha's, the offset of its
    flux-weighted centroid from Halpha's, the difference of its ellipticity (``e1, e2`` of the second
    moments) and the log of its size over Halpha's, all in units of Halpha's own size. Each comes
-   with its noise covariance, propagated from the inverse variances (first order); a feature
-   whose line is not detected (total signal-to-noise under :data:`MIN_SNR`) is left out.
+   with its noise covariance, propagated from the inverse variances (first order) and multiplied by the
+   galaxy's ``noise_factor`` (``core.maps.GridMaps``: neighbouring cells share noise, so a sum of many
+   has more variance than the cells' own add up to); a feature whose line is not detected (total
+   signal-to-noise under :data:`MIN_SNR`) is left out.
 2. :func:`fit`: the survey's distribution of those features, one Gaussian whose covariance is the
    galaxies' own scatter with their noise taken out (extreme deconvolution, Bovy et al. 2011, AoAS 5,
    1657), the least likely :data:`TRIM` of the galaxies left out of each round so that the odd ones do
@@ -112,14 +114,20 @@ def _shape(values, grads, size):
     return out, dout
 
 
-def features(flux, ivar, mask, lines: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-    """``(values (N, D), noise (N, D, D))`` of :func:`names`; an undetected feature is NaN with noise 0."""
+def features(flux, ivar, mask, lines: Sequence[str], noise_factor=None) -> tuple[np.ndarray, np.ndarray]:
+    """``(values (N, D), noise (N, D, D))`` of :func:`names`; an undetected feature is NaN with noise 0.
+
+    ``noise_factor`` (N,), each galaxy's ``core.maps.GridMaps.noise_factor`` (default 1: independent cells), scales
+    the cells' variances: every feature is a sum over many cells, whose variance is that much larger than the sum of
+    the cells' own where neighbouring cells share noise."""
     flux, ivar, mask = (np.asarray(a) for a in (flux, ivar, mask))
     n, n_lines, size, _ = flux.shape
     ref = list(lines).index(REFERENCE)
     good = ~mask & (ivar > 0) & np.isfinite(flux)
+    factor = np.ones(n) if noise_factor is None else np.asarray(noise_factor, np.float64)
     f = np.where(good, flux, 0.0).astype(np.float64).reshape(n, n_lines, -1)  # (N, L, P)
     var = np.where(good, 1.0 / np.where(good, ivar, 1.0), 0.0).astype(np.float64).reshape(n, n_lines, -1)
+    var *= factor[:, None, None]
     yy, xx = (a.ravel() - (size - 1) / 2 for a in np.mgrid[:size, :size].astype(np.float64))
 
     ref_values, ref_grads = _moments(f[:, ref], yy, xx)
@@ -295,35 +303,37 @@ def statistics(values, noise, model: dict) -> tuple[np.ndarray, np.ndarray]:
     return stats, cond.argmax(1)
 
 
-def block_features(flux, ivar, mask, lines: Sequence[str], rows=None):
+def block_features(flux, ivar, mask, lines: Sequence[str], rows=None, noise_factor=None):
     """:func:`features` of the galaxies ``rows`` (default all), :data:`BATCH` at a time from arrays that may be
-    memory-mapped."""
+    memory-mapped; ``noise_factor`` (N,) of every galaxy (default 1)."""
     rows = np.arange(len(flux)) if rows is None else np.asarray(rows)
-    parts = [features(*(np.asarray(a[rows[i:i + BATCH]]) for a in (flux, ivar, mask)), lines)
-             for i in range(0, len(rows), BATCH)]
+    factor = np.ones(len(flux)) if noise_factor is None else np.asarray(noise_factor, np.float64)
+    parts = [features(*(np.asarray(a[rows[i:i + BATCH]]) for a in (flux, ivar, mask)), lines,
+                      factor[rows[i:i + BATCH]]) for i in range(0, len(rows), BATCH)]
     if not parts:
         d = len(names(lines))
         return np.empty((0, d)), np.empty((0, d, d))
     return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 
-def fit_survey(flux, ivar, mask, lines: Sequence[str], rows, seed: int = 0) -> dict:
+def fit_survey(flux, ivar, mask, lines: Sequence[str], rows, seed: int = 0, noise_factor=None) -> dict:
     """:func:`fit` on at most :data:`FIT_GALAXIES` of the galaxies ``rows`` (the training split), drawn with
     ``seed``."""
     rows = np.asarray(rows)
     if len(rows) > FIT_GALAXIES:
         rows = np.sort(np.random.default_rng(seed).choice(rows, FIT_GALAXIES, replace=False))
-    return fit(*block_features(flux, ivar, mask, lines, rows), lines)
+    return fit(*block_features(flux, ivar, mask, lines, rows, noise_factor), lines)
 
 
-def block_statistics(flux, ivar, mask, lines: Sequence[str], model: dict, progress: bool = False):
+def block_statistics(flux, ivar, mask, lines: Sequence[str], model: dict, progress: bool = False,
+                     noise_factor=None):
     """:func:`statistics` of every galaxy, :data:`BATCH` at a time, so a large survey is never held at once."""
     from tqdm.auto import tqdm
 
     stats, feature = np.empty((len(flux), len(STATISTICS))), np.zeros(len(flux), int)
     for start in tqdm(range(0, len(flux), BATCH), desc="census", unit="block", disable=not progress):
         rows = np.arange(start, min(start + BATCH, len(flux)))
-        stats[rows], feature[rows] = statistics(*block_features(flux, ivar, mask, lines, rows), model)
+        stats[rows], feature[rows] = statistics(*block_features(flux, ivar, mask, lines, rows, noise_factor), model)
     return stats, feature
 
 

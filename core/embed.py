@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from core import census, consistency, latent, mixing, scoring
+from core import census, consistency, latent, maps, mixing, scoring
 from core.dataset import open_dataset
 from core.errors import RunError
 from core.io import open_npy_memmap, remove_stale_tmp, save_npy, save_parquet, stamp_files
@@ -118,17 +118,24 @@ def embed_run(run_dir, *, batch_size: int = scoring.BATCH_SIZE, device="auto", k
     census_file.unlink(missing_ok=True)
     census_fit = None
     if census.REFERENCE in lines:
+        noise_factor = data.catalogue.get(maps.NOISE_FACTOR)
+        if noise_factor is None and progress:  # a dataset ingested before 0.3.0
+            print(f"embed: the dataset has no {maps.NOISE_FACTOR} column; {census.COLUMN} takes its cells as "
+                  "independent (ingest the files again to have it)", flush=True)
+        noise_factor = None if noise_factor is None else noise_factor.to_numpy(np.float64)
         if progress:
             print(f"embed: {census.COLUMN}, every galaxy's line ratios and shapes against the survey's ...", flush=True)
         try:
             census_model = census.fit_survey(data.flux, data.ivar, data.mask, lines,
-                                             np.flatnonzero(~manifest.split.mask(n)), seed=seed)
+                                             np.flatnonzero(~manifest.split.mask(n)), seed=seed,
+                                             noise_factor=noise_factor)
         except ValueError as exc:  # no training galaxy with Halpha detected: the run simply lacks the column
             if progress:
                 print(f"embed: no {census.COLUMN} ({exc})", flush=True)
         else:
             census_stats, census_feature = census.block_statistics(data.flux, data.ivar, data.mask, lines,
-                                                                   census_model, progress=progress)
+                                                                   census_model, progress=progress,
+                                                                   noise_factor=noise_factor)
             census_fit = (census_model, census.calibrate(census_stats))
             components[census.COLUMN], census_names = census.galaxy_scores(census_stats, census_feature,
                                                                            census_fit[1], lines)

@@ -139,6 +139,9 @@ class GridMaps:
     crop: tuple[float, float, float, float]  # native box (x0, y0, x1, y1); spaxel i spans [i, i+1)
     norm: str = "none"  # the normalisation applied (one of NORMALISATIONS)
     scale: float = 1.0  # its scale factor; denormalise(flux, scale, norm) gives physical flux
+    # the variance of the galaxy's total flux over the sum of its cells' variances (the median over lines): 1 for
+    # independent cells, more where neighbouring cells share noise (a MaNGA cube's spaxels, a spaxel split among cells)
+    noise_factor: float = 1.0
 
 
 # --------------------------------------------------------------------------------------
@@ -384,6 +387,10 @@ def _astrometry(header, ra: float, dec: float, shape) -> tuple[float, tuple[floa
 # Resampling to a grid
 
 
+#: The catalogue column of each galaxy's :attr:`GridMaps.noise_factor`.
+NOISE_FACTOR = "noise_factor"
+
+
 def to_grid(g: GalaxyMaps, size: int = 32, min_good: float = 0.5, margin: float = 1.0) -> GridMaps:
     """Crop the square around the covered footprint and resample it to ``size x size`` cells.
 
@@ -431,6 +438,10 @@ def to_grid(g: GalaxyMaps, size: int = 32, min_good: float = 0.5, margin: float 
         fill = cell_area / cover  # mean surface brightness * cell area = total * fill
         out_flux = np.where(bad, np.nan, total * fill)
         out_ivar = np.where(bad, 0.0, 1.0 / (var_total * fill**2))
+        cells = np.where(bad, 0.0, var_total * fill**2).sum((1, 2))  # (L,) the sum of the good cells' variances
+    # each spaxel's weight in the sum of the good cells, whose variance is then that of a sum over spaxels
+    weight = wy.T @ np.where(bad, 0.0, fill) @ wx  # (ny, S) @ (L, S, S) @ (S, nx) -> (L, ny, nx)
+    factors = _sum_variance(weight, var, noise_correlation(g))[cells > 0] / cells[cells > 0]
 
     cell = side / size
     cx, cy = g.center
@@ -445,6 +456,7 @@ def to_grid(g: GalaxyMaps, size: int = 32, min_good: float = 0.5, margin: float 
         # Pixel centres sit at integers, edges at half-integers, in both coordinate systems.
         center=((cx + 0.5 - x0) / cell - 0.5, (cy + 0.5 - y0) / cell - 0.5),
         crop=(float(x0), float(y0), float(x0 + side), float(y0 + side)),
+        noise_factor=float(np.median(factors)) if len(factors) else 1.0,
     )
 
 
@@ -487,6 +499,23 @@ def _cell_variance(wy: np.ndarray, wx: np.ndarray, var: np.ndarray, sigma: float
             wy_d = wy * _shifted(wy, dy, 1)  # (S, ny) wy[c, j] wy[c, j + dy]
             wx_d = wxt * _shifted(wxt, dx, 0)  # (nx, S)
             out += np.exp(-(dy * dy + dx * dx) / (2 * sigma**2)) * (wy_d @ pairs @ wx_d)
+    return out
+
+
+def _sum_variance(weight: np.ndarray, var: np.ndarray, sigma: float) -> np.ndarray:
+    """(L,) the variance of ``sum_j w_j x_j`` over all spaxels, with weights ``weight`` and variances ``var`` (both
+    (L, ny, nx)) and the spaxels' correlation of :func:`_cell_variance`."""
+    ws = weight * np.sqrt(var)  # (L, ny, nx)
+    out = (ws**2).sum((1, 2))
+    if sigma == 0:
+        return out
+    reach = int(np.floor(MANGA_NOISE_REACH))
+    for dy in range(-reach, reach + 1):
+        for dx in range(-reach, reach + 1):
+            if (dy, dx) == (0, 0) or dy * dy + dx * dx > MANGA_NOISE_REACH**2:
+                continue
+            pairs = (ws * _shifted(_shifted(ws, dy, 1), dx, 2)).sum((1, 2))
+            out += np.exp(-(dy * dy + dx * dx) / (2 * sigma**2)) * pairs
     return out
 
 

@@ -76,7 +76,8 @@ def score_files(run_dir, inputs, batch_size: int = scoring.BATCH_SIZE, device="a
             components[mixing.COLUMN], groups = mixing.galaxy_scores(stats, calibration, lines)
         features = None
         if census_fit is not None:
-            stats, feature = census.statistics(*census.features(flux, ivar, mask, lines), census_fit[0])
+            factor = [g.noise_factor for g in grids]
+            stats, feature = census.statistics(*census.features(flux, ivar, mask, lines, factor), census_fit[0])
             components[census.COLUMN], features = census.galaxy_scores(stats, feature, census_fit[1], lines)
         anomaly = scoring.combine(components, score_info.components)
         cols = scoring.score_columns(anomaly, shares, lines, population, score_info.flag_threshold, shape, components)

@@ -76,6 +76,8 @@ def test_ingest_and_score_share_one_preprocessing(survey, tmp_path):
         np.testing.assert_array_equal(ds.mask[i], grid.mask)
         np.testing.assert_array_equal(ds.flux[i], grid.flux.astype(np.float32))
         np.testing.assert_array_equal(ds.ivar[i], grid.ivar.astype(np.float32))
+        # and the noise of a sum of its cells, which the census needs and the arrays cannot give
+        assert ds.catalogue.noise_factor[i] == pytest.approx(grid.noise_factor) and grid.noise_factor >= 1
 
 
 def test_line_ratios_survive_gridding(survey, tmp_path):

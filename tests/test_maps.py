@@ -226,16 +226,9 @@ def test_resampling_conserves_flux(tmp_path, size):
     np.testing.assert_allclose(grid.flux.sum(axis=(1, 2), dtype=np.float64), native, rtol=1e-5)
 
 
-@pytest.mark.parametrize("size", [5, 13, 32, 50])
-def test_a_cells_variance_counts_the_correlation_of_a_manga_cubes_spaxels(tmp_path, size):
-    """Every cell's variance is the full double sum over the spaxels it holds, with the DAP's model of a
-    MaNGA cube's spatial correlation (written out here as the whole spaxel-by-spaxel matrix)."""
-    rng = np.random.default_rng(size)
-    g = read_maps(_square_footprint_file(tmp_path, k=12, ny=16, nx=18), bad_bits=("DONOTUSE",))
-    g.mask |= rng.random(g.mask.shape) < 0.15
-    grid = to_grid(g, size=size, min_good=0.3)
-    assert not g.versdap.startswith(SYNTHETIC_VERSDAP)  # a MaNGA file, as the real ones
-
+def _dense(g, grid, size, line):
+    """The gridding written out as whole matrices for one line: ``(w (C, P) each good cell's spaxel weights times
+    its fill, rho (P, P) the spaxels' noise correlation, s (P,) their noise)`` over the map's ``P`` spaxels."""
     x0, y0, x1, _ = grid.crop
     side, (ny, nx) = x1 - x0, g.flux.shape[1:]
     edges = np.arange(size + 1) * side / size
@@ -247,18 +240,59 @@ def test_a_cells_variance_counts_the_correlation_of_a_manga_cubes_spaxels(tmp_pa
     w = np.einsum("ay,bx->abyx", overlap(y0, ny), overlap(x0, nx)).reshape(size * size, ny * nx)  # (S*S, ny*nx)
     yy, xx = np.divmod(np.arange(ny * nx), nx)
     dist2 = (yy[:, None] - yy[None]) ** 2 + (xx[:, None] - xx[None]) ** 2
-    rho = np.where(dist2 <= MANGA_NOISE_REACH**2, np.exp(-dist2 / (2 * MANGA_NOISE_SIGMA**2)), 0.0)
+    if g.versdap.startswith(SYNTHETIC_VERSDAP):
+        rho = np.eye(ny * nx)
+    else:
+        rho = np.where(dist2 <= MANGA_NOISE_REACH**2, np.exp(-dist2 / (2 * MANGA_NOISE_SIGMA**2)), 0.0)
+    s = np.where(g.mask[line], 0.0, 1 / np.sqrt(g.ivar[line].astype(np.float64))).ravel()  # (ny*nx,)
+    good = ~grid.mask[line].ravel()
+    fill = (side / size) ** 2 / (w @ (~g.mask[line]).ravel())[good]  # cell area / its good area
+    return w[good] * fill[:, None], rho, s
+
+
+@pytest.mark.parametrize("size", [5, 13, 32, 50])
+def test_a_cells_variance_counts_the_correlation_of_a_manga_cubes_spaxels(tmp_path, size):
+    """Every cell's variance is the full double sum over the spaxels it holds, with the DAP's model of a
+    MaNGA cube's spatial correlation (written out here as the whole spaxel-by-spaxel matrix)."""
+    rng = np.random.default_rng(size)
+    g = read_maps(_square_footprint_file(tmp_path, k=12, ny=16, nx=18), bad_bits=("DONOTUSE",))
+    g.mask |= rng.random(g.mask.shape) < 0.15
+    grid = to_grid(g, size=size, min_good=0.3)
+    assert not g.versdap.startswith(SYNTHETIC_VERSDAP)  # a MaNGA file, as the real ones
+    x0, _, x1, _ = grid.crop
     for line in (0, 7):
-        s = np.where(g.mask[line], 0.0, 1 / np.sqrt(g.ivar[line].astype(np.float64))).ravel()  # (ny*nx,)
-        good = ~grid.mask[line].ravel()
-        assert good.sum() > size
-        fill = (side / size) ** 2 / (w @ (~g.mask[line]).ravel())[good]  # cell area / its good area
-        var = np.einsum("cj,ck,jk,j,k->c", w[good], w[good], rho, s, s) * fill**2
-        np.testing.assert_allclose(1 / grid.ivar[line].ravel()[good], var, rtol=1e-4)
+        w, rho, s = _dense(g, grid, size, line)
+        assert len(w) > size
+        var = np.einsum("cj,ck,jk,j,k->c", w, w, rho, s, s)
+        np.testing.assert_allclose(1 / grid.ivar[line][~grid.mask[line]], var, rtol=1e-4)
         # independent spaxels would give less, and much less where a cell sums several: they share fibres
-        independent = np.einsum("cj,j->c", w[good] ** 2, s**2) * fill**2
+        independent = np.einsum("cj,j->c", w**2, s**2)
         assert np.all(var >= independent * (1 - 1e-9))
-        assert side / size < 1.5 or np.median(var / independent) > 2
+        assert (x1 - x0) / size < 1.5 or np.median(var / independent) > 2
+
+
+@pytest.mark.parametrize("size", [5, 32, 50])
+@pytest.mark.parametrize("manga", [True, False])
+def test_the_noise_factor_is_the_variance_of_the_galaxys_total_over_its_cells(tmp_path, size, manga):
+    """``noise_factor`` is, per line, the variance of the sum of the good cells (the whole spaxel-by-spaxel double
+    sum) over the sum of their variances, the median over lines. It exceeds 1 where cells share noise: a MaNGA cube's
+    spaxels, or independent spaxels split among cells smaller than themselves (a 14-spaxel map on 32 or 50 cells)."""
+    rng = np.random.default_rng(size)
+    g = read_maps(_square_footprint_file(tmp_path, k=12, ny=16, nx=18), bad_bits=("DONOTUSE",))
+    g.mask |= rng.random(g.mask.shape) < 0.15
+    if not manga:
+        g.versdap = SYNTHETIC_VERSDAP
+    grid = to_grid(g, size=size, min_good=0.3)
+    factors = []
+    for line in range(len(g.lines)):
+        w, rho, s = _dense(g, grid, size, line)
+        total = w.sum(0)  # (P,) each spaxel's weight in the sum of the good cells
+        factors.append(np.einsum("j,k,jk,j,k->", total, total, rho, s, s) / np.sum(1 / grid.ivar[line][~grid.mask[line]]))
+    assert grid.noise_factor == pytest.approx(np.median(factors), rel=1e-4)
+    if manga or size > 14:
+        assert grid.noise_factor > 1.5
+    else:  # 5 cells of ~3 spaxels: only the spaxels on cells' edges are shared
+        assert 1 <= grid.noise_factor < 1.5
 
 
 def test_the_real_galaxys_noise_does_not_depend_on_the_cell_size(real_maps_file):
