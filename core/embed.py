@@ -108,10 +108,15 @@ def embed_run(run_dir, *, batch_size: int = scoring.BATCH_SIZE, device="auto", k
             raise
         del cell_maps
     if progress:
+        if maps.NOISE_SIGMA not in data.catalogue:  # a dataset ingested before 0.3.0
+            print(f"embed: the dataset has no {maps.NOISE_FACTOR}, {maps.NOISE_SIGMA} columns; {mixing.COLUMN} and "
+                  f"{census.COLUMN} take its cells' noise as independent (ingest the files again to have them)",
+                  flush=True)
         print(f"embed: {mixing.COLUMN}, every galaxy fitted as a mix of {mixing_rank} spectra ...", flush=True)
     mixing_fits = np.empty((n, len(mixing.FIT_COLUMNS)))
     mixing_stats = mixing.block_statistics(data.flux, data.ivar, data.mask, lines, fits=mixing_fits,
-                                           progress=progress, rank=mixing_rank)
+                                           progress=progress, rank=mixing_rank,
+                                           factors=mixing.catalogue_factors(data.catalogue))
     mixing_calibration = mixing.calibrate(mixing_stats, mixing_rank)
     components[mixing.COLUMN], mixing_group = mixing.galaxy_scores(mixing_stats, mixing_calibration, lines)
     census_file = run_dir / CENSUS_FILE
@@ -119,9 +124,6 @@ def embed_run(run_dir, *, batch_size: int = scoring.BATCH_SIZE, device="auto", k
     census_fit = None
     if census.REFERENCE in lines:
         noise_factor = data.catalogue.get(maps.NOISE_FACTOR)
-        if noise_factor is None and progress:  # a dataset ingested before 0.3.0
-            print(f"embed: the dataset has no {maps.NOISE_FACTOR} column; {census.COLUMN} takes its cells as "
-                  "independent (ingest the files again to have it)", flush=True)
         noise_factor = None if noise_factor is None else noise_factor.to_numpy(np.float64)
         if progress:
             print(f"embed: {census.COLUMN}, every galaxy's line ratios and shapes against the survey's ...", flush=True)

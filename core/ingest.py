@@ -119,6 +119,7 @@ def _process(path: Path, opts: IngestOptions, part: Path) -> dict:
     row["scale"] = float(p.scale)
     row["good_frac"] = float((~p.grid.mask).mean())
     row[maps.NOISE_FACTOR] = float(p.grid.noise_factor)
+    row[maps.CELL_SPAXELS], row[maps.NOISE_SIGMA] = float(p.grid.cell_spaxels), float(p.grid.noise_sigma)
     with atomic_path(part) as tmp:
         with open(tmp, "wb") as fh:
             np.savez(fh, flux=p.grid.flux.astype(np.float32), mask=p.grid.mask, ivar=p.grid.ivar.astype(np.float32),
@@ -259,7 +260,7 @@ def _cached_row(part: Path) -> dict | None:
             row = json.loads(str(z["row"]))
     except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile):
         row = None
-    if row is None or any(c not in row for c in (*whan.COLUMNS, maps.NOISE_FACTOR)):  # damaged, or made before them
+    if row is None or any(c not in row for c in (*whan.COLUMNS, maps.NOISE_FACTOR, maps.NOISE_SIGMA)):  # damaged, or older
         part.unlink(missing_ok=True)
         return None
     return row

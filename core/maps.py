@@ -19,6 +19,7 @@ Every problem with a file raises :class:`core.errors.MapsError` naming the file.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import gzip
 import io
 import warnings
@@ -142,6 +143,12 @@ class GridMaps:
     # the variance of the galaxy's total flux over the sum of its cells' variances (the median over lines): 1 for
     # independent cells, more where neighbouring cells share noise (a MaNGA cube's spaxels, a spaxel split among cells)
     noise_factor: float = 1.0
+    noise_sigma: float = 0.0  # the file's correlation of neighbouring spaxels' noise (noise_correlation), in spaxels
+
+    @property
+    def cell_spaxels(self) -> float:
+        """The side of a cell, in the file's spaxels."""
+        return (self.crop[2] - self.crop[0]) / self.flux.shape[-1]
 
 
 # --------------------------------------------------------------------------------------
@@ -387,8 +394,9 @@ def _astrometry(header, ra: float, dec: float, shape) -> tuple[float, tuple[floa
 # Resampling to a grid
 
 
-#: The catalogue column of each galaxy's :attr:`GridMaps.noise_factor`.
-NOISE_FACTOR = "noise_factor"
+#: The catalogue columns of each galaxy's :attr:`GridMaps.noise_factor`, :attr:`GridMaps.cell_spaxels` and
+#: :attr:`GridMaps.noise_sigma`.
+NOISE_FACTOR, CELL_SPAXELS, NOISE_SIGMA = "noise_factor", "cell_spaxels", "noise_sigma"
 
 
 def to_grid(g: GalaxyMaps, size: int = 32, min_good: float = 0.5, margin: float = 1.0) -> GridMaps:
@@ -457,6 +465,7 @@ def to_grid(g: GalaxyMaps, size: int = 32, min_good: float = 0.5, margin: float 
         center=((cx + 0.5 - x0) / cell - 0.5, (cy + 0.5 - y0) / cell - 0.5),
         crop=(float(x0), float(y0), float(x0 + side), float(y0 + side)),
         noise_factor=float(np.median(factors)) if len(factors) else 1.0,
+        noise_sigma=noise_correlation(g),
     )
 
 
@@ -516,6 +525,55 @@ def _sum_variance(weight: np.ndarray, var: np.ndarray, sigma: float) -> np.ndarr
                 continue
             pairs = (ws * _shifted(_shifted(ws, dy, 1), dx, 2)).sum((1, 2))
             out += np.exp(-(dy * dy + dx * dx) / (2 * sigma**2)) * pairs
+    return out
+
+
+def filter_variance_factor(kernel: np.ndarray, cell_spaxels: float, sigma: float) -> float:
+    """How much more variance a sum of a grid's cells weighted by ``kernel (k) x kernel (k)`` has than the sum of
+    its cells' own variances would give: 1 for independent cells, more where neighbouring cells share noise.
+
+    For a grid of cells of ``cell_spaxels`` spaxels over spaxels of equal noise with the correlation of
+    :func:`_cell_variance` (``sigma`` 0: independent), averaged over where the cells' edges fall on the spaxels.
+    A single cell gives 1; a kernel far wider than the correlation, the factor of a region without edges (a whole
+    galaxy's ``noise_factor`` is somewhat less: its edge cells have fewer neighbours).
+    """
+    kernel = np.asarray(kernel, np.float64)
+    covariance = _cell_covariance(round(float(cell_spaxels), 3), float(sigma))  # (2R+1, 2R+1) by offset
+    reach = covariance.shape[0] // 2
+    auto = np.correlate(kernel, kernel, "full")  # (2k-1,) sum_a k_a k_(a+D)
+    half = len(kernel) - 1
+    pad = max(reach, half)
+    a = np.zeros(2 * pad + 1)
+    a[pad - half:pad + half + 1] = auto
+    a = a[pad - reach:pad + reach + 1]  # the kernel's autocorrelation at the covariance's offsets
+    return float(a @ covariance @ a / (covariance[reach, reach] * np.sum(kernel**2) ** 2))
+
+
+@functools.lru_cache(maxsize=512)
+def _cell_covariance(cell: float, sigma: float) -> np.ndarray:
+    """(2R+1, 2R+1) the mean covariance of two cells ``(dy, dx)`` apart, for spaxels of unit noise
+    (:func:`filter_variance_factor`).
+
+    Each offset ``d`` of two correlated spaxels contributes a separable term: on a strip of cells, ``py(D)`` is the
+    mean over cells ``a`` of ``sum_j wy[a, j] wy[a + D, j + dy]``, and likewise in x.
+    """
+    corr_reach = int(np.floor(MANGA_NOISE_REACH)) if sigma > 0 else 0
+    reach = int(np.ceil((corr_reach + 1) / cell)) + 1  # cells as far apart as shared or correlated spaxels reach
+    n = 4 * reach + 8  # a strip long enough that its middle cells see every phase and have neighbours each side
+    w = _overlap(0.0, n * cell, n, int(np.ceil(n * cell)) + 1)  # (n, spaxels)
+    middle = np.arange(reach, n - reach)
+
+    def strip(d):  # (2R+1,) over offsets D: mean over middle cells of sum_j w[a, j] w[a + D, j + d]
+        pairs = w @ _shifted(w, d, 1).T  # (n, n): [a, b] = sum_j w[a, j] w[b, j + d]
+        return np.array([pairs[middle, middle + dd].mean() for dd in range(-reach, reach + 1)])
+
+    out = np.zeros((2 * reach + 1, 2 * reach + 1))
+    for dy in range(-corr_reach, corr_reach + 1):
+        for dx in range(-corr_reach, corr_reach + 1):
+            if dy * dy + dx * dx > MANGA_NOISE_REACH**2:
+                continue
+            rho = 1.0 if (dy, dx) == (0, 0) else np.exp(-(dy * dy + dx * dx) / (2 * sigma**2))
+            out += rho * np.outer(strip(dy), strip(dx))
     return out
 
 

@@ -14,10 +14,13 @@ surveys (Davies et al. 2016, MNRAS 462, 1616). So a galaxy's ``L x P`` matrix of
 2. looks for where the residuals agree in sign over a region (:func:`statistics`): per ion
    (a doublet is one group, ``core.consistency.line_groups``) and over all lines, the residuals
    are summed over the group's lines and matched-filtered by a Gaussian of each of
-   :data:`SCALES` cells, ``S = sum(K r) / sqrt(sum(K^2 w))`` (``w`` the number of measured lines
-   in the cell), which is a standard normal for independent unit residuals at any scale and
-   coverage; the statistic is the largest ``|S|`` over the cells that the kernel finds at least
-   :data:`COVER` measured;
+   :data:`SCALES` cells, ``S = sum(K r) / sqrt(F sum(K^2 w))`` (``w`` the number of measured lines
+   in the cell), which is a standard normal for unit residuals at any scale and coverage: ``F``
+   (:func:`filter_factors`, ``core.maps.filter_variance_factor``) is how much the neighbouring
+   cells' shared noise adds to the variance of the filter's sum (1 for a single cell; up to ~2.5
+   for the demo's smallest bundles, ~11 for a real MaNGA cube's spaxels on 32 x 32 cells), so that
+   a galaxy gridded finer than others is not scored odder; the statistic is the largest ``|S|``
+   over the cells that the kernel finds at least :data:`COVER` measured;
 3. puts each of those ``groups x scales`` statistics in units of its own scatter over the run's
    galaxies (:func:`calibrate`: the median and 1.4826 x the median absolute deviation of its
    logarithm) and takes the largest: ``score_mixing = exp(max z)`` (:func:`galaxy_scores`), so
@@ -76,7 +79,8 @@ DEFINITION = (
     f"spectral mixing: each galaxy's line maps fitted alone as a mix of a few spectra (the run's rank, {RANK} by "
     "default; weighted least squares, "
     f"noise plus a {FLOOR:.0%} floor); the residuals summed per ion and over all lines and matched-filtered by "
-    f"Gaussians of {', '.join(f'{s:g}' for s in SCALES)} cells; each largest |S| in units of its scatter over the "
+    f"Gaussians of {', '.join(f'{s:g}' for s in SCALES)} cells (their variance counting the noise that neighbouring "
+    "cells share); each largest |S| in units of its scatter over the "
     "run's galaxies (median and 1.4826 x MAD of its log); exp of the largest. No training; independent of the flux "
     "scale and of the other detectors"
 )
@@ -178,22 +182,48 @@ def _filtered(total, count, size, sigma: float) -> np.ndarray:
         return np.where(var >= COVER * full, num / np.sqrt(var), np.nan)
 
 
-def statistics(resid, lines: Sequence[str]) -> np.ndarray:
-    """``(N, G, len(SCALES))`` the largest matched-filter ``|S|`` of each group (:func:`groups`) at each scale."""
+def filter_factors(cell_spaxels, noise_sigma) -> np.ndarray:
+    """``(N, len(SCALES))`` each galaxy's variance factor ``F`` of each matched filter (``core.maps.GridMaps``'s
+    ``cell_spaxels`` and ``noise_sigma``, ``(N,)`` each)."""
+    from core.maps import filter_variance_factor
+
+    cells, sigmas = np.broadcast_arrays(np.asarray(cell_spaxels, np.float64), np.asarray(noise_sigma, np.float64))
+    return np.array([[filter_variance_factor(_kernel(scale), c, s) for scale in SCALES]
+                     for c, s in zip(cells.ravel(), sigmas.ravel())]).reshape(len(cells.ravel()), len(SCALES))
+
+
+def catalogue_factors(catalogue) -> np.ndarray | None:
+    """:func:`filter_factors` of every galaxy of a dataset's (or run's) catalogue; None for a dataset ingested before
+    it had the columns (0.3.0), whose cells are then taken as independent."""
+    from core.maps import CELL_SPAXELS, NOISE_SIGMA
+
+    if CELL_SPAXELS not in catalogue or NOISE_SIGMA not in catalogue:
+        return None
+    return filter_factors(catalogue[CELL_SPAXELS].to_numpy(np.float64), catalogue[NOISE_SIGMA].to_numpy(np.float64))
+
+
+def statistics(resid, lines: Sequence[str], factors=None) -> np.ndarray:
+    """``(N, G, len(SCALES))`` the largest matched-filter ``|S|`` of each group (:func:`groups`) at each scale, with
+    each galaxy's :func:`filter_factors` ``(N, len(SCALES))`` (default 1: independent cells)."""
     sums = _sums(resid, lines)
     out = np.zeros((len(resid), len(groups(lines)), len(SCALES)), np.float32)
     for j, sigma in enumerate(SCALES):
         s = np.nan_to_num(np.abs(_filtered(*sums, sigma)), nan=0.0)
         out[:, :, j] = s.reshape(*s.shape[:2], -1).max(2)
+    if factors is not None:
+        out /= np.sqrt(np.asarray(factors, np.float32))[:, None, :]
     return out
 
 
-def departure(resid, lines: Sequence[str], calibration: dict) -> tuple[str, float, np.ndarray]:
+def departure(resid, lines: Sequence[str], calibration: dict, factors=None) -> tuple[str, float, np.ndarray]:
     """``(group, scale, map)`` of one galaxy's residuals ``(L, S, S)``: the group and scale of its largest z-score
-    (those of :func:`galaxy_scores`, with the run's :func:`calibrate`) and that signed matched-filter map ``(S, S)``
-    in sigma: where on the galaxy ``score_mixing`` comes from."""
+    (those of :func:`galaxy_scores`, with the run's :func:`calibrate` and the galaxy's :func:`filter_factors`
+    ``(len(SCALES),)``) and that signed matched-filter map ``(S, S)`` in sigma: where on the galaxy
+    ``score_mixing`` comes from."""
     sums = _sums(np.asarray(resid)[None], lines)
     maps = np.stack([_filtered(*sums, sigma)[0] for sigma in SCALES], 1)  # (G, T, S, S)
+    if factors is not None:
+        maps = maps / np.sqrt(np.asarray(factors, np.float64))[None, :, None, None]
     stats = np.nan_to_num(np.abs(maps), nan=0.0).reshape(*maps.shape[:2], -1).max(2)  # (G, T)
     z = _z(stats, calibration)  # (G, T)
     g, t = np.unravel_index(np.argmax(z), z.shape)
@@ -201,9 +231,10 @@ def departure(resid, lines: Sequence[str], calibration: dict) -> tuple[str, floa
 
 
 def block_statistics(flux, ivar, mask, lines: Sequence[str], fits=None, progress: bool = False,
-                     rank: int = RANK) -> np.ndarray:
+                     rank: int = RANK, factors=None) -> np.ndarray:
     """:func:`statistics` of every galaxy's mix of ``rank`` spectra, :data:`BATCH` at a time so a large survey is
-    never held at once; with ``fits`` (``(N, 2)``) each galaxy's :data:`FIT_COLUMNS`."""
+    never held at once; with ``fits`` (``(N, 2)``) each galaxy's :data:`FIT_COLUMNS`; ``factors``: every galaxy's
+    :func:`filter_factors` (default 1)."""
     from tqdm.auto import tqdm
 
     out = np.empty((len(flux), len(groups(lines)), len(SCALES)), np.float32)
@@ -211,7 +242,7 @@ def block_statistics(flux, ivar, mask, lines: Sequence[str], fits=None, progress
         rows = slice(start, min(start + BATCH, len(flux)))
         resid = residuals(np.asarray(flux[rows]), np.asarray(ivar[rows]), np.asarray(mask[rows]), lines,
                           None if fits is None else fits[rows], rank=rank)
-        out[rows] = statistics(resid, lines)
+        out[rows] = statistics(resid, lines, None if factors is None else factors[rows])
     return out
 
 

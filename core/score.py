@@ -72,7 +72,9 @@ def score_files(run_dir, inputs, batch_size: int = scoring.BATCH_SIZE, device="a
         groups = None
         calibration = mixing.calibration_of(score_info)
         if calibration is not None:
-            stats = mixing.block_statistics(flux, ivar, mask, lines, rank=mixing.rank_of(calibration))
+            stats = mixing.block_statistics(flux, ivar, mask, lines, rank=mixing.rank_of(calibration),
+                                            factors=mixing.filter_factors([g.cell_spaxels for g in grids],
+                                                                          [g.noise_sigma for g in grids]))
             components[mixing.COLUMN], groups = mixing.galaxy_scores(stats, calibration, lines)
         features = None
         if census_fit is not None:

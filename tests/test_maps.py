@@ -295,6 +295,43 @@ def test_the_noise_factor_is_the_variance_of_the_galaxys_total_over_its_cells(tm
         assert 1 <= grid.noise_factor < 1.5
 
 
+@pytest.mark.parametrize("manga", [True, False])
+def test_a_filters_variance_factor_is_that_of_the_whole_covariance_of_the_cells(tmp_path, manga):
+    """``filter_variance_factor``: the variance of a Gaussian-weighted sum of cells over the sum of the cells' own,
+    for spaxels of equal noise, is that of the grid's whole cell-by-cell covariance (written out from the
+    spaxel-by-spaxel matrix) at every cell far from the edges, within 5 % (where the cells' edges fall on the spaxels
+    changes it from cell to cell; the factor is their mean); a single cell is 1."""
+    from core.maps import filter_variance_factor
+    from core.mixing import _kernel
+
+    path = _square_footprint_file(tmp_path, k=14, ny=24, nx=24)
+    with fits.open(path, mode="update") as hdul:
+        hdul["EMLINE_GFLUX_IVAR"].data[:] = 4.0  # equal noise everywhere
+    g = read_maps(path, bad_bits=("DONOTUSE",))
+    if not manga:
+        g.versdap = SYNTHETIC_VERSDAP
+    size = 24  # cells of 14 / 24 = 0.58 spaxels: every spaxel split among cells
+    grid = to_grid(g, size=size, margin=0.0)
+    w, rho, s = _dense(g, grid, size, 0)
+    assert not grid.mask[0].any()
+    ws = w * s  # (C, P)
+    cov = (ws @ rho @ ws.T).reshape(size, size, size, size)  # (S, S, S, S) every pair of cells
+    for scale in (1.0, 2.0):
+        k = _kernel(scale)
+        half = len(k) // 2
+        kk = np.outer(k, k)
+        ratios = []
+        for y in range(half, size - half):
+            for x in range(half, size - half):
+                window = cov[y - half:y + half + 1, x - half:x + half + 1, y - half:y + half + 1, x - half:x + half + 1]
+                own = np.einsum("ab,abab->", kk**2, window)
+                ratios.append(np.einsum("ab,cd,abcd->", kk, kk, window) / own)
+        expected = filter_variance_factor(k, grid.cell_spaxels, grid.noise_sigma)
+        assert np.mean(ratios) == pytest.approx(expected, rel=0.05), (scale, np.mean(ratios), expected)
+        assert expected > (3 if manga else 1.5)
+    assert filter_variance_factor(_kernel(0.0), grid.cell_spaxels, grid.noise_sigma) == pytest.approx(1.0)
+
+
 def test_the_real_galaxys_noise_does_not_depend_on_the_cell_size(real_maps_file):
     """Binned as independent, the real galaxy's faint lines misfit 2.5 times more at 1.3" cells than at
     0.44" (a reduced chi-square of 7.4 against 3.0); with the cube's spatial correlation they agree (1.6)."""

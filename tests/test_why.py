@@ -9,6 +9,7 @@ from bokeh.document import Document
 
 from core import bpt, census, mixing, scoring
 from core.io import file_stamp, write_json
+from core.maps import CELL_SPAXELS, MANGA_NOISE_SIGMA, NOISE_SIGMA
 from core.run import INJECTION_FILE, Injection, RunManifest, mark_stage
 from dashboard.data import injection_figures, open_app_data
 from dashboard.state import DashboardState
@@ -67,12 +68,17 @@ def test_explain_names_the_lines_and_maps_of_a_galaxy(run_path):
     assert np.isnan(e["where"][TOP_LINES:]).all() and e["where_labels"][TOP_LINES:] == ["", ""]
     # with the mixing detector's calibration, the last panel is where the galaxy departs most from its own mix
     ds = data.run.dataset
-    stats = mixing.block_statistics(ds.flux, ds.ivar, ds.mask, data.lines)
+    # a real MaNGA file's shared noise, on cells of 0.7 to 2 spaxels: each galaxy's matched filters count it
+    data.catalogue[CELL_SPAXELS] = np.linspace(0.7, 2.0, data.n)
+    data.catalogue[NOISE_SIGMA] = MANGA_NOISE_SIGMA
+    factors = mixing.catalogue_factors(data.catalogue)
+    assert factors[:, 0] == pytest.approx(1) and np.all(factors[:, 1:] > 2)
+    stats = mixing.block_statistics(ds.flux, ds.ivar, ds.mask, data.lines, factors=factors)
     calibration = mixing.calibrate(stats)
     data.run.manifest.score.components[mixing.COLUMN] = {"statistics": calibration}
     e = explain(data, row)
     resid = mixing.residuals(ds.flux[row:row + 1], ds.ivar[row:row + 1], ds.mask[row:row + 1], data.lines)[0]
-    group, sigma, expected = mixing.departure(resid, data.lines, calibration)
+    group, sigma, expected = mixing.departure(resid, data.lines, calibration, factors[row])
     assert group == mixing.galaxy_scores(stats[row:row + 1], calibration, data.lines)[1][0]  # embed's mixing_group
     assert e["where_labels"][TOP_LINES + 1] == f"mix: {'all' if group == mixing.ALL_LINES else group}, {sigma:g}"
     np.testing.assert_allclose(e["where"][TOP_LINES + 1], expected, rtol=1e-5, equal_nan=True)

@@ -92,7 +92,8 @@ def explain(data, row: int) -> dict:
     if calibration is not None:  # ~10 ms: the galaxy's own mix fitted again, as embed fitted it
         resid = mixing.residuals(np.asarray(ds.flux[row])[None], ivar[None], mask[None], lines,
                                  rank=mixing.rank_of(calibration))[0]
-        group, sigma, departure = mixing.departure(resid, lines, calibration)
+        factors = mixing.catalogue_factors(data.catalogue.iloc[[row]])
+        group, sigma, departure = mixing.departure(resid, lines, calibration, None if factors is None else factors[0])
         where.append(departure)
         # short: the labels sit side by side
         labels.append(f"{MIX}: {'all' if group == mixing.ALL_LINES else group}, {sigma:g}")
