@@ -67,9 +67,9 @@ STATISTICS = ("whole galaxy", "one feature")
 DEFINITION = (
     "census: each galaxy's line ratios (every line's total over Halpha's) and each ion's centroid, ellipticity "
     "and size relative to Halpha's, against a Gaussian fitted to the survey's (noise deconvolved, symmetric under "
-    "90-degree turns and mirrors) plus the galaxy's own noise (counting what its neighbouring cells share): the Mahalanobis distance of all features and the largest conditional z-score of one feature given "
-    "the others, each in robust units over the run; exp of the larger. Independent of the flux scale and of the "
-    "other detectors"
+    "90-degree turns and mirrors) plus the galaxy's own noise (counting what its neighbouring cells share): the "
+    "Mahalanobis distance of all features and the largest conditional z-score of one feature given the others, "
+    "each in robust units over the run; exp of the larger. Independent of the flux scale and of the other detectors"
 )
 
 

@@ -117,8 +117,10 @@ def embed_run(run_dir, *, batch_size: int = scoring.BATCH_SIZE, device="auto", k
     mixing_stats = mixing.block_statistics(data.flux, data.ivar, data.mask, lines, fits=mixing_fits,
                                            progress=progress, rank=mixing_rank,
                                            factors=mixing.catalogue_factors(data.catalogue))
-    mixing_calibration = mixing.calibrate(mixing_stats, mixing_rank)
-    components[mixing.COLUMN], mixing_group = mixing.galaxy_scores(mixing_stats, mixing_calibration, lines)
+    mixing_snr = mixing.signal_to_noise(data.flux, data.ivar, data.mask, lines)
+    mixing_calibration = mixing.calibrate(mixing_stats, mixing_rank, mixing_snr)
+    components[mixing.COLUMN], mixing_group = mixing.galaxy_scores(mixing_stats, mixing_calibration, lines,
+                                                                   mixing_snr)
     census_file = run_dir / CENSUS_FILE
     census_file.unlink(missing_ok=True)
     census_fit = None

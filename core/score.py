@@ -75,7 +75,8 @@ def score_files(run_dir, inputs, batch_size: int = scoring.BATCH_SIZE, device="a
             stats = mixing.block_statistics(flux, ivar, mask, lines, rank=mixing.rank_of(calibration),
                                             factors=mixing.filter_factors([g.cell_spaxels for g in grids],
                                                                           [g.noise_sigma for g in grids]))
-            components[mixing.COLUMN], groups = mixing.galaxy_scores(stats, calibration, lines)
+            components[mixing.COLUMN], groups = mixing.galaxy_scores(stats, calibration, lines,
+                                                                     mixing.signal_to_noise(flux, ivar, mask, lines))
         features = None
         if census_fit is not None:
             factor = [g.noise_factor for g in grids]

@@ -174,3 +174,40 @@ def test_the_matched_filter_counts_the_noise_that_neighbouring_cells_share(tmp_p
         s = mixing._filtered(*sums, sigma)[:, :, half:24 - half, half:24 - half]  # (300, G, ., .)
         assert np.mean(np.var(s, axis=0)) == pytest.approx(factor, rel=0.1), (sigma, factor)
     assert factors[0] == pytest.approx(1) and factors[-1] > 2
+
+
+def test_each_statistic_is_calibrated_among_galaxies_of_like_signal_to_noise():
+    """A statistic whose scatter grows with the galaxies' signal-to-noise (as the mix's own misfit does) is, in
+    units of its scatter among galaxies of like S/N, as often high for the best-measured fifth as for the worst;
+    in units of the whole run's scatter the best-measured fifth takes most of the tail."""
+    rng = np.random.default_rng(0)
+    n, groups = 2000, len(mixing.groups(LINES))
+    snr = np.exp(rng.uniform(np.log(3), np.log(300), n))
+    width = 0.1 + 0.2 * np.log10(snr)[:, None, None]  # (N, 1, 1): 0.2 at S/N 3, 0.6 at 300
+    stats = np.exp(1.0 + width * rng.standard_normal((n, groups, len(mixing.SCALES))))
+    worst, best = snr < np.quantile(snr, 0.2), snr > np.quantile(snr, 0.8)
+
+    def tail(calibration, given=None):  # the share of each fifth among the galaxies whose largest z is over 3
+        z = np.log(mixing.galaxy_scores(stats, calibration, LINES, given)[0])
+        return np.mean(z[worst] > 3), np.mean(z[best] > 3)
+
+    low, high = tail(mixing.calibrate(stats))
+    assert high > 5 * max(low, 0.01)
+    low, high = tail(mixing.calibrate(stats, snr=snr), snr)
+    assert abs(high - low) < 0.05, (low, high)
+    # a galaxy beyond the run's S/N takes the nearest bin's units, and one without Halpha the faintest's
+    calibration = mixing.calibrate(stats, snr=snr)
+    far = mixing.galaxy_scores(stats[:2], calibration, LINES, [1e6, np.nan])[0]
+    edge = mixing.galaxy_scores(stats[:2], calibration, LINES, [snr.max(), snr.min()])[0]
+    np.testing.assert_allclose(far, edge, rtol=1e-6)
+
+
+def test_signal_to_noise_is_the_median_over_the_level_lines_cells():
+    flux, ivar, mask = survey(3, seed=4)
+    snr = mixing.signal_to_noise(flux, ivar, mask, LINES)
+    good = ~mask[:, HA]
+    expected = [np.median((flux[i, HA] * np.sqrt(ivar[i, HA]))[good[i]]) for i in range(3)]
+    np.testing.assert_allclose(snr, expected, rtol=1e-6)
+    np.testing.assert_allclose(mixing.signal_to_noise(3 * flux, ivar / 9, mask, LINES), snr, rtol=1e-6)
+    mask[0, HA] = True
+    assert np.isnan(mixing.signal_to_noise(flux, ivar, mask, LINES)[0])

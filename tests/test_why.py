@@ -74,12 +74,15 @@ def test_explain_names_the_lines_and_maps_of_a_galaxy(run_path):
     factors = mixing.catalogue_factors(data.catalogue)
     assert factors[:, 0] == pytest.approx(1) and np.all(factors[:, 1:] > 2)
     stats = mixing.block_statistics(ds.flux, ds.ivar, ds.mask, data.lines, factors=factors)
-    calibration = mixing.calibrate(stats)
+    snr = mixing.signal_to_noise(ds.flux, ds.ivar, ds.mask, data.lines)
+    calibration = mixing.calibrate(stats, snr=snr)
+    assert np.asarray(calibration["median"]).ndim == 3  # by signal-to-noise
     data.run.manifest.score.components[mixing.COLUMN] = {"statistics": calibration}
     e = explain(data, row)
     resid = mixing.residuals(ds.flux[row:row + 1], ds.ivar[row:row + 1], ds.mask[row:row + 1], data.lines)[0]
-    group, sigma, expected = mixing.departure(resid, data.lines, calibration, factors[row])
-    assert group == mixing.galaxy_scores(stats[row:row + 1], calibration, data.lines)[1][0]  # embed's mixing_group
+    group, sigma, expected = mixing.departure(resid, data.lines, calibration, factors[row], snr[row])
+    # embed's mixing_group
+    assert group == mixing.galaxy_scores(stats[row:row + 1], calibration, data.lines, snr[row:row + 1])[1][0]
     assert e["where_labels"][TOP_LINES + 1] == f"mix: {'all' if group == mixing.ALL_LINES else group}, {sigma:g}"
     np.testing.assert_allclose(e["where"][TOP_LINES + 1], expected, rtol=1e-5, equal_nan=True)
     g, t = [name for name, _ in mixing.groups(data.lines)].index(group), mixing.SCALES.index(sigma)

@@ -93,7 +93,9 @@ def explain(data, row: int) -> dict:
         resid = mixing.residuals(np.asarray(ds.flux[row])[None], ivar[None], mask[None], lines,
                                  rank=mixing.rank_of(calibration))[0]
         factors = mixing.catalogue_factors(data.catalogue.iloc[[row]])
-        group, sigma, departure = mixing.departure(resid, lines, calibration, None if factors is None else factors[0])
+        snr = mixing.signal_to_noise(np.asarray(ds.flux[row])[None], ivar[None], mask[None], lines)[0]
+        group, sigma, departure = mixing.departure(resid, lines, calibration, None if factors is None else factors[0],
+                                                   snr)
         where.append(departure)
         # short: the labels sit side by side
         labels.append(f"{MIX}: {'all' if group == mixing.ALL_LINES else group}, {sigma:g}")
