@@ -17,8 +17,8 @@ surveys (Davies et al. 2016, MNRAS 462, 1616). So a galaxy's ``L x P`` matrix of
    :data:`SCALES` cells, ``S = sum(K r) / sqrt(F sum(K^2 w))`` (``w`` the number of measured lines
    in the cell), which is a standard normal for unit residuals at any scale and coverage: ``F``
    (:func:`filter_factors`, ``core.maps.filter_variance_factor``) is how much the neighbouring
-   cells' shared noise adds to the variance of the filter's sum (1 for a single cell; up to ~2.5
-   for the demo's smallest bundles, ~11 for a real MaNGA cube's spaxels on 32 x 32 cells), so that
+   cells' shared noise adds to the variance of the filter's sum (1 for a single cell; up to 2.8
+   for the demo's smallest bundles, 3.6 to 22 for real MaNGA cubes on 32 x 32 cells), so that
    a galaxy gridded finer than others is not scored odder; the statistic is the largest ``|S|``
    over the cells that the kernel finds at least :data:`COVER` measured;
 3. puts each of those ``groups x scales`` statistics in units of its own scatter over the run's

@@ -19,13 +19,22 @@ def survey(n, seed=0, noise=0.02, spectra=2):
 
 @pytest.fixture(scope="module")
 def calibration():
-    """The units of a run of 60 ordinary galaxies."""
-    flux, ivar, mask = survey(60, seed=1)
-    return mixing.calibrate(mixing.block_statistics(flux, ivar, mask, LINES))
+    """The units of a run of 300 ordinary galaxies, in 3 bins of signal-to-noise."""
+    flux, ivar, mask = survey(300, seed=1)
+    out = mixing.calibrate(mixing.block_statistics(flux, ivar, mask, LINES),
+                           snr=mixing.signal_to_noise(flux, ivar, mask, LINES))
+    assert len(out["log_snr"]) == 3
+    return out
+
+
+def scored(flux, ivar, mask, calibration):
+    """``(score_mixing, mixing_group)`` of each galaxy in the run's units, at its signal-to-noise."""
+    return mixing.galaxy_scores(mixing.block_statistics(flux, ivar, mask, LINES), calibration, LINES,
+                                mixing.signal_to_noise(flux, ivar, mask, LINES))
 
 
 def score(flux, ivar, mask, calibration):
-    return mixing.galaxy_scores(mixing.block_statistics(flux, ivar, mask, LINES), calibration, LINES)[0]
+    return scored(flux, ivar, mask, calibration)[0]
 
 
 def test_two_spectrum_galaxies_are_fitted_to_their_noise():
@@ -71,8 +80,7 @@ def test_score_does_not_depend_on_the_flux_scale(calibration, c, seed):
 @settings(max_examples=15, deadline=None)
 @given(seed=st.integers(0, 10_000), factor=st.floats(1.5, 4.0), y0=st.integers(4, 8), x0=st.integers(4, 8))
 def test_a_group_of_lines_moved_against_the_others_raises_the_score(calibration, seed, factor, y0, x0):
-    both = mixing.block_statistics(*with_oiii_moved(*survey(1, seed=seed), factor, y0, x0), LINES)
-    before, after = mixing.galaxy_scores(both, calibration, LINES)[0]
+    before, after = score(*with_oiii_moved(*survey(1, seed=seed), factor, y0, x0), calibration)
     assert after > before
 
 
@@ -84,7 +92,7 @@ def test_the_group_that_departs_is_named(calibration, ion):
     for seed, factor in zip(range(4), (1.2, 1.5, 2.0, 0.6)):
         flux, ivar, mask = survey(1, seed=seed)
         flux[0, idx, 4:8, 4:8] *= factor
-        assert mixing.galaxy_scores(mixing.block_statistics(flux, ivar, mask, LINES), calibration, LINES)[1][0] == ion
+        assert scored(flux, ivar, mask, calibration)[1][0] == ion
 
 
 def test_one_line_turned_against_the_others_raises_the_score(calibration):
@@ -117,7 +125,7 @@ def test_bad_cells_and_empty_galaxies(calibration):
     flux, ivar, mask = survey(3, seed=4)
     flux[0, :, 5, 5], ivar[0, :, 6, 6] = np.nan, np.inf  # NaN flux and infinite ivar: unusable cells
     mask[1] = True  # a galaxy with nothing measured
-    scores, groups = mixing.galaxy_scores(mixing.block_statistics(flux, ivar, mask, LINES), calibration, LINES)
+    scores, groups = scored(flux, ivar, mask, calibration)
     assert np.isfinite(scores[[0, 2]]).all() and np.isnan(scores[1])
     assert groups[1] is None and isinstance(groups[0], str)
 

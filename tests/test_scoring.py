@@ -102,8 +102,11 @@ def test_embed_writes_every_artifact(trained):
     assert np.isfinite(cat[[mixing.COLUMN, *mixing.FIT_COLUMNS]].to_numpy()).all()
     assert set(cat[mixing.GROUP_COLUMN]) <= {name for name, _ in mixing.groups(lines)}
     calibration = m.score.components[mixing.COLUMN]["statistics"]
-    assert np.shape(calibration["median"]) == np.shape(calibration["spread"]) == (len(mixing.groups(lines)),
+    # by signal-to-noise: one bin per MIN_BIN galaxies, up to SNR_BINS, each with its median ln S/N
+    bins = max(1, min(mixing.SNR_BINS, n // mixing.MIN_BIN))
+    assert np.shape(calibration["median"]) == np.shape(calibration["spread"]) == (bins, len(mixing.groups(lines)),
                                                                                  len(mixing.SCALES))
+    assert len(calibration["log_snr"]) == bins and np.all(np.diff(calibration["log_snr"]) >= 0)
     # the census: the survey's Gaussian and calibration kept for `train score`, a score and a feature for every galaxy
     model, census_calibration = census.load(trained / CENSUS_FILE, lines, "embed again")
     assert np.shape(model["cov"]) == (len(census.names(lines)),) * 2 and len(census_calibration["median"]) == 2
