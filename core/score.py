@@ -41,6 +41,8 @@ def score_files(run_dir, inputs, batch_size: int = scoring.BATCH_SIZE, device="a
     # the network that scored the run's population, intact
     detector = run.consistency_network() if consistency.COLUMN in score_info.components else None
     census_fit = run.census_model() if census.COLUMN in score_info.components else None
+    # a dataset ingested before 0.3.0 has no noise factors, and embed took its cells as independent: so do new files
+    shared_noise = maps.NOISE_SIGMA in run.dataset.catalogue
 
     files = find_inputs(inputs)
     tables, skipped = [], []
@@ -72,14 +74,14 @@ def score_files(run_dir, inputs, batch_size: int = scoring.BATCH_SIZE, device="a
         groups = None
         calibration = mixing.calibration_of(score_info)
         if calibration is not None:
-            stats = mixing.block_statistics(flux, ivar, mask, lines, rank=mixing.rank_of(calibration),
-                                            factors=mixing.filter_factors([g.cell_spaxels for g in grids],
-                                                                          [g.noise_sigma for g in grids]))
+            factors = (mixing.filter_factors([g.cell_spaxels for g in grids], [g.noise_sigma for g in grids])
+                       if shared_noise else None)
+            stats = mixing.block_statistics(flux, ivar, mask, lines, rank=mixing.rank_of(calibration), factors=factors)
             components[mixing.COLUMN], groups = mixing.galaxy_scores(stats, calibration, lines,
                                                                      mixing.signal_to_noise(flux, ivar, mask, lines))
         features = None
         if census_fit is not None:
-            factor = [g.noise_factor for g in grids]
+            factor = [g.noise_factor for g in grids] if shared_noise else None
             stats, feature = census.statistics(*census.features(flux, ivar, mask, lines, factor), census_fit[0])
             components[census.COLUMN], features = census.galaxy_scores(stats, feature, census_fit[1], lines)
         anomaly = scoring.combine(components, score_info.components)

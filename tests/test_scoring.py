@@ -393,6 +393,26 @@ def test_the_mix_takes_the_rank_embed_is_given_and_score_keeps_it(trained, tmp_p
     assert mixing.rank_of(open_run(copy).manifest.score.components[mixing.COLUMN]["statistics"]) == 3
 
 
+def test_score_places_new_files_in_the_bins_of_signal_to_noise_embed_made(trained, tmp_path, monkeypatch):
+    """With bins of 5 galaxies (the run has 28), embed calibrates ``score_mixing`` in 5 bins of signal-to-noise,
+    and ``train score`` puts each new file in the units of its own S/N: the same scores as embed's, which differ
+    from those of one bin."""
+    copy = tmp_path / "run"
+    shutil.copytree(trained, copy)
+    monkeypatch.setattr(mixing, "MIN_BIN", 5)
+    assert main(["embed", "--run", str(copy), "--quiet"]) == 0
+    binned = open_run(copy)
+    assert len(binned.manifest.score.components[mixing.COLUMN]["statistics"]["log_snr"]) == 5  # 28 // 5
+    sources = list(binned.catalogue.source)
+    out = tmp_path / "scores.csv"
+    assert main(["score", "--run", str(copy), *sources, "--out", str(out), "--quiet"]) == 0
+    table = pd.read_csv(out)
+    mine = binned.catalogue.set_index("galaxy_id").loc[table.galaxy_id]
+    np.testing.assert_allclose(table[mixing.COLUMN], mine[mixing.COLUMN], rtol=1e-5)
+    one = open_run(trained).catalogue.set_index("galaxy_id").loc[table.galaxy_id]
+    assert not np.allclose(one[mixing.COLUMN], mine[mixing.COLUMN], rtol=1e-3)
+
+
 @pytest.mark.parametrize("name", [CONSISTENCY_FILE, CENSUS_FILE])
 def test_score_refuses_a_damaged_detector_file(trained, tmp_path, capsys, name):
     """What embed learned from the survey (the consistency network, the census's Gaussian) is checked before new
