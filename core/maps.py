@@ -495,37 +495,34 @@ def _cell_variance(wy: np.ndarray, wx: np.ndarray, var: np.ndarray, sigma: float
     ``d = k - j`` is one separable sum: ``(wy * wy shifted by dy) @ (s * s shifted by d) @ (wx * wx shifted)^T``.
     """
     wxt = np.ascontiguousarray(wx.T)  # (nx, S)
-    out = (wy**2) @ var @ (wxt**2)  # (S, ny) @ (L, ny, nx) @ (nx, S) -> (L, S, S): d = 0
-    if sigma == 0:
-        return out
     s = np.sqrt(var)
+    out = np.zeros((var.shape[0], wy.shape[0], wxt.shape[1]))
+    for dy, dx, rho in _correlated(sigma):
+        pairs = s * _shifted(_shifted(s, dy, 1), dx, 2)  # (L, ny, nx) s_j s_(j+d)
+        wy_d = wy * _shifted(wy, dy, 1)  # (S, ny) wy[c, j] wy[c, j + dy]
+        wx_d = wxt * _shifted(wxt, dx, 0)  # (nx, S)
+        out += rho * (wy_d @ pairs @ wx_d)  # (S, ny) @ (L, ny, nx) @ (nx, S) -> (L, S, S)
+    return out
+
+
+def _correlated(sigma: float):
+    """``(dy, dx, rho)`` for every offset of two spaxels whose noise is correlated, ``(0, 0, 1)`` first: the DAP's
+    ``exp(-D^2 / (2 sigma^2))`` out to :data:`MANGA_NOISE_REACH`; the spaxel alone for ``sigma`` 0."""
+    yield 0, 0, 1.0
+    if sigma == 0:
+        return
     reach = int(np.floor(MANGA_NOISE_REACH))
     for dy in range(-reach, reach + 1):
         for dx in range(-reach, reach + 1):
-            if (dy, dx) == (0, 0) or dy * dy + dx * dx > MANGA_NOISE_REACH**2:
-                continue
-            pairs = s * _shifted(_shifted(s, dy, 1), dx, 2)  # (L, ny, nx) s_j s_(j+d)
-            wy_d = wy * _shifted(wy, dy, 1)  # (S, ny) wy[c, j] wy[c, j + dy]
-            wx_d = wxt * _shifted(wxt, dx, 0)  # (nx, S)
-            out += np.exp(-(dy * dy + dx * dx) / (2 * sigma**2)) * (wy_d @ pairs @ wx_d)
-    return out
+            if (dy, dx) != (0, 0) and dy * dy + dx * dx <= MANGA_NOISE_REACH**2:
+                yield dy, dx, float(np.exp(-(dy * dy + dx * dx) / (2 * sigma**2)))
 
 
 def _sum_variance(weight: np.ndarray, var: np.ndarray, sigma: float) -> np.ndarray:
     """(L,) the variance of ``sum_j w_j x_j`` over all spaxels, with weights ``weight`` and variances ``var`` (both
     (L, ny, nx)) and the spaxels' correlation of :func:`_cell_variance`."""
     ws = weight * np.sqrt(var)  # (L, ny, nx)
-    out = (ws**2).sum((1, 2))
-    if sigma == 0:
-        return out
-    reach = int(np.floor(MANGA_NOISE_REACH))
-    for dy in range(-reach, reach + 1):
-        for dx in range(-reach, reach + 1):
-            if (dy, dx) == (0, 0) or dy * dy + dx * dx > MANGA_NOISE_REACH**2:
-                continue
-            pairs = (ws * _shifted(_shifted(ws, dy, 1), dx, 2)).sum((1, 2))
-            out += np.exp(-(dy * dy + dx * dx) / (2 * sigma**2)) * pairs
-    return out
+    return sum(rho * (ws * _shifted(_shifted(ws, dy, 1), dx, 2)).sum((1, 2)) for dy, dx, rho in _correlated(sigma))
 
 
 def filter_variance_factor(kernel: np.ndarray, cell_spaxels: float, sigma: float) -> float:
@@ -557,8 +554,9 @@ def _cell_covariance(cell: float, sigma: float) -> np.ndarray:
     Each offset ``d`` of two correlated spaxels contributes a separable term: on a strip of cells, ``py(D)`` is the
     mean over cells ``a`` of ``sum_j wy[a, j] wy[a + D, j + dy]``, and likewise in x.
     """
-    corr_reach = int(np.floor(MANGA_NOISE_REACH)) if sigma > 0 else 0
-    reach = int(np.ceil((corr_reach + 1) / cell)) + 1  # cells as far apart as shared or correlated spaxels reach
+    offsets = list(_correlated(sigma))
+    far = max(abs(dy) for dy, _, _ in offsets)  # spaxels apart that still share noise
+    reach = int(np.ceil((far + 1) / cell)) + 1  # cells as far apart as shared or correlated spaxels reach
     n = 4 * reach + 8  # a strip long enough that its middle cells see every phase and have neighbours each side
     w = _overlap(0.0, n * cell, n, int(np.ceil(n * cell)) + 1)  # (n, spaxels)
     middle = np.arange(reach, n - reach)
@@ -567,14 +565,7 @@ def _cell_covariance(cell: float, sigma: float) -> np.ndarray:
         pairs = w @ _shifted(w, d, 1).T  # (n, n): [a, b] = sum_j w[a, j] w[b, j + d]
         return np.array([pairs[middle, middle + dd].mean() for dd in range(-reach, reach + 1)])
 
-    out = np.zeros((2 * reach + 1, 2 * reach + 1))
-    for dy in range(-corr_reach, corr_reach + 1):
-        for dx in range(-corr_reach, corr_reach + 1):
-            if dy * dy + dx * dx > MANGA_NOISE_REACH**2:
-                continue
-            rho = 1.0 if (dy, dx) == (0, 0) else np.exp(-(dy * dy + dx * dx) / (2 * sigma**2))
-            out += rho * np.outer(strip(dy), strip(dx))
-    return out
+    return sum(rho * np.outer(strip(dy), strip(dx)) for dy, dx, rho in offsets)
 
 
 def _overlap(start: float, side: float, size: int, n: int) -> np.ndarray:

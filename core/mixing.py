@@ -24,7 +24,8 @@ surveys (Davies et al. 2016, MNRAS 462, 1616). So a galaxy's ``L x P`` matrix of
 3. puts each of those ``groups x scales`` statistics in units of its own scatter over the run's
    galaxies of like signal-to-noise (:func:`calibrate`: the median and 1.4826 x the median absolute
    deviation of its logarithm in :data:`SNR_BINS` bins of the galaxies' median Halpha S/N per cell,
-   :func:`signal_to_noise`, interpolated between them) and takes the largest: ``score_mixing = exp(max z)`` (:func:`galaxy_scores`), so
+   :func:`signal_to_noise`, interpolated between them) and takes the largest:
+   ``score_mixing = exp(max z)`` (:func:`galaxy_scores`), so
    ``ln score_mixing`` is the galaxy's strongest coherent departure from a two-spectrum mix in
    robust standard deviations, and ``mixing_group`` names the ion (or ``all lines``) where it lies:
    where a moderate change was made, but a line made several times brighter can pull the fit
@@ -193,11 +194,12 @@ def _filtered(total, count, size, sigma: float) -> np.ndarray:
 def filter_factors(cell_spaxels, noise_sigma) -> np.ndarray:
     """``(N, len(SCALES))`` each galaxy's variance factor ``F`` of each matched filter (``core.maps.GridMaps``'s
     ``cell_spaxels`` and ``noise_sigma``, ``(N,)`` each)."""
-    from core.maps import filter_variance_factor
+    from core.maps import filter_variance_factor  # here: core.maps reads FITS files, which the app's import spares
 
-    cells, sigmas = np.broadcast_arrays(np.asarray(cell_spaxels, np.float64), np.asarray(noise_sigma, np.float64))
+    cells = np.atleast_1d(np.asarray(cell_spaxels, np.float64))
+    sigmas = np.broadcast_to(np.asarray(noise_sigma, np.float64), cells.shape)
     return np.array([[filter_variance_factor(_kernel(scale), c, s) for scale in SCALES]
-                     for c, s in zip(cells.ravel(), sigmas.ravel())]).reshape(len(cells.ravel()), len(SCALES))
+                     for c, s in zip(cells, sigmas)]).reshape(len(cells), len(SCALES))
 
 
 def catalogue_factors(catalogue) -> np.ndarray | None:
