@@ -128,7 +128,8 @@ def test_explain_draws_the_consistency_map_where_the_run_has_one(run_path, tmp_p
     assert "cross-line" in text and f"disagree most with the others (score_consistency): {run.lines[4]} 90 %" in text
     assert "disagree most" not in summary_html(open_app_data(run_path), 3)  # a run without them says nothing
     data.catalogue[mixing.GROUP_COLUMN] = "SII"
-    assert f"depart most from a mix of {mixing.RANK} spectra ({mixing.COLUMN}): SII." in summary_html(data, 3)
+    assert (f"depart most from a mix of {mixing.RANK} spectra ({mixing.COLUMN}, against galaxies measured as well): "
+            "SII.") in summary_html(data, 3)
     data.catalogue[census.FEATURE_COLUMN] = "OIII-4960 ratio"
     assert (f"out of step with the survey's galaxies ({census.COLUMN}): OIII-4960 ratio (its total over Hα's)"
             in summary_html(data, 3))

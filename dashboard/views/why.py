@@ -125,8 +125,8 @@ def summary_html(data, row: int | None) -> str:
     group = cat[mixing.GROUP_COLUMN].iat[row] if mixing.GROUP_COLUMN in cat else None
     rank = mixing.rank_of(mixing.calibration_of(data.run.manifest.score) or {})
     if isinstance(group, str):
-        disagree += (f"The lines that depart most from a mix of {rank} spectra ({mixing.COLUMN}): "
-                     f"{html.escape(group)}. ")
+        disagree += (f"The lines that depart most from a mix of {rank} spectra ({mixing.COLUMN}, against galaxies "
+                     f"measured as well): {html.escape(group)}. ")
     feature = cat[census.FEATURE_COLUMN].iat[row] if census.FEATURE_COLUMN in cat else None
     if isinstance(feature, str):
         disagree += (f"Most out of step with the survey's galaxies ({census.COLUMN}): {html.escape(feature)} "
