@@ -438,7 +438,8 @@ def to_grid(g: GalaxyMaps, size: int = 32, min_good: float = 0.5, margin: float 
     wxt = np.ascontiguousarray(wx.T)  # (nx, S)
     total = wy @ flux @ wxt  # (S, ny) @ (L, ny, nx) @ (nx, S) -> (L, S, S)
     cover = wy @ good.astype(np.float64) @ wxt  # good area inside each cell, in spaxels
-    var_total = _cell_variance(wy, wx, var, noise_correlation(g))
+    sigma = noise_correlation(g)
+    var_total = _cell_variance(wy, wx, var, sigma)
     cell_area = (side / size) ** 2
     # The tolerance keeps a fully covered cell good at min_good=1 despite rounding.
     bad = cover < min_good * cell_area * (1.0 - 1e-9)
@@ -449,7 +450,7 @@ def to_grid(g: GalaxyMaps, size: int = 32, min_good: float = 0.5, margin: float 
         cells = np.where(bad, 0.0, var_total * fill**2).sum((1, 2))  # (L,) the sum of the good cells' variances
     # each spaxel's weight in the sum of the good cells, whose variance is then that of a sum over spaxels
     weight = wy.T @ np.where(bad, 0.0, fill) @ wx  # (ny, S) @ (L, S, S) @ (S, nx) -> (L, ny, nx)
-    factors = _sum_variance(weight, var, noise_correlation(g))[cells > 0] / cells[cells > 0]
+    factors = _sum_variance(weight, var, sigma)[cells > 0] / cells[cells > 0]
 
     cell = side / size
     cx, cy = g.center
@@ -465,7 +466,7 @@ def to_grid(g: GalaxyMaps, size: int = 32, min_good: float = 0.5, margin: float 
         center=((cx + 0.5 - x0) / cell - 0.5, (cy + 0.5 - y0) / cell - 0.5),
         crop=(float(x0), float(y0), float(x0 + side), float(y0 + side)),
         noise_factor=float(np.median(factors)) if len(factors) else 1.0,
-        noise_sigma=noise_correlation(g),
+        noise_sigma=sigma,
     )
 
 

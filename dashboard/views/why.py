@@ -74,7 +74,8 @@ def explain(data, row: int) -> dict:
     run, lines = data.run, list(data.lines)
     ds = run.dataset
     mask = np.asarray(ds.mask[row], dtype=bool)
-    x = np.where(mask, np.nan, np.asarray(ds.flux[row], dtype=np.float64))
+    flux = np.asarray(ds.flux[row])  # (L, S, S) read once from the memory-mapped dataset
+    x = np.where(mask, np.nan, flux.astype(np.float64))
     recon = np.where(mask, np.nan, np.asarray(run.recon[row], dtype=np.float64))
     ivar = np.asarray(ds.ivar[row], dtype=np.float64)
     floor = scoring.ERROR_FLOOR * scoring.floor_peaks(x[None], mask[None], lines)[0]
@@ -90,10 +91,9 @@ def explain(data, row: int) -> dict:
     labels.append(CROSS_LINE if cells is not None else "")
     calibration = mixing.calibration_of(run.manifest.score)
     if calibration is not None:  # ~10 ms: the galaxy's own mix fitted again, as embed fitted it
-        resid = mixing.residuals(np.asarray(ds.flux[row])[None], ivar[None], mask[None], lines,
-                                 rank=mixing.rank_of(calibration))[0]
+        resid = mixing.residuals(flux[None], ivar[None], mask[None], lines, rank=mixing.rank_of(calibration))[0]
         factors = mixing.catalogue_factors(data.catalogue.iloc[[row]])
-        snr = mixing.signal_to_noise(np.asarray(ds.flux[row])[None], ivar[None], mask[None], lines)[0]
+        snr = mixing.signal_to_noise(flux[None], ivar[None], mask[None], lines)[0]
         group, sigma, departure = mixing.departure(resid, lines, calibration, None if factors is None else factors[0],
                                                    snr)
         where.append(departure)
