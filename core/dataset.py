@@ -97,7 +97,8 @@ class DatasetManifest:
 
     def current(self) -> bool:
         """Written by this version of the code: a folder of another version is ingested again, since what a file
-        becomes may have changed (as the gridding's variances did in 0.2.0, and 0.3.0 added the noise_factor column)."""
+        becomes may have changed (as the gridding's variances did in 0.2.0; 0.3.0 added the noise_factor column,
+        0.4.0 score_sharp)."""
         return self.code_version == __version__
 
     def write(self, folder) -> None:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from core import census, consistency, latent, maps, mixing, scoring
+from core import census, consistency, latent, maps, mixing, scoring, sharpness
 from core.dataset import open_dataset
 from core.errors import RunError
 from core.io import open_npy_memmap, remove_stale_tmp, save_npy, save_parquet, stamp_files
@@ -143,6 +143,12 @@ def embed_run(run_dir, *, batch_size: int = scoring.BATCH_SIZE, device="auto", k
             census_fit = (census_model, census.calibrate(census_stats))
             components[census.COLUMN], census_names = census.galaxy_scores(census_stats, census_feature,
                                                                            census_fit[1], lines)
+    sharp = data.catalogue.get(sharpness.COLUMN)
+    if sharp is not None and np.isfinite(sharp).any():  # measured by ingest on the native maps
+        components[sharpness.COLUMN] = sharp.to_numpy(np.float64)
+    elif progress:
+        print(f"embed: no {sharpness.COLUMN} (ingest the files again with this version to have it, or their "
+              f"headers name no PSF: {', '.join(maps.PSF_KEYS)})", flush=True)
     scales = scoring.component_scales(components)
     # train score puts new files' statistics in the same units
     scales[mixing.COLUMN]["statistics"] = mixing_calibration

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from core import census, consistency, mixing, scoring
+from core import census, consistency, mixing, scoring, sharpness
 from core.io import file_stamp, remove_stale_tmp, write_json
 from core.run import EVALUATION_FILE, Evaluation, mark_stage, open_run
 
@@ -48,10 +48,13 @@ def evaluate_run(run_dir, seed: int = 0) -> dict | None:
                                   n_components=run.latents.shape[1], seed=seed),
         "iforest": scoring.isolation_forest_scores(cat, seed=seed),
     }
-    for name, column in (("recon", scoring.RECON_COLUMN), ("consistency", consistency.COLUMN),
-                         ("mixing", mixing.COLUMN), ("census", census.COLUMN)):
-        if column in cat:
-            methods[name] = cat[column].to_numpy(dtype=np.float64)
+    detectors = {name: (column, definition) for name, column, definition in (
+        ("recon", scoring.RECON_COLUMN, scoring.RECON_DEFINITION), ("consistency", consistency.COLUMN,
+                                                                     consistency.DEFINITION),
+        ("mixing", mixing.COLUMN, mixing.DEFINITION), ("census", census.COLUMN, census.DEFINITION),
+        ("sharp", sharpness.COLUMN, sharpness.DEFINITION)) if column in cat}
+    for name, (column, _) in detectors.items():
+        methods[name] = cat[column].to_numpy(dtype=np.float64)
     rows = scoring.detection_metrics(tasks, methods)
     is_val = cat["split"].to_numpy() == "val"
     if is_val.any():
@@ -67,12 +70,7 @@ def evaluate_run(run_dir, seed: int = 0) -> dict | None:
                    f"{run.latents.shape[1]} components fitted on the training split",
             "iforest": "isolation forest (300 trees) on " + ", ".join(c for c in scoring.RATIO_FEATURES if c in cat)
                        + " (missing ratios: median plus an indicator)",
-            **({"recon": f"the run's {scoring.RECON_COLUMN} alone, {scoring.RECON_DEFINITION}"}
-               if "recon" in methods else {}),
-            **({"consistency": f"the run's {consistency.COLUMN} alone, {consistency.DEFINITION}"}
-               if "consistency" in methods else {}),
-            **({"mixing": f"the run's {mixing.COLUMN} alone, {mixing.DEFINITION}"} if "mixing" in methods else {}),
-            **({"census": f"the run's {census.COLUMN} alone, {census.DEFINITION}"} if "census" in methods else {}),
+            **{name: f"the run's {column} alone, {definition}" for name, (column, definition) in detectors.items()},
         },
         "seed": seed,
         "n_galaxies": len(cat),

@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from core import bpt, maps, summaries, whan
+from core import bpt, maps, sharpness, summaries, whan
 from core.dataset import FILES, DatasetManifest, IngestOptions, open_dataset
 from core.errors import DatasetError, MapsError
 from core.io import atomic_path, open_npy_memmap, remove_stale_tmp, save_parquet, sha256_file, stamp_files
@@ -120,6 +120,7 @@ def _process(path: Path, opts: IngestOptions, part: Path) -> dict:
     row["good_frac"] = float((~p.grid.mask).mean())
     row[maps.NOISE_FACTOR] = float(p.grid.noise_factor)
     row[maps.CELL_SPAXELS], row[maps.NOISE_SIGMA] = float(p.grid.cell_spaxels), float(p.grid.noise_sigma)
+    row.update(sharpness.measure(g, p.grid.lines).row())
     with atomic_path(part) as tmp:
         with open(tmp, "wb") as fh:
             np.savez(fh, flux=p.grid.flux.astype(np.float32), mask=p.grid.mask, ivar=p.grid.ivar.astype(np.float32),
@@ -260,7 +261,7 @@ def _cached_row(part: Path) -> dict | None:
             row = json.loads(str(z["row"]))
     except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile):
         row = None
-    if row is None or any(c not in row for c in (*whan.COLUMNS, maps.NOISE_FACTOR, maps.NOISE_SIGMA)):  # damaged, or older
+    if row is None or any(c not in row for c in (*whan.COLUMNS, maps.NOISE_SIGMA, sharpness.COLUMN)):  # damaged, or older
         part.unlink(missing_ok=True)
         return None
     return row
@@ -293,11 +294,13 @@ def _left_out(manifest: DatasetManifest) -> set[str]:
 
 
 def looks_current(out, inputs, also=()) -> bool:
-    """Whether the dataset ``out`` covers exactly the MAPS files of ``inputs`` and is newer than
-    them and the files ``also`` (as make decides; no hashing, so it is instant)."""
+    """Whether the dataset ``out`` was written by this version of the code, covers exactly the MAPS files of
+    ``inputs`` and is newer than them and the files ``also`` (as make decides; no hashing, so it is instant)."""
     try:
         manifest = open_dataset(out).manifest
     except DatasetError:
+        return False
+    if not manifest.current():  # what a file becomes may have changed
         return False
     files = find_inputs(inputs)
     seen = {s["path"] for s in manifest.sources} | _left_out(manifest)

@@ -92,6 +92,9 @@ MAX_ABS_FLUX = 1e6
 #: than independent spaxels would give (``to_grid``).
 MANGA_NOISE_SIGMA, MANGA_NOISE_REACH = 1.92, 3.2
 
+#: The primary header's FWHMs (arcsec) of the cube's reconstructed PSF in the g, r, i and z bands (the DRP copies
+#: them into the DAP's files); :attr:`GalaxyMaps.psf_fwhm` is the smallest.
+PSF_KEYS = ("GFWHM", "RFWHM", "IFWHM", "ZFWHM")
 #: The ``VERSDAP`` of the project's synthetic files (``core.synth.writer``), whose spaxels' noise is
 #: independent: it is drawn spaxel by spaxel, not rebuilt from fibres.
 SYNTHETIC_VERSDAP = "blueberry-synth"
@@ -123,6 +126,8 @@ class GalaxyMaps:
     center: tuple[float, float]  # (x, y) 0-based pixel position of OBJRA/OBJDEC
     footprint: np.ndarray  # (ny, nx) bool, True = covered (NOCOV set in no selected line)
     ew: np.ndarray | None = None  # (L, ny, nx) float32 EMLINE_GEW (Angstrom), NaN where bad; None: not in the file
+    # the sharpest of the reconstructed PSF's FWHMs in the header (PSF_KEYS), arcsec; NaN when it has none
+    psf_fwhm: float = float("nan")
 
 
 @dataclass
@@ -217,6 +222,7 @@ def read_maps(path, lines=DEFAULT_LINES, bad_bits=DEFAULT_BAD_BITS) -> GalaxyMap
     except ValueError as exc:  # astropy's WcsError family: unknown projection, singular matrix
         problem = " ".join(str(exc).split())
         raise MapsError(path, f"the WCS of {EXTENSIONS[0]} is invalid: {problem}") from None
+    fwhms = [v for v in (_header_float(primary, key) for key in PSF_KEYS) if v > 0]
     return GalaxyMaps(
         path=path,
         galaxy_id=str(galaxy_id).strip(),
@@ -235,6 +241,7 @@ def read_maps(path, lines=DEFAULT_LINES, bad_bits=DEFAULT_BAD_BITS) -> GalaxyMap
         center=center,
         footprint=footprint,
         ew=ew,
+        psf_fwhm=min(fwhms, default=float("nan")),
     )
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from core import census, consistency, maps, mixing, scoring
+from core import census, consistency, maps, mixing, scoring, sharpness
 from core.errors import BlueberryError, RunError
 from core.ingest import find_inputs
 from core.run import check_stamps, open_run
@@ -43,15 +43,17 @@ def score_files(run_dir, inputs, batch_size: int = scoring.BATCH_SIZE, device="a
     census_fit = run.census_model() if census.COLUMN in score_info.components else None
     # a dataset ingested before 0.3.0 has no noise factors, and embed took its cells as independent: so do new files
     shared_noise = maps.NOISE_SIGMA in run.dataset.catalogue
+    measure_sharp = sharpness.COLUMN in score_info.components
 
     files = find_inputs(inputs)
     tables, skipped = [], []
     bar = tqdm(total=len(files), desc="score", unit="file", disable=not progress)
     for start in range(0, len(files), batch_size):
-        grids, sources = [], []
+        grids, sources, sharp = [], [], []
         for path in files[start:start + batch_size]:
             try:
-                grid = maps.preprocess(path, options).grid
+                p = maps.preprocess(path, options)
+                grid, measured = p.grid, sharpness.measure(p.maps, p.grid.lines) if measure_sharp else None
             except BlueberryError as exc:
                 skipped.append((str(path), getattr(exc, "problem", str(exc))))
             except Exception as exc:  # an unforeseen file must not stop the others
@@ -59,6 +61,7 @@ def score_files(run_dir, inputs, batch_size: int = scoring.BATCH_SIZE, device="a
             else:
                 grids.append(grid)
                 sources.append(str(path))
+                sharp.append(measured)
             bar.update()
         if not grids:
             continue
@@ -84,12 +87,16 @@ def score_files(run_dir, inputs, batch_size: int = scoring.BATCH_SIZE, device="a
             factor = [g.noise_factor for g in grids] if shared_noise else None
             stats, feature = census.statistics(*census.features(flux, ivar, mask, lines, factor), census_fit[0])
             components[census.COLUMN], features = census.galaxy_scores(stats, feature, census_fit[1], lines)
+        if measure_sharp:
+            components[sharpness.COLUMN] = np.array([m.score for m in sharp])
         anomaly = scoring.combine(components, score_info.components)
         cols = scoring.score_columns(anomaly, shares, lines, population, score_info.flag_threshold, shape, components)
         if groups is not None:
             cols[mixing.GROUP_COLUMN] = groups
         if features is not None:
             cols[census.FEATURE_COLUMN] = features
+        for name in sharpness.COLUMNS[1:] if measure_sharp else ():
+            cols[name] = [m.row()[name] for m in sharp]
         cols.insert(0, "source", sources)
         cols.insert(0, "galaxy_id", [g.galaxy_id for g in grids])
         tables.append(cols)

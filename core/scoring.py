@@ -1,11 +1,13 @@
 """Anomaly scores: reconstructions, the masked reconstruction error, per-line shares, baselines.
 
-The anomaly score of a galaxy (:data:`SCORE_DEFINITION`, :func:`combine`) combines four
+The anomaly score of a galaxy (:data:`SCORE_DEFINITION`, :func:`combine`) combines five
 detectors: ``score_recon``, how badly the autoencoder reproduces the galaxy;
 ``score_consistency`` (``core.consistency``), how badly each of its lines is predicted from
 the others; ``score_mixing`` (``core.mixing``), how far its lines depart, over a region, from
 a mix of two spectra fitted to the galaxy alone; ``score_census`` (``core.census``), how far its
-line ratios and each ion's centroid and shape lie from the survey's. Each detector's score is put
+line ratios and each ion's centroid and shape lie from the survey's; ``score_sharp``
+(``core.sharpness``, measured by ingest on the native maps), how far its maps break the bound on
+sharpness that the PSF sets for any sky. Each detector's score is put
 in units of its own scatter over the run's galaxies, a robust z-score ``ln(score / median) / spread`` with
 ``spread`` 1.4826 times the median absolute deviation of ``ln(score)`` (the standard deviation
 for a normal distribution), and the anomaly score is the exponential of the largest::
@@ -64,7 +66,7 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 import pandas as pd
 
-from core import census, consistency, mixing
+from core import census, consistency, mixing, sharpness
 from core.bpt import RATIOS
 from core.lines import BPT_LINES
 
@@ -90,7 +92,8 @@ SCORE_DEFINITION = (
     "exp of the largest of the detectors' robust z-scores, each ln(score / median) / spread with the median and "
     "the spread (1.4826 x the median absolute deviation of ln score) over the run's galaxies, of: "
     f"{RECON_COLUMN}, the autoencoder's {RECON_DEFINITION}; and, where the run has them, {consistency.COLUMN}, "
-    f"{consistency.DEFINITION}; {mixing.COLUMN}, {mixing.DEFINITION}; {census.COLUMN}, {census.DEFINITION}"
+    f"{consistency.DEFINITION}; {mixing.COLUMN}, {mixing.DEFINITION}; {census.COLUMN}, {census.DEFINITION}; "
+    f"{sharpness.COLUMN}, {sharpness.DEFINITION}"
 )
 PCT_DEFINITION = ("percentage of the run's galaxies whose anomaly_score is at or below this one (0-100; "
                   "scores equal to within float32 rounding, relative 1e-5, count as equal)")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import gzip
+import json
 import shutil
 from pathlib import Path
 
@@ -10,9 +11,10 @@ import pandas as pd
 import pytest
 from astropy.io import fits
 
+from core import sharpness
 from core.dataset import open_dataset
 from core.errors import DatasetError
-from core.ingest import IngestOptions, ingest
+from core.ingest import IngestOptions, ingest, looks_current
 from core.lines import DEFAULT_LINES, DR15_CHANNELS, DR17_CHANNELS
 from core.synth import write_maps_file
 from core.maps import DAPPIXMASK_BITS, preprocess
@@ -21,8 +23,8 @@ from train.cli import main
 NOCOV, DONOTUSE = DAPPIXMASK_BITS["NOCOV"], DAPPIXMASK_BITS["DONOTUSE"]
 
 
-def blob_galaxy(path, galaxy_id, channels=DR15_CHANNELS, n=34, seed=0, dead_line=None):
-    """A round galaxy with a Gaussian profile in every line, NOCOV outside a disc."""
+def blob_galaxy(path, galaxy_id, channels=DR15_CHANNELS, n=34, seed=0, dead_line=None, header=None):
+    """A round galaxy with a Gaussian profile in every line, NOCOV outside a disc; ``header`` adds primary keys."""
     rng = np.random.default_rng(seed)
     y, x = np.mgrid[:n, :n] - (n - 1) / 2
     r2 = x**2 + y**2
@@ -36,7 +38,7 @@ def blob_galaxy(path, galaxy_id, channels=DR15_CHANNELS, n=34, seed=0, dead_line
     if dead_line is not None:
         mask[channels.index(dead_line)] |= 1 << DONOTUSE
     write_maps_file(path, galaxy_id=galaxy_id, mangaid=f"9-{galaxy_id}", ra=150.0, dec=2.0, z=0.03,
-                    channels=channels, flux=flux, ivar=ivar, mask=mask)
+                    channels=channels, flux=flux, ivar=ivar, mask=mask, extra_header=header)
     return path
 
 
@@ -45,7 +47,9 @@ def survey(tmp_path):
     src = tmp_path / "maps"
     src.mkdir()
     for i in range(4):
-        blob_galaxy(src / f"manga-9000{i}-1901-MAPS-SYNTH-GAU.fits.gz", f"9000{i}-1901", seed=i)
+        blob_galaxy(src / f"manga-9000{i}-1901-MAPS-SYNTH-GAU.fits.gz", f"9000{i}-1901", seed=i,
+                    header={"RFWHM": 2.5})
+    # no PSF in its header, so no score_sharp
     blob_galaxy(src / "manga-90009-1901-MAPS-SYNTH-GAU.fits.gz", "90009-1901", channels=DR17_CHANNELS, seed=9)
     return src
 
@@ -78,6 +82,14 @@ def test_ingest_and_score_share_one_preprocessing(survey, tmp_path):
         np.testing.assert_array_equal(ds.ivar[i], grid.ivar.astype(np.float32))
         # and the noise of a sum of its cells, which the census needs and the arrays cannot give
         assert ds.catalogue.noise_factor[i] == pytest.approx(grid.noise_factor) and grid.noise_factor >= 1
+        # and score_sharp, of the native maps in the run's lines, which the grid cannot give either
+        p = preprocess(source, ds.manifest.options)
+        expected = sharpness.measure(p.maps, p.grid.lines)
+        assert ds.catalogue[sharpness.COLUMN][i] == pytest.approx(expected.score, nan_ok=True)
+        if ds.catalogue.galaxy_id[i] == "90009-1901":
+            assert np.isnan(p.maps.psf_fwhm) and np.isnan(expected.score)
+        else:  # a smooth round galaxy: about 1
+            assert p.maps.psf_fwhm == 2.5 and 1 <= expected.score < 2
 
 
 def test_line_ratios_survive_gridding(survey, tmp_path):
@@ -203,3 +215,14 @@ def test_real_dr15_file_with_synthetic_ones(survey, tmp_path, real_maps_file):
     native = flux[names.index("Ha-6564")][good("Ha-6564")].sum() / flux[names.index("Hb-4862")][good("Hb-4862")].sum()
     gridded = np.nansum(ds.flux[row, ha]) / np.nansum(ds.flux[row, hb])
     assert gridded == pytest.approx(native, rel=0.05)
+
+
+def test_a_dataset_of_another_version_does_not_look_current(survey, tmp_path):
+    """``make demo`` skips ingest when the dataset looks current: not when an earlier Blueberry wrote it, since
+    what a file becomes may have changed (0.4.0 added score_sharp)."""
+    ingest([survey], tmp_path / "ds", IngestOptions(size=16), workers=1, progress=False)
+    assert looks_current(tmp_path / "ds", [survey])
+    manifest = json.loads((tmp_path / "ds" / "manifest.json").read_text())
+    manifest["code_version"] = "0.3.0"
+    (tmp_path / "ds" / "manifest.json").write_text(json.dumps(manifest))
+    assert not looks_current(tmp_path / "ds", [survey])

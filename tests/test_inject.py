@@ -50,7 +50,8 @@ def test_inject_writes_injection_json_and_stamps_the_run(run, tmp_path):
         (CONTROL, 0.0, 4), ("bright_knot", 0.5, 2), ("bright_knot", 1.0, 2), ("shifted_red", 0.5, 2),
         ("shifted_red", 1.0, 2)]
     # the score and its detectors
-    assert result["scores"] == ["anomaly_score", "score_census", "score_consistency", "score_mixing", "score_recon"]
+    assert result["scores"] == ["anomaly_score", "score_census", "score_consistency", "score_mixing", "score_recon",
+                                "score_sharp"]
     for row in result["rows"]:
         for name in result["scores"]:
             cell = row[name]

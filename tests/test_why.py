@@ -7,7 +7,7 @@ import panel as pn
 import pytest
 from bokeh.document import Document
 
-from core import bpt, census, mixing, scoring
+from core import bpt, census, mixing, scoring, sharpness
 from core.io import file_stamp, write_json
 from core.maps import CELL_SPAXELS, MANGA_NOISE_SIGMA, NOISE_SIGMA
 from core.run import INJECTION_FILE, Injection, RunManifest, mark_stage
@@ -150,6 +150,19 @@ def test_components_name_every_detector_of_the_run(run_path):
     comps = components(data, 0)
     assert {c[0] for c in comps} == {"anomaly_score", "score_consistency", "score_mixing", "score_recon"}
     assert comps[0][0] == "score_consistency" and comps[0][2] == 100.0 and comps[-1][0] == "score_recon"
+
+
+def test_the_sharpness_sentence_only_for_the_flagged_tail(run_path):
+    """The why view says where the maps are sharper than the PSF allows only for a galaxy that score_sharp puts in
+    the run's flagged tail: every galaxy's noise breaks the bound a little somewhere."""
+    data = open_app_data(run_path)
+    n = len(data.catalogue)
+    data.catalogue[sharpness.COLUMN] = np.arange(1, n + 1, dtype=float)
+    data.catalogue[sharpness.LINE_COLUMN] = "OIII-5008"
+    data.catalogue[sharpness.DX_COLUMN], data.catalogue[sharpness.DY_COLUMN] = 2.5, -1.0
+    odd, plain = summary_html(data, n - 1), summary_html(data, 0)
+    assert "Sharper than the PSF" in odd and "most in OIII-5008, 2.5\" right and 1.0\" down" in odd
+    assert "Sharper than the PSF" not in plain
 
 
 def test_why_view_redraws_on_inspect(run_path):

@@ -9,7 +9,8 @@ One small Bokeh figure (issue 11: few figures paint fast) and a line of text:
   disagree with the others, ``consistency_lines.npy``), the ion whose maps depart most from
   the galaxy's two-spectrum mix (``mixing_group``, ``core.mixing``) and the feature (a line ratio,
   an ion's offset, ellipticity or size) most out of step with the survey's (``census_feature``,
-  ``core.census``);
+  ``core.census``); and, where ``score_sharp`` puts it in the run's flagged tail, the line and the
+  place where its maps are sharper than the PSF allows (``sharp_line``, ``core.sharpness``);
 - left, *where*: the normalised residual (``core.scoring.normalised_residual``: data minus
   model in units of the score's error) of the three lines that weigh most, the consistency
   detector's cell map (``core.consistency.cell_map``, cached by embed) as a square root: the RMS,
@@ -27,7 +28,7 @@ import html
 import numpy as np
 import panel as pn
 
-from core import bpt, census, mixing, scoring
+from core import bpt, census, mixing, scoring, sharpness
 from dashboard.views.base import PANEL_CSS, StateView, change, section_title
 from dashboard.views.glyphs import MASKED, Mosaic, plain_figure
 from dashboard.views.inspector import symmetric_limit
@@ -131,6 +132,8 @@ def summary_html(data, row: int | None) -> str:
     if isinstance(feature, str):
         disagree += (f"Most out of step with the survey's galaxies ({census.COLUMN}): {html.escape(feature)} "
                      f"({feature_meaning(feature)}). ")
+    disagree += sharp_text(cat, row, dict((c, p) for c, _, p in comps).get(sharpness.COLUMN),
+                           data.run.manifest.score.flag_pct)
     return (f'<p style="font-size:13px;margin:2px 0">Dominant component: <b>{html.escape(col)}</b> at percentile '
             f"{pct:.1f} (components' percentiles: {parts}). Lines with the largest shares of the autoencoder's "
             f"error: {lines}. {disagree}"
@@ -138,6 +141,19 @@ def summary_html(data, row: int | None) -> str:
             f"{CROSS_LINE}: the RMS over the lines of each line's misfit when predicted from the others (σ); "
             f"{MIX}: where the ion departs most from the galaxy's mix of {rank} spectra, filtered at the "
             "scale (cells) that finds it (σ).</p>")
+
+
+def sharp_text(cat, row: int, pct: float | None, flag_pct: float) -> str:
+    """The sentence on ``score_sharp`` (``core.sharpness``) where it places the galaxy at the run's ``flag_pct``-th
+    percentile or above: which line breaks the PSF's bound most, and where; "" elsewhere (every galaxy's noise
+    breaks it a little somewhere)."""
+    line = cat[sharpness.LINE_COLUMN].iat[row] if sharpness.LINE_COLUMN in cat else None
+    if pct is None or not pct >= flag_pct or not isinstance(line, str):
+        return ""
+    dx, dy = (float(cat[c].iat[row]) for c in (sharpness.DX_COLUMN, sharpness.DY_COLUMN))
+    return (f"Sharper than the PSF lets any sky be ({sharpness.COLUMN}; a cosmic ray, a dead fibre, a stripe, or noise "
+            f"larger than the file says): most in {html.escape(line)}, {abs(dx):.1f}\" {'right' if dx >= 0 else 'left'} "
+            f"and {abs(dy):.1f}\" {'up' if dy >= 0 else 'down'} from the centre on the maps. ")
 
 
 def feature_meaning(feature: str) -> str:
