@@ -19,6 +19,14 @@ but Halpha, on a cell of the galaxy's Halpha footprint), and how often ``score_c
 lower the anomaly score only where the census is the galaxy's largest robust z-score, so that share
 is printed too (the other detectors never fall for such a spot: property-tested). Results:
 ``results/brightness_safety_census.json``.
+
+With ``--run`` and ``--sharp``: ``score_sharp`` (``core.sharpness``), which reads the native maps, on the
+run's own source files: a point source seen through the galaxy's PSF (a sky could make it, unlike the
+sub-PSF spots above), 0.5 to 100 times a random line's peak, at a random spaxel of the footprint; how
+often ``score_sharp`` fell or rose, in robust standard deviations of the run, and how often it fell
+where it was the galaxy's largest z-score. Results: ``results/brightness_safety_sharp.json``.
+
+    python benchmarks/brightness_safety.py --run runs/demo --sharp --cases 1500
 """
 from __future__ import annotations
 
@@ -107,18 +115,66 @@ def census_on_run(run_dir, cases: int, seed: int) -> dict:
     return out
 
 
+def sharp_on_run(run_dir, cases: int, seed: int) -> dict:
+    """score_sharp's change for point sources added to a run's source files; prints a line, returns the JSON."""
+    from dataclasses import replace
+
+    from core import sharpness
+    from core.maps import read_maps
+    from core.run import open_run
+
+    run = open_run(run_dir)
+    cat, scales = run.catalogue, run.manifest.score.components
+    names = [name for name in scales if name in cat]
+    zs = scoring.robust_z({name: cat[name].to_numpy(np.float64) for name in names}, scales)
+    sharp_largest = np.array(names)[np.argmax(np.where(np.isfinite(zs), zs, -np.inf), 0)] == sharpness.COLUMN
+    spread = scales[sharpness.COLUMN]["spread"]
+    rng = np.random.default_rng(seed)
+    change, largest = [], []
+    for _ in range(cases):
+        i = int(rng.integers(len(cat)))
+        g = read_maps(cat["source"].iat[i], lines=run.lines)
+        ys, xs = np.nonzero(g.footprint)
+        line = int(rng.integers(len(g.lines)))
+        good = g.flux[line][~g.mask[line]]
+        if not len(ys) or not len(good):
+            continue
+        k, amplitude = int(rng.integers(len(ys))), 10 ** rng.uniform(np.log10(0.5), 2)
+        y0, x0 = ys[k] + rng.uniform(-0.5, 0.5), xs[k] + rng.uniform(-0.5, 0.5)
+        yy, xx = np.indices(g.footprint.shape)
+        s = sharpness.psf_sigma(g.psf_fwhm, g.pixscale)
+        flux = g.flux.copy()
+        flux[line] += amplitude * max(np.percentile(good, 99), 1e-3) * np.exp(
+            -((yy - y0) ** 2 + (xx - x0) ** 2) / (2 * s * s))
+        before, after = sharpness.measure(g).score, sharpness.measure(replace(g, flux=flux)).score
+        change.append(np.log(after / before) / spread)  # robust standard deviations of the run
+        largest.append(bool(sharp_largest[i]))
+    change, largest = np.array(change), np.array(largest)
+    out = {"run": str(run_dir), "cases": len(change), "seed": seed, "lowered": float(np.mean(change < 0)),
+           "raised": float(np.mean(change > 0)), "median_change_z": float(np.median(change)),
+           "worst_fall_z": float(change.min()), "largest_rise_z": float(change.max()),
+           "lowered_where_sharp_is_largest": float(np.mean((change < 0) & largest))}
+    print(f"score_sharp on {run_dir}: {len(change)} point sources through the PSF (0.5-100x a line's peak, any line)")
+    print(f"  lowered {out['lowered']:.1%}, raised {out['raised']:.1%}; median change {out['median_change_z']:+.3f}, "
+          f"worst fall {out['worst_fall_z']:+.2f}, largest rise {out['largest_rise_z']:+.2f} robust standard deviations; "
+          f"lowered where score_sharp was the galaxy's largest z-score: {out['lowered_where_sharp_is_largest']:.1%}")
+    return out
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cases", type=int, default=3000, help="random galaxies (default 3000)")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--run", type=Path, default=None, help="measure the census on this run's galaxies instead")
+    parser.add_argument("--sharp", action="store_true", help="with --run: measure score_sharp instead of the census")
     parser.add_argument("--out", type=Path, default=None,
                         help="JSON (default results/brightness_safety.json, with --run brightness_safety_census.json)")
     args = parser.parse_args(argv)
     results = REPO / "benchmarks" / "results"
     if args.run is not None:
-        out = census_on_run(args.run, args.cases, args.seed)
-        path = args.out or results / "brightness_safety_census.json"
+        measure, name = (sharp_on_run, "sharp") if args.sharp else (census_on_run, "census")
+        out = measure(args.run, args.cases, args.seed)
+        path = args.out or results / f"brightness_safety_{name}.json"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(out, indent=1))
         print(f"wrote {path}")
