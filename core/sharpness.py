@@ -137,3 +137,20 @@ def measure(g, lines: Sequence[str] | None = None) -> Sharpness:
     _, _, y, x = np.unravel_index(np.argmax(terms), terms.shape)
     return Sharpness(1.0 + float(per_line.sum()), g.lines[idx[int(np.argmax(per_line))]],
                      float((x - g.center[0]) * g.pixscale), float((y - g.center[1]) * g.pixscale))
+
+
+def cell_map(z: np.ndarray, crop, size: int) -> np.ndarray:
+    """``(size, size)`` the largest of the tests' ``z`` (:func:`significance`, ``(D, L, ny, nx)``) above the bound,
+    0 where every test meets it, in each cell of a ``size`` x ``size`` grid over the native box ``crop``
+    ``(x0, y0, x1, y1)`` (``core.maps.GridMaps.crop``); NaN for a cell that holds no tested spaxel. Each spaxel
+    goes to the cell its centre falls in: a map to see where, not a measurement."""
+    tested = np.isfinite(z).any((0, 1))  # (ny, nx)
+    zmax = np.where(tested, np.nanmax(np.where(np.isfinite(z), z, -np.inf), (0, 1)), np.nan)
+    x0, y0, x1, _ = crop
+    side = (x1 - x0) / size
+    ys, xs = np.nonzero(tested)
+    cy, cx = np.floor((ys + 0.5 - y0) / side).astype(int), np.floor((xs + 0.5 - x0) / side).astype(int)
+    inside = (cy >= 0) & (cy < size) & (cx >= 0) & (cx < size)
+    out = np.full((size, size), np.nan)
+    np.fmax.at(out, (cy[inside], cx[inside]), np.maximum(zmax[ys[inside], xs[inside]], 0.0))
+    return out

@@ -162,3 +162,15 @@ def test_the_real_galaxy_is_within_the_bound(real_maps_file):
     assert tested.size > 10000
     assert np.mean(tested > 3) < 0.00135
     assert sharpness.measure(g).score < 50
+
+
+def test_the_cell_map_puts_each_spaxel_in_its_cell():
+    """A violation at one spaxel lands in the grid cell its centre falls in; cells with no tested spaxel are NaN,
+    tested ones that meet the bound 0."""
+    z = np.full((len(sharpness.STEPS), 2, 20, 20), np.nan)
+    z[:, :, 4:16, 4:16] = -3.0  # tested, within the bound
+    z[1, 0, 10, 7] = 6.0
+    cells = sharpness.cell_map(z, crop=(2.0, 2.0, 18.0, 18.0), size=8)  # cells of 2 spaxels from (2, 2)
+    assert cells[4, 2] == 6.0  # spaxel (10, 7): centre (10.5, 7.5) -> cell ((10.5 - 2) // 2, (7.5 - 2) // 2)
+    assert np.nansum(cells) == 6.0 and (cells[1:7, 1:7] >= 0).all()
+    assert np.isnan(cells[0]).all() and np.isnan(cells[:, 7]).all()

@@ -5,17 +5,19 @@ from __future__ import annotations
 import numpy as np
 import panel as pn
 import pytest
+from astropy.io import fits
 from bokeh.document import Document
 
 from core import bpt, census, mixing, scoring, sharpness
 from core.io import file_stamp, write_json
-from core.maps import CELL_SPAXELS, MANGA_NOISE_SIGMA, NOISE_SIGMA
+from core.maps import CELL_SPAXELS, MANGA_NOISE_SIGMA, NOISE_SIGMA, preprocess
 from core.run import INJECTION_FILE, Injection, RunManifest, mark_stage
 from dashboard.data import injection_figures, open_app_data
 from dashboard.state import DashboardState
 from dashboard.views import Header, WhyOdd
 from dashboard.views.why import RATIO_MAPS, TOP_LINES, components, explain, summary_html, where_text
 from tests.fakerun import make_fake_run
+from tests.test_ingest import blob_galaxy
 
 
 @pytest.fixture(scope="module")
@@ -63,9 +65,9 @@ def test_explain_names_the_lines_and_maps_of_a_galaxy(run_path):
     s = data.run.dataset.size
     shares = [(ln, data.catalogue[f"err_{ln}"].iat[row]) for ln in data.lines]
     assert [ln for ln, _ in e["lines"][:TOP_LINES]] == [ln for ln, _ in sorted(shares, key=lambda t: -t[1])][:TOP_LINES]
-    assert e["where"].shape == (TOP_LINES + 2, s, s) and e["ratios"].shape == (2 * len(RATIO_MAPS), s, s)
-    # no consistency or mixing detector in this run: their panels are empty and unlabelled
-    assert np.isnan(e["where"][TOP_LINES:]).all() and e["where_labels"][TOP_LINES:] == ["", ""]
+    assert e["where"].shape == (TOP_LINES + 3, s, s) and e["ratios"].shape == (2 * len(RATIO_MAPS), s, s)
+    # no consistency, mixing or sharpness detector in this run: their panels are empty and unlabelled
+    assert np.isnan(e["where"][TOP_LINES:]).all() and e["where_labels"][TOP_LINES:] == ["", "", ""]
     # with the mixing detector's calibration, the last panel is where the galaxy departs most from its own mix
     ds = data.run.dataset
     # a real MaNGA file's shared noise, on cells of 0.7 to 2 spaxels: each galaxy's matched filters count it
@@ -163,6 +165,33 @@ def test_the_sharpness_sentence_only_for_the_flagged_tail(run_path):
     odd, plain = summary_html(data, n - 1), summary_html(data, 0)
     assert "Sharper than the PSF" in odd and "most in OIII-5008, 2.5\" right and 1.0\" down" in odd
     assert "Sharper than the PSF" not in plain
+
+
+def test_the_sharp_panel_reads_the_galaxys_file(run_path, tmp_path):
+    """The last "where" panel is the galaxy's sharpness map, measured again on its MAPS file: a spike the
+    file has is where the panel is bright; a file that is gone leaves the panel blank and says so."""
+    data = open_app_data(run_path)
+    options = data.run.dataset.manifest.options
+    path = blob_galaxy(tmp_path / "manga-90000-1901-MAPS-SYNTH-GAU.fits.gz", "90000-1901", header={"RFWHM": 2.5})
+    with fits.open(path) as hdul:  # a cosmic ray: one spaxel of Halpha half as bright again, near the centre
+        flux, names = hdul["EMLINE_GFLUX"].data.copy(), [hdul["EMLINE_GFLUX"].header[f"C{k + 1:02d}"]
+                                                          for k in range(hdul["EMLINE_GFLUX"].data.shape[0])]
+        flux[names.index("Ha-6564"), 15, 19] *= 1.5
+        hdul["EMLINE_GFLUX"].data = flux
+        hdul.writeto(tmp_path / "spiked.fits", overwrite=True)
+    data.catalogue[sharpness.COLUMN] = 1.0
+    data.catalogue.loc[0, "source"] = str(tmp_path / "spiked.fits")
+    e = explain(data, 0)
+    assert e["where_labels"][-1] == "sharp"
+    panel = e["where"][-1]
+    p = preprocess(tmp_path / "spiked.fits", options)
+    x0, y0, x1, _ = p.grid.crop
+    side = (x1 - x0) / data.run.dataset.size
+    cell = (int((15.5 - y0) // side), int((19.5 - x0) // side))
+    assert np.nanargmax(panel) == np.ravel_multi_index(cell, panel.shape) and np.nanmax(panel) > 20
+    data.catalogue.loc[0, "source"] = str(tmp_path / "gone.fits")
+    e = explain(data, 0)
+    assert e["where_labels"][-1] == "sharp: no file" and np.isnan(e["where"][-1]).all()
 
 
 def test_why_view_redraws_on_inspect(run_path):

@@ -17,7 +17,9 @@ One small Bokeh figure (issue 11: few figures paint fast) and a line of text:
   over the lines, of each line's misfit in sigma when the network predicted it hidden, and the
   mixing detector's map of the ion and scale where the galaxy departs most from its two-spectrum
   mix (``core.mixing.departure``: the matched-filtered residual, signed, in sigma, labelled with the
-  ion and the filter's sigma in cells; the mix is fitted again for the one galaxy);
+  ion and the filter's sigma in cells; the mix is fitted again for the one galaxy), and where its maps
+  exceed the bound that the PSF sets for any sky (``core.sharpness.cell_map``, in sigma; measured again
+  on the galaxy's MAPS file, since the bound is a property of the native spaxels);
 - right, the log [NII]/Hα, [OIII]/Hβ and [SII]/Hα maps (``core.bpt.ratio_maps``) of the data
   and of the reconstruction, with the data's S/N cut applied to both.
 """
@@ -43,8 +45,11 @@ TOP_LINES = 3
 CROSS_LINE = "cross-line"
 #: The label (with the ion) of the mixing detector's panel, last.
 MIX = "mix"
-#: Panels of the "where" mosaic: the lines' residuals, the cross-line map, the mix map; and its columns.
-WHERE_PANELS, WHERE_COLUMNS = TOP_LINES + 2, 3
+#: The label of the sharpness panel, last.
+SHARP = "sharp"
+#: Panels of the "where" mosaic: the lines' residuals, the cross-line map, the mix map, the sharpness map; and its
+#: columns.
+WHERE_PANELS, WHERE_COLUMNS = TOP_LINES + 3, 3
 #: The labels of each mosaic's panels in :func:`explain`'s result.
 LABELS = {"where": "where_labels", "ratios": "ratio_labels"}
 #: Screen pixels: the ratio mosaic's width (three panels; the "where" mosaic's three columns are drawn on the same
@@ -103,11 +108,37 @@ def explain(data, row: int) -> dict:
     else:
         where.append(np.full(x.shape[1:], np.nan))
         labels.append("")
+    sharp, label = sharp_where(data, row)
+    where.append(sharp)
+    labels.append(label)
     ratios = [bpt.ratio_maps(cube, lines, mask, ivar) for cube in (x, recon)]
     return {"components": components(data, row), "lines": shares, "where": np.array(where, dtype=np.float32),
             "where_labels": labels,
             "ratios": np.array([r[k] for r in ratios for k in RATIO_MAPS], dtype=np.float32),
             "ratio_labels": [f"{who} {name}" for who in ("data", "model") for name in RATIO_MAPS.values()]}
+
+
+def sharp_where(data, row: int) -> tuple[np.ndarray, str]:
+    """``(map (S, S), label)``: where the galaxy's maps exceed the PSF's bound most (``core.sharpness.cell_map``, in
+    sigma), measured again on its MAPS file (~0.1 s; the dataset holds only the grid, and the bound is a property
+    of the native spaxels); a blank panel, labelled why, where the run has no ``score_sharp`` or the file cannot
+    be read here."""
+    s = data.run.dataset.size
+    blank = np.full((s, s), np.nan)
+    cat = data.catalogue
+    if sharpness.COLUMN not in cat or not np.isfinite(cat[sharpness.COLUMN].iat[row]):
+        return blank, ""
+    from core.errors import BlueberryError
+    from core.maps import preprocess
+
+    try:
+        p = preprocess(cat["source"].iat[row], data.run.dataset.manifest.options)
+    except (BlueberryError, OSError):  # moved, or on another machine
+        return blank, f"{SHARP}: no file"
+    take = [p.maps.lines.index(ln) for ln in p.grid.lines]
+    z = sharpness.significance(p.maps.flux[take], p.maps.ivar[take], p.maps.mask[take],
+                               sharpness.psf_sigma(p.maps.psf_fwhm, p.maps.pixscale))
+    return sharpness.cell_map(z, p.grid.crop, s), SHARP
 
 
 def summary_html(data, row: int | None) -> str:
@@ -140,7 +171,8 @@ def summary_html(data, row: int | None) -> str:
             f"{where_text(cat, row)}Maps: residuals in units of the score's error (σ with its error model); "
             f"{CROSS_LINE}: the RMS over the lines of each line's misfit when predicted from the others (σ); "
             f"{MIX}: where the ion departs most from the galaxy's mix of {rank} spectra, filtered at the "
-            "scale (cells) that finds it (σ).</p>")
+            f"scale (cells) that finds it (σ); {SHARP}: how far the maps exceed the most that the PSF lets any sky "
+            "give, read again from the galaxy's file (σ, 0 where they do not).</p>")
 
 
 def sharp_text(cat, row: int, pct: float | None, flag_pct: float) -> str:
