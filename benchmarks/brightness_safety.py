@@ -156,8 +156,9 @@ def sharp_on_run(run_dir, cases: int, seed: int) -> dict:
            "lowered_where_sharp_is_largest": float(np.mean((change < 0) & largest))}
     print(f"score_sharp on {run_dir}: {len(change)} point sources through the PSF (0.5-100x a line's peak, any line)")
     print(f"  lowered {out['lowered']:.1%}, raised {out['raised']:.1%}; median change {out['median_change_z']:+.3f}, "
-          f"worst fall {out['worst_fall_z']:+.2f}, largest rise {out['largest_rise_z']:+.2f} robust standard deviations; "
-          f"lowered where score_sharp was the galaxy's largest z-score: {out['lowered_where_sharp_is_largest']:.1%}")
+          f"worst fall {out['worst_fall_z']:+.2f}, largest rise {out['largest_rise_z']:+.2f} robust standard "
+          f"deviations; lowered where score_sharp was the galaxy's largest z-score: "
+          f"{out['lowered_where_sharp_is_largest']:.1%}")
     return out
 
 

@@ -261,7 +261,8 @@ def _cached_row(part: Path) -> dict | None:
             row = json.loads(str(z["row"]))
     except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile):
         row = None
-    if row is None or any(c not in row for c in (*whan.COLUMNS, maps.NOISE_SIGMA, sharpness.COLUMN)):  # damaged, or older
+    # damaged, or written by an older version
+    if row is None or any(c not in row for c in (*whan.COLUMNS, maps.NOISE_SIGMA, sharpness.COLUMN)):
         part.unlink(missing_ok=True)
         return None
     return row

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from core import census, consistency, mixing, scoring
+from core import census, consistency, mixing, scoring, sharpness
 from core.embed import embed_run
 from core.evaluate import evaluate_run
 from core.ingest import IngestOptions, ingest
@@ -46,7 +46,8 @@ def write_galaxy(path, galaxy_id, kind, seed, n=24):
     mask = np.zeros(flux.shape, np.int32)
     mask[:, r2 > (n / 2 - 1) ** 2] |= 1 << DAPPIXMASK_BITS["NOCOV"]
     write_maps_file(path, galaxy_id=galaxy_id, mangaid=f"9-{seed}", ra=150.0 + seed, dec=2.0, z=0.03,
-                    channels=DR15_CHANNELS, flux=flux, ivar=np.full(flux.shape, 400.0), mask=mask)
+                    channels=DR15_CHANNELS, flux=flux, ivar=np.full(flux.shape, 400.0), mask=mask,
+                    extra_header={"RFWHM": 2.5})  # a PSF, so that score_sharp is measured
     return path
 
 
@@ -112,7 +113,10 @@ def test_embed_writes_every_artifact(trained):
     assert np.shape(model["cov"]) == (len(census.names(lines)),) * 2 and len(census_calibration["median"]) == 2
     assert np.isfinite(cat[census.COLUMN]).all() and set(cat[census.FEATURE_COLUMN]) <= set(census.names(lines))
     # the anomaly score: the largest of the detectors' z-scores, each over its run median and in units of its log spread
-    components = [scoring.RECON_COLUMN, consistency.COLUMN, mixing.COLUMN, census.COLUMN]
+    # score_sharp: measured by ingest on the native maps, carried into the run's catalogue with its line and place
+    assert (cat[sharpness.COLUMN] >= 1).all() and cat[sharpness.COLUMN].equals(run.dataset.catalogue[sharpness.COLUMN])
+    assert set(cat[sharpness.LINE_COLUMN].dropna()) <= set(lines)
+    components = [scoring.RECON_COLUMN, consistency.COLUMN, mixing.COLUMN, census.COLUMN, sharpness.COLUMN]
     logs = {c: np.log(cat[c].to_numpy()) for c in components}
     spreads = {c: 1.4826 * np.median(np.abs(logs[c] - np.median(logs[c]))) for c in components}
     for c in components:
@@ -357,8 +361,10 @@ def test_score_new_files_agrees_with_embed(trained, tmp_path, capsys):
     assert list(table.flagged) == list(mine.flagged) and list(table.top_line) == list(mine.top_line)
     np.testing.assert_allclose(table[[f"err_{line}" for line in run.lines]].sum(axis=1), 1.0, rtol=1e-9)
     np.testing.assert_allclose(table[list(scoring.SHAPE_COLUMNS)], mine[list(scoring.SHAPE_COLUMNS)], rtol=1e-4)
-    detectors = [consistency.COLUMN, scoring.RECON_COLUMN, mixing.COLUMN, census.COLUMN]
+    detectors = [consistency.COLUMN, scoring.RECON_COLUMN, mixing.COLUMN, census.COLUMN, sharpness.COLUMN,
+                 sharpness.DX_COLUMN, sharpness.DY_COLUMN]
     np.testing.assert_allclose(table[detectors], mine[detectors], rtol=1e-5)
+    assert list(table[sharpness.LINE_COLUMN].fillna("")) == list(mine[sharpness.LINE_COLUMN].fillna(""))
     assert list(table[mixing.GROUP_COLUMN]) == list(mine[mixing.GROUP_COLUMN])
     assert list(table[census.FEATURE_COLUMN]) == list(mine[census.FEATURE_COLUMN])
     assert str(bad) in capsys.readouterr().err

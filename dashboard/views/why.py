@@ -120,7 +120,7 @@ def explain(data, row: int) -> dict:
 
 def sharp_where(data, row: int) -> tuple[np.ndarray, str]:
     """``(map (S, S), label)``: where the galaxy's maps exceed the PSF's bound most (``core.sharpness.cell_map``, in
-    sigma), measured again on its MAPS file (~0.1 s; the dataset holds only the grid, and the bound is a property
+    sigma), measured again on its MAPS file (~25 ms; the dataset holds only the grid, and the bound is a property
     of the native spaxels); a blank panel, labelled why, where the run has no ``score_sharp`` or the file cannot
     be read here."""
     s = data.run.dataset.size
@@ -183,9 +183,10 @@ def sharp_text(cat, row: int, pct: float | None, flag_pct: float) -> str:
     if pct is None or not pct >= flag_pct or not isinstance(line, str):
         return ""
     dx, dy = (float(cat[c].iat[row]) for c in (sharpness.DX_COLUMN, sharpness.DY_COLUMN))
-    return (f"Sharper than the PSF lets any sky be ({sharpness.COLUMN}; a cosmic ray, a dead fibre, a stripe, or noise "
-            f"larger than the file says): most in {html.escape(line)}, {abs(dx):.1f}\" {'right' if dx >= 0 else 'left'} "
-            f"and {abs(dy):.1f}\" {'up' if dy >= 0 else 'down'} from the centre on the maps. ")
+    across, up = "right" if dx >= 0 else "left", "up" if dy >= 0 else "down"
+    return (f"Sharper than the PSF lets any sky be ({sharpness.COLUMN}; a cosmic ray, a dead fibre, a stripe, or "
+            f"noise larger than the file says): most in {html.escape(line)}, {abs(dx):.1f}\" {across} and "
+            f"{abs(dy):.1f}\" {up} from the centre on the maps. ")
 
 
 def feature_meaning(feature: str) -> str:
