@@ -10,9 +10,11 @@ EXAMPLES = """\
 
 Each file is read with the run's own preprocessing (its lines, grid size, normalisation and
 mask bits), reconstructed by its model, checked by its consistency network, fitted as a mix of two
-spectra and scored exactly as `train embed` scores the run: anomaly_score in the units of the run
-(the largest of the detectors' scores, each over its median and spread among the run's galaxies),
-with score_recon, score_consistency, score_mixing and mixing_group beside it.
+spectra, compared with the survey's line ratios and shapes, tested on its native spaxels against the
+sharpness the PSF allows, and scored exactly as `train embed` scores the run: anomaly_score in the
+units of the run (the largest of the detectors' scores, each over its median and spread among the
+run's galaxies), with score_recon, score_consistency, score_mixing (and mixing_group), score_census
+(and census_feature) and score_sharp (and sharp_line, sharp_dx, sharp_dy) beside it.
 anomaly_pct is the percentage of the run's galaxies scoring at or below the file, and
 flagged uses the run's threshold. Files that cannot be used are listed on stderr and skipped.
 """
