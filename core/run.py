@@ -31,8 +31,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from core.dataset import SurveyDataset, open_dataset
-from core.errors import RunError
+from core.dataset import ARRAYS, SurveyDataset, open_dataset
+from core.errors import DatasetError, RunError
 from core.io import (check_array, known_fields, load_npy, load_parquet, read_versioned, sha256_file, stamp_problem,
                      write_json)
 
@@ -223,7 +223,8 @@ def is_done(run_dir, stage: str) -> bool:
 
     ``fit``: stamped and model.pt is there (an interrupted fit is not done: resume it).
     ``embed``: stamped, its outputs and the model.pt they came from have their recorded
-    sha256, and its scores follow today's ``core.scoring.SCORE_DEFINITION``. ``evaluate``
+    sha256, the dataset is the one it scored, and its scores follow today's
+    ``core.scoring.SCORE_DEFINITION``. ``evaluate``
     (``inject``): stamped, evaluation.json (injection.json) is the file it wrote, and it
     measured the catalogue that is there now.
     """
@@ -242,6 +243,14 @@ def is_done(run_dir, stage: str) -> bool:
 
         if manifest.score is None or manifest.score.definition != SCORE_DEFINITION:
             return False
+        recorded = (manifest.embed or {}).get("dataset_sha256")
+        if recorded:  # the dataset it scored, not one ingested again since (open_run would refuse the run)
+            try:
+                files = open_dataset(dataset_path(run_dir, manifest)).manifest.files
+            except DatasetError:
+                return False
+            if recorded != {f: stamp.get("sha256") for f, stamp in files.items()}:
+                return False
         return all((run_dir / f).is_file() and manifest.checksums.get(f) == sha256_file(run_dir / f)
                    for f in (*STAGE_OUTPUTS["embed"], "model.pt"))
     name, headline = (EVALUATION_FILE, manifest.evaluation) if stage == "evaluate" else (INJECTION_FILE,
@@ -253,10 +262,22 @@ def is_done(run_dir, stage: str) -> bool:
 
 
 def trained_before_dataset(run_dir) -> bool:
-    """The run's model.pt is older than its dataset's manifest: the dataset was rebuilt after ``fit``."""
+    """The dataset was rebuilt after ``fit`` into other arrays than the model learnt from: its manifest is newer
+    than model.pt and its arrays' sha256 are not those that ``embed`` recorded (all rebuilds count where embed
+    recorded none). A dataset ingested again by a newer version that only added catalogue columns (0.4.0's
+    ``score_sharp``) keeps its arrays, and the model with them."""
     run_dir = Path(run_dir)
-    data = dataset_path(run_dir, RunManifest.read(run_dir))
-    return (run_dir / "model.pt").stat().st_mtime < (data / "manifest.json").stat().st_mtime
+    manifest = RunManifest.read(run_dir)
+    data = dataset_path(run_dir, manifest)
+    if (run_dir / "model.pt").stat().st_mtime >= (data / "manifest.json").stat().st_mtime:
+        return False
+    recorded = (manifest.embed or {}).get("dataset_sha256") or {}
+    arrays = [f"{a}.npy" for a in ARRAYS]
+    try:
+        files = open_dataset(data).manifest.files
+    except DatasetError:
+        return True
+    return any(not recorded.get(f) or files.get(f, {}).get("sha256") != recorded[f] for f in arrays)
 
 
 # ---------------------------------------------------------------------------------------

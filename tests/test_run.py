@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from core.dataset import DatasetManifest, IngestOptions, open_dataset
+from core.dataset import ARRAYS, DatasetManifest, IngestOptions, open_dataset
 from core.errors import DatasetError, RunError
 from core.io import read_json, sha256_file, write_json
 from core.run import (STAGE_OUTPUTS, Evaluation, RunManifest, ScoreInfo, Split, dataset_path, is_done, mark_stage,
@@ -166,7 +166,27 @@ def test_fit_is_done_with_its_model_and_knows_a_rebuilt_dataset(fake):
     assert not is_done(fake, "fit")
     later = (fake / "model.pt").stat().st_mtime + 10
     os.utime(fake / "dataset" / "manifest.json", (later, later))
-    assert trained_before_dataset(fake)
+    assert trained_before_dataset(fake)  # rebuilt, and embed recorded nothing to compare with
+    # ingested again with the same arrays (a newer version that adds catalogue columns): the model still fits it
+    files = open_dataset(fake / "dataset").manifest.files
+    recorded = {f: stamp["sha256"] for f, stamp in files.items()}
+    assert all(recorded.get(f"{a}.npy") for a in ARRAYS)
+    mark_stage(fake, "embed", True, embed={"dataset_sha256": {**recorded, "catalogue.parquet": "0" * 64}})
+    assert not trained_before_dataset(fake)
+    mark_stage(fake, "embed", True, embed={"dataset_sha256": {**recorded, "flux.npy": "0" * 64}})
+    assert trained_before_dataset(fake)  # other fluxes: train again
+
+
+def test_embed_is_not_done_for_a_dataset_ingested_again(fake):
+    """embed scored one dataset; ingested again since (a new catalogue column), the run must be embedded again,
+    or open_run would refuse it."""
+    (fake / "model.pt").write_bytes(b"weights")
+    _record_embed(fake)
+    recorded = {f: stamp["sha256"] for f, stamp in open_dataset(fake / "dataset").manifest.files.items()}
+    mark_stage(fake, "embed", True, embed={"dataset_sha256": recorded})
+    assert is_done(fake, "embed")
+    mark_stage(fake, "embed", True, embed={"dataset_sha256": {**recorded, "catalogue.parquet": "0" * 64}})
+    assert not is_done(fake, "embed")
     assert not is_done(fake.parent / "nowhere", "fit")
     with pytest.raises(ValueError, match="unknown stage"):
         is_done(fake, "frobnicate")
