@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from core.dataset import ARRAYS, SurveyDataset, open_dataset
+from core.dataset import ARRAYS, DatasetManifest, SurveyDataset, open_dataset
 from core.errors import DatasetError, RunError
 from core.io import (check_array, known_fields, load_npy, load_parquet, read_versioned, sha256_file, stamp_problem,
                      write_json)
@@ -246,7 +246,7 @@ def is_done(run_dir, stage: str) -> bool:
         recorded = (manifest.embed or {}).get("dataset_sha256")
         if recorded:  # the dataset it scored, not one ingested again since (open_run would refuse the run)
             try:
-                files = open_dataset(dataset_path(run_dir, manifest)).manifest.files
+                files = DatasetManifest.read(dataset_path(run_dir, manifest)).files
             except DatasetError:
                 return False
             if recorded != {f: stamp.get("sha256") for f, stamp in files.items()}:
@@ -274,7 +274,7 @@ def trained_before_dataset(run_dir) -> bool:
     recorded = (manifest.embed or {}).get("dataset_sha256") or {}
     arrays = [f"{a}.npy" for a in ARRAYS]
     try:
-        files = open_dataset(data).manifest.files
+        files = DatasetManifest.read(data).files
     except DatasetError:
         return True
     return any(not recorded.get(f) or files.get(f, {}).get("sha256") != recorded[f] for f in arrays)
