@@ -95,6 +95,11 @@ class DatasetManifest:
     def norm(self) -> str:
         return self.options.norm
 
+    @property
+    def checksums(self) -> dict[str, str | None]:
+        """Each of the folder's files' sha256 as written: what ``embed`` records of the dataset it scored."""
+        return {f: stamp.get("sha256") for f, stamp in self.files.items()}
+
     def current(self) -> bool:
         """Written by this version of the code: a folder of another version is ingested again, since what a file
         becomes may have changed (as the gridding's variances did in 0.2.0; 0.3.0 added the noise_factor column,

@@ -192,7 +192,7 @@ def embed_run(run_dir, *, batch_size: int = scoring.BATCH_SIZE, device="auto", k
                annotations=[],
                neighbours={"k": int(neighbours.shape[1]), "metric": "euclidean", "space": "latent", "self_excluded": True},
                embed={"seconds": round(seconds, 2), "device": str(dev), "batch_size": batch_size,
-                      "dataset_sha256": {f: stamp.get("sha256") for f, stamp in data.manifest.files.items()}})
+                      "dataset_sha256": data.manifest.checksums})
     open_run(run_dir)  # the dashboard must be able to read what was written
     return (f"embedded {n} galaxies of {run_dir} in {seconds:.1f} s: score median {score.median:.4g}, "
             f"90th percentile {score.p90:.4g}; {score.n_flagged} flagged (>= {flag_pct:g}th percentile)")

@@ -246,10 +246,10 @@ def is_done(run_dir, stage: str) -> bool:
         recorded = (manifest.embed or {}).get("dataset_sha256")
         if recorded:  # the dataset it scored, not one ingested again since (open_run would refuse the run)
             try:
-                files = DatasetManifest.read(dataset_path(run_dir, manifest)).files
+                checksums = DatasetManifest.read(dataset_path(run_dir, manifest)).checksums
             except DatasetError:
                 return False
-            if recorded != {f: stamp.get("sha256") for f, stamp in files.items()}:
+            if recorded != checksums:
                 return False
         return all((run_dir / f).is_file() and manifest.checksums.get(f) == sha256_file(run_dir / f)
                    for f in (*STAGE_OUTPUTS["embed"], "model.pt"))
@@ -274,10 +274,10 @@ def trained_before_dataset(run_dir) -> bool:
     recorded = (manifest.embed or {}).get("dataset_sha256") or {}
     arrays = [f"{a}.npy" for a in ARRAYS]
     try:
-        files = DatasetManifest.read(data).files
+        checksums = DatasetManifest.read(data).checksums
     except DatasetError:
         return True
-    return any(not recorded.get(f) or files.get(f, {}).get("sha256") != recorded[f] for f in arrays)
+    return any(not recorded.get(f) or checksums.get(f) != recorded[f] for f in arrays)
 
 
 # ---------------------------------------------------------------------------------------
@@ -385,7 +385,7 @@ def open_run(path) -> Run:
     if len(dataset) != n:
         raise RunError(f"{path}: the catalogue has {n} galaxies but its dataset {dataset.path} has {len(dataset)}")
     recorded = (manifest.embed or {}).get("dataset_sha256")
-    if recorded and recorded != {f: s.get("sha256") for f, s in dataset.manifest.files.items()}:
+    if recorded and recorded != dataset.manifest.checksums:
         raise RunError(f"{path}: its dataset {dataset.path} was rebuilt after `embed` scored the run; run {embed} "
                        "again (or, if the lines, grid or normalisation changed, train a new run with "
                        "`python -m train fit`)")

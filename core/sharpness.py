@@ -122,15 +122,24 @@ def significance(flux, ivar, mask, sigma: float) -> np.ndarray:
 
 def excess(z: np.ndarray) -> np.ndarray:
     """``(D, L, ny, nx)`` each test's term of the score, ``(z - Z0)^2`` where ``z > Z0``, else 0."""
-    return np.where(np.nan_to_num(z, nan=-np.inf) > Z0, (np.nan_to_num(z) - Z0) ** 2, 0.0)
+    return np.where(z > Z0, (z - Z0) ** 2, 0.0)  # untested (NaN) tests compare False
+
+
+def galaxy_significance(g, lines: Sequence[str] | None = None) -> tuple[np.ndarray | None, list[int]]:
+    """``(z (D, L, ny, nx), idx)``: :func:`significance` of a galaxy's native maps ``g`` (``core.maps.GalaxyMaps``)
+    in ``lines`` (default all), whose indices in ``g.lines`` are ``idx``; z is None without a PSF in the header."""
+    idx = [g.lines.index(ln) for ln in (g.lines if lines is None else lines)]
+    if not (np.isfinite(g.psf_fwhm) and g.psf_fwhm > 0):
+        return None, idx
+    return significance(g.flux[idx], g.ivar[idx], g.mask[idx], psf_sigma(g.psf_fwhm, g.pixscale)), idx
 
 
 def measure(g, lines: Sequence[str] | None = None) -> Sharpness:
     """:class:`Sharpness` of a galaxy's native maps ``g`` (``core.maps.GalaxyMaps``) in ``lines`` (default all)."""
-    if not (np.isfinite(g.psf_fwhm) and g.psf_fwhm > 0):
+    z, idx = galaxy_significance(g, lines)
+    if z is None:
         return Sharpness(float("nan"), None, float("nan"), float("nan"))
-    idx = [g.lines.index(ln) for ln in (g.lines if lines is None else lines)]
-    terms = excess(significance(g.flux[idx], g.ivar[idx], g.mask[idx], psf_sigma(g.psf_fwhm, g.pixscale)))
+    terms = excess(z)
     per_line = terms.sum((0, 2, 3))  # (L,)
     if not per_line.any():
         return Sharpness(1.0, None, float("nan"), float("nan"))
@@ -145,7 +154,7 @@ def cell_map(z: np.ndarray, crop, size: int) -> np.ndarray:
     ``(x0, y0, x1, y1)`` (``core.maps.GridMaps.crop``); NaN for a cell that holds no tested spaxel. Each spaxel
     goes to the cell its centre falls in: a map to see where, not a measurement."""
     tested = np.isfinite(z).any((0, 1))  # (ny, nx)
-    zmax = np.where(tested, np.nanmax(np.where(np.isfinite(z), z, -np.inf), (0, 1)), np.nan)
+    zmax = np.where(tested, np.where(np.isfinite(z), z, -np.inf).max((0, 1)), np.nan)
     x0, y0, x1, _ = crop
     side = (x1 - x0) / size
     ys, xs = np.nonzero(tested)

@@ -135,10 +135,8 @@ def sharp_where(data, row: int) -> tuple[np.ndarray, str]:
         p = preprocess(cat["source"].iat[row], data.run.dataset.manifest.options)
     except (BlueberryError, OSError):  # moved, or on another machine
         return blank, f"{SHARP}: no file"
-    take = [p.maps.lines.index(ln) for ln in p.grid.lines]
-    z = sharpness.significance(p.maps.flux[take], p.maps.ivar[take], p.maps.mask[take],
-                               sharpness.psf_sigma(p.maps.psf_fwhm, p.maps.pixscale))
-    return sharpness.cell_map(z, p.grid.crop, s), SHARP
+    z, _ = sharpness.galaxy_significance(p.maps, p.grid.lines)
+    return (blank, "") if z is None else (sharpness.cell_map(z, p.grid.crop, s), SHARP)
 
 
 def summary_html(data, row: int | None) -> str:
