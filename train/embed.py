@@ -14,9 +14,9 @@ Writes RUN/catalogue.parquet, latents.npy, recon.npy and neighbours.npy (atomica
 the consistency network (consistency.pt), fits the survey's line ratios and shapes (census.json),
 and records the score definition, its median and 90th percentile, each detector's calibration,
 the UMAP parameters and the files' sha256 in RUN/manifest.json. The anomaly score is the largest
-of its four detectors' robust z-scores: the autoencoder's reconstruction, each line predicted
-from the others, each galaxy's mix of a few spectra, and the galaxy's line ratios and shapes
-against the survey's (README.md, "The anomaly score"; core/scoring.py).
+of its five detectors' robust z-scores: the autoencoder's reconstruction, each line predicted
+from the others, each galaxy's mix of a few spectra, the galaxy's line ratios and shapes
+against the survey's, and structure sharper than the PSF (measured by ingest; README.md, "The anomaly score"; core/scoring.py).
 """
 
 

@@ -16,10 +16,11 @@ EXAMPLES = """\
 Needs the truth columns (truth_anomaly, truth_class) that ingest copies from a synthetic
 survey's truth.csv. Tasks: true anomalies vs everything else, each anomaly kind vs the
 non-anomalies, Seyfert + LINER vs star-forming. Methods: the run's anomaly score, each of
-its four detectors alone (recon: the autoencoder's score_recon; consistency: score_consistency,
+its five detectors alone (recon: the autoencoder's score_recon; consistency: score_consistency,
 each line predicted from the others by core.consistency's network; mixing: score_mixing, each
 galaxy's departures from its own two-spectrum mix, core.mixing; census: score_census, its line
-ratios and line shapes against the survey's, core.census), PCA reconstruction error
+ratios and line shapes against the survey's, core.census; sharp: score_sharp, structure sharper
+than the PSF, core.sharpness), PCA reconstruction error
 on the same maps (as many components as the model's latent, fitted on the training split)
 and an isolation forest on the catalogue's log line ratios.
 Prints ROC-AUC / average precision and writes RUN/evaluation.json and manifest "evaluation".
