@@ -16,7 +16,8 @@ and records the score definition, its median and 90th percentile, each detector'
 the UMAP parameters and the files' sha256 in RUN/manifest.json. The anomaly score is the largest
 of its five detectors' robust z-scores: the autoencoder's reconstruction, each line predicted
 from the others, each galaxy's mix of a few spectra, the galaxy's line ratios and shapes
-against the survey's, and structure sharper than the PSF (measured by ingest; README.md, "The anomaly score"; core/scoring.py).
+against the survey's, and structure sharper than the PSF (measured by ingest; README.md,
+"The anomaly score"; core/scoring.py).
 """
 
 
