@@ -7,7 +7,8 @@ import pytest
 
 from core.embed import embed_run
 from core.errors import BlueberryError
-from core.inject import CONTROL, InjectConfig, inject_run, measured, read_injection, summarise, survey_recipe
+from core.inject import (CONTROL, InjectConfig, inject_run, measured, median_interval, read_injection, summarise,
+                         survey_recipe)
 from core.ingest import IngestOptions, ingest
 from core.io import read_json
 from core.run import INJECTION_FILE, is_done, open_run
@@ -96,8 +97,21 @@ def test_component_columns_are_measured_against_the_catalogue():
     result = summarise(rows, table, catalogue, 90.0, config)
     assert result["scores"] == ["anomaly_score", "score_recon"]
     stripe = result["rows"][1]
-    assert stripe["anomaly_score"] == {"median_pct": 98.0, "flagged": 1.0, "untouched_pct": 16.0}
+    assert stripe["anomaly_score"] == {"median_pct": 98.0, "median_pct_90": [96.0, 100.0], "flagged": 1.0,
+                                       "untouched_pct": 16.0}
     assert stripe["score_recon"]["median_pct"] == 88.0 and stripe["score_recon"]["flagged"] == 0.5
+    # score_recon's two galaxies lie at 76 and 100: its median could be either side of 90
+    assert result["headline"]["score_recon"]["kinds_unsure"] == ["stripe"]
+    assert result["headline"]["anomaly_score"]["kinds_unsure"] == []
+
+
+def test_the_median_percentiles_interval_narrows_with_more_galaxies():
+    rng = np.random.default_rng(1)
+    few, many = (median_interval(rng.uniform(70, 100, n)) for n in (12, 400))
+    assert few[0] < 85 < few[1] and many[0] < 85 < many[1]
+    assert many[1] - many[0] < (few[1] - few[0]) / 3
+    assert median_interval(np.array([50.0])) is None
+    assert median_interval(np.full(12, 93.0)) == [93.0, 93.0]
 
 
 def test_cli_inject_dry_run_writes_nothing_then_runs(run, capsys):
@@ -130,3 +144,30 @@ def test_cli_help_has_injection_examples(capsys):
         main(["evaluate", "--help"])
     out = capsys.readouterr().out
     assert "--inject --dry-run" in out and "--n-per-kind" in out
+
+
+@pytest.mark.parametrize("kind", ["dark_lane", "rotated_oiii", "smoothed_sii", "bright_knot", "overconfident_ivar"])
+def test_a_perturbed_galaxy_keeps_its_own_noise(kind):
+    """The kinds change the noiseless sky and the file keeps the galaxy's noise: dimming, blurring or resampling
+    the observed maps would have made them less noisy than their ivar says, and the detectors would see that."""
+    from dataclasses import replace
+
+    from core.inject import observed
+    from core.perturb import DapMaps, perturb
+    from core.synth import SynthConfig, make_galaxy
+
+    g = make_galaxy(3, 4242, "sf", "dr15", SynthConfig())
+    maps = DapMaps(tuple(g.channels), g.flux, g.ivar, g.mask)
+    sky = replace(maps, flux=g.model)
+    changed = perturb(kind, sky, np.random.default_rng(0), 0.5)
+    out = observed(changed, sky, maps)
+    touched = changed.flux != sky.flux
+    assert touched.any() or not np.array_equal(changed.ivar, sky.ivar)
+    np.testing.assert_array_equal(out.flux[~touched], g.flux[~touched])  # the rest is the file as observed
+    np.testing.assert_allclose(out.flux - changed.flux, g.flux - g.model, atol=1e-3)  # the noise, cell by cell
+    assert np.array_equal(out.ivar, changed.ivar) and np.array_equal(out.mask, g.mask)
+    # what a kind does to the observed maps instead shrinks or stretches the noise where it acts
+    direct = perturb(kind, maps, np.random.default_rng(0), 0.5)
+    if kind in ("dark_lane", "rotated_oiii", "smoothed_sii"):
+        noise = lambda f, m: np.std((f - m)[touched])  # noqa: E731
+        assert noise(direct.flux, changed.flux) < 0.95 * noise(out.flux, changed.flux)
