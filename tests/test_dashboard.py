@@ -554,3 +554,16 @@ def test_numba_arrives_only_when_a_plot_renders(run_path):
                   "print(json.dumps({'before': before, 'after': 'numba' in sys.modules, 'torch': 'torch' in sys.modules,"
                   " 'umap': 'umap' in sys.modules}))")
     assert loaded == {"before": False, "after": True, "torch": False, "umap": False}
+
+
+def test_a_score_beyond_float32_keeps_the_latent_maps_colours_finite():
+    """The census can put a galaxy a hundred robust sigma out (anomaly_score ~1e51 on the demo): its cell must stay
+    the brightest colour, not become inf, which would blank the whole colour scale in the browser."""
+    from dashboard.views.base import datashade, datashader
+
+    ds, _ = datashader()
+    frame = pd.DataFrame({"x": [0.1, 0.5, 0.9], "y": [0.1, 0.5, 0.9], "v": [1.0, 3.0, 1.5e51]})
+    image = datashade(frame, ds.mean("v"), (20, 20), ((0.0, 1.0), (0.0, 1.0)), 0)
+    values = image[np.isfinite(image)]
+    assert len(values) == 3 and values.max() == np.finfo(np.float32).max and sorted(values)[:2] == [1.0, 3.0]
+    assert np.isnan(image).sum() == image.size - 3

@@ -88,7 +88,9 @@ def datashade(frame, agg, frame_px: tuple[int, int], ranges, max_px: int, color_
     if color_key is not None:
         return tf.dynspread(tf.shade(counts, color_key=color_key), threshold=0.5, max_px=max_px).data
     spread = tf.dynspread(counts, threshold=0.5, max_px=max_px).data
-    image = spread.astype(np.float32)
+    # a score of 1e51 (a galaxy a hundred robust sigma out) would be inf in float32 and blank the colour scale
+    big = np.finfo(np.float32).max
+    image = np.clip(spread, -big, big).astype(np.float32)
     if np.issubdtype(spread.dtype, np.integer):
         image[spread == 0] = np.nan  # a count of 0: no galaxy, drawn transparent
     return image
