@@ -38,6 +38,11 @@ CONTROL = "none"
 #: The perturbation's random stream of galaxy i is SeedSequence(seed, spawn_key=(i, PERTURB_KEY)),
 #: apart from the galaxy's own (i,) stream.
 PERTURB_KEY = 0x1A7EC7
+#: A perturbation counts as plain in the noise ("detectable") when a chi-square test of the file against the galaxy's
+#: noiseless maps, over its N measured values and knowing nothing of the perturbation's form, would see it at this
+#: many sigma: sum (change)^2 ivar >= DETECTABLE_SIGMA sqrt(2 N). A yardstick, not a bound: no detector knows the
+#: noiseless maps, but one that knows a law (the [OIII] doublet's fixed ratio) sees changes this test would not.
+DETECTABLE_SIGMA = 5.0
 
 
 @dataclass(frozen=True)
@@ -120,6 +125,24 @@ def observed(changed: DapMaps, sky: DapMaps, maps: DapMaps) -> DapMaps:
     return replace(changed, flux=flux.astype(maps.flux.dtype))
 
 
+def perturbation_signal(out: DapMaps, maps: DapMaps, changes: str = "flux") -> dict:
+    """``{"signal_sigma", "detectable"}`` of a perturbed galaxy ``out`` against the galaxy as observed, ``maps``.
+
+    ``signal_sigma``: sqrt(sum (change)^2 ivar) over the measured values, the significance at which a test that
+    knew both the noiseless maps and the perturbation's form would see it; ``detectable``: whether a test that
+    knew only the noiseless maps would (:data:`DETECTABLE_SIGMA`). A kind that changes the inverse variance
+    (``changes="ivar"``) moves no flux: NaN and detectable, since its files misstate their noise everywhere.
+    A faint line's change can be below every test: [OIII] rotated where [OIII] is faint changes little.
+    """
+    if changes != "flux":
+        return {"signal_sigma": float("nan"), "detectable": True}
+    good = (maps.ivar > 0) & np.isfinite(maps.ivar)
+    change = np.where(good, out.flux.astype(np.float64) - maps.flux, 0.0)  # (C, ny, nx)
+    chi2 = float(np.sum(np.square(change) * np.where(good, maps.ivar, 0.0)))
+    return {"signal_sigma": float(np.sqrt(chi2)),
+            "detectable": bool(chi2 > 0 and chi2 >= DETECTABLE_SIGMA * np.sqrt(2.0 * good.sum()))}
+
+
 def _write_galaxy(task, out_dir) -> list[dict]:
     """Make one fresh galaxy, write it untouched and at every strength of its kind; one row per file."""
     from core.synth import make_galaxy, survey_file_name, write_maps_file
@@ -138,7 +161,8 @@ def _write_galaxy(task, out_dir) -> list[dict]:
                         channels=g.channels, flux=out.flux, ivar=out.ivar, mask=out.mask, binid=g.binid, snr=g.snr,
                         pa=g.pa, ellipticity=g.ellipticity, reff=g.reff, extra_header=g.header)
         rows.append({"source": str(path), "index": index, "galaxy_id": g.galaxy_id, "truth_class": truth_class,
-                     "kind": kind if strength else CONTROL, "strength": float(strength)})
+                     "kind": kind if strength else CONTROL, "strength": float(strength),
+                     **perturbation_signal(out, maps, KINDS[kind].changes if strength else "flux")})
     return rows
 
 
@@ -207,24 +231,31 @@ def summarise(rows, table, catalogue, flag_pct: float, config: InjectConfig) -> 
     scored = pd.DataFrame(rows).merge(table, on="source", how="inner", suffixes=("", "_scored"))
     columns = measured(scored, catalogue, flag_pct)
     groups = [(CONTROL, 0.0)] + [(k, s) for k in config.kinds for s in sorted(config.strengths)]
+    # files written before perturbation_signal existed count as detectable
+    detectable = scored["detectable"].fillna(True).astype(bool).to_numpy() if "detectable" in scored \
+        else np.ones(len(scored), bool)
     result_rows = []
     for kind, strength in groups:
         sel = ((scored["kind"] == kind) & np.isclose(scored["strength"], strength)).to_numpy()
         row = {"kind": kind, "family": KINDS[kind].family if kind in KINDS else "control",
-               "strength": strength, "n": int(sel.sum())}
+               "strength": strength, "n": int(sel.sum()), "n_detectable": int((sel & detectable).sum())}
         same = (scored["kind"] == CONTROL).to_numpy() & scored["index"].isin(scored["index"][sel]).to_numpy()
         for col, (pct, flagged) in columns.items():
             ok, base = sel & np.isfinite(pct), same & np.isfinite(pct)
+            seen = ok & detectable
             row[col] = {"median_pct": float(np.median(pct[ok])) if ok.any() else None,
                         "median_pct_90": median_interval(pct[ok]),
                         "flagged": float(flagged[sel].mean()) if sel.any() else None,
                         # the same galaxies untouched: how far the perturbation moved them
-                        "untouched_pct": float(np.median(pct[base])) if base.any() else None}
+                        "untouched_pct": float(np.median(pct[base])) if base.any() else None,
+                        # only the perturbations a test knowing the noiseless maps would see (DETECTABLE_SIGMA)
+                        "detectable_median_pct": float(np.median(pct[seen])) if seen.any() else None}
         result_rows.append(row)
     headline = {}
     for col in columns:
         middle = [r for r in result_rows if r["kind"] != CONTROL and r["strength"] == config.middle]
         meds = [r[col]["median_pct"] for r in middle if r[col]["median_pct"] is not None]
+        seen = [r[col]["detectable_median_pct"] for r in middle if r[col]["detectable_median_pct"] is not None]
         sel = (scored["kind"] != CONTROL).to_numpy() & np.isclose(scored["strength"], config.middle)
         headline[col] = {
             "strength": config.middle,
@@ -235,10 +266,16 @@ def summarise(rows, table, catalogue, flag_pct: float, config: InjectConfig) -> 
             "kinds_unsure": [r["kind"] for r in middle if (r[col]["median_pct_90"] or [100, 100])[0] < 90
                              <= r[col]["median_pct_90"][1]],
             "flagged": float(columns[col][1][sel].mean()) if sel.any() else None,
+            "detectable": {"median_pct": float(np.median(seen)) if seen else None,
+                           "kinds": len(seen), "kinds_at_90": int(sum(m >= 90 for m in seen)),
+                           "share": float(detectable[sel].mean()) if sel.any() else None,
+                           "flagged": float(columns[col][1][sel & detectable].mean()) if (sel & detectable).any()
+                           else None},
             "control_pct": result_rows[0][col]["median_pct"],
             "control_flagged": result_rows[0][col]["flagged"],
         }
-    per_galaxy = scored[["kind", "strength", "index", "galaxy_id", "truth_class"]].copy()
+    per_galaxy = scored[["kind", "strength", "index", "galaxy_id", "truth_class"]
+                        + [c for c in ("signal_sigma", "detectable") if c in scored]].copy()
     for col, (pct, flagged) in columns.items():
         per_galaxy[col] = scored[col].to_numpy(np.float64)
         per_galaxy[f"{col}:pct"] = pct
@@ -320,14 +357,17 @@ def _cell(entry: dict | None) -> str:
 def report(result: dict) -> str:
     """The table: one line per kind and strength, median percentile and % flagged per score column."""
     cols = result["scores"]
-    head = (f"{'kind':<20}{'family':<12}{'strength':>9}{'n':>4}{'untouched':>10}"
+    head = (f"{'kind':<20}{'family':<12}{'strength':>9}{'n':>4}{'seen':>5}{'untouched':>10}"
             + "".join(f"{c[:13]:>14}" for c in cols))
     out = [f"median percentile against the run / % flagged (top {100 - result['flag_pct']:g} %), per score column; "
-           f"untouched: the same galaxies' median {cols[0]} percentile before the perturbation",
+           f"untouched: the same galaxies' median {cols[0]} percentile before the perturbation; seen: the "
+           f"perturbations that a test knowing the noiseless maps would see at {DETECTABLE_SIGMA:g} sigma",
            head, "-" * len(head)]
     for row in result["rows"]:
         base = row[cols[0]].get("untouched_pct")
+        seen = row.get("n_detectable")
         out.append(f"{row['kind']:<20}{row['family']:<12}{row['strength']:>9g}{row['n']:>4}"
+                   + (f"{seen:>5}" if seen is not None else f"{'':>5}")
                    + (f"{base:>10.1f}" if base is not None else f"{'':>10}")
                    + "".join(f" {_cell(row.get(c))}" for c in cols))
     for col in cols:
@@ -339,6 +379,11 @@ def report(result: dict) -> str:
                    f"{100 * h['flagged']:.0f} % flagged; untouched galaxies {h['control_pct']:.1f}"
                    + (f"; 90 is inside the 90 % interval of {', '.join(h['kinds_unsure'])}"
                       if h.get("kinds_unsure") else ""))
+        seen = h.get("detectable") or {}
+        if seen.get("median_pct") is not None and seen["share"] < 1:
+            out.append(f"  the {100 * seen['share']:.0f} % of perturbations that could be seen: median kind "
+                       f"{seen['median_pct']:.1f} ({seen['kinds_at_90']} of {seen['kinds']} kinds >= 90), "
+                       f"{100 * seen['flagged']:.0f} % flagged")
     out.append(f"{result['n_galaxies']} MAPS files scored in {result['seconds']:.0f} s"
                + (f"; {len(result['skipped'])} skipped" if result["skipped"] else ""))
     return "\n".join(out)

@@ -85,7 +85,8 @@ def test_the_surveys_own_seed_is_refused(run):
 def test_component_columns_are_measured_against_the_catalogue():
     catalogue = pd.DataFrame({"anomaly_score": np.arange(100.0), "score_recon": np.arange(100.0) * 2})
     rows = [{"source": f"f{i}", "index": i % 2, "galaxy_id": f"g{i % 2}", "truth_class": "sf",
-             "kind": CONTROL if i < 2 else "stripe", "strength": 0.0 if i < 2 else 0.5} for i in range(4)]
+             "kind": CONTROL if i < 2 else "stripe", "strength": 0.0 if i < 2 else 0.5,
+             "signal_sigma": [0.0, 0.0, 300.0, 2.0][i], "detectable": i != 3} for i in range(4)]
     table = pd.DataFrame({"source": [f"f{i}" for i in range(4)], "anomaly_score": [10.0, 20.0, 95.0, 99.5],
                           "anomaly_pct": [11.0, 21.0, 96.0, 100.0], "flagged": [False, False, True, True],
                           "score_recon": [20.0, 40.0, 150.0, 500.0]})
@@ -98,7 +99,11 @@ def test_component_columns_are_measured_against_the_catalogue():
     assert result["scores"] == ["anomaly_score", "score_recon"]
     stripe = result["rows"][1]
     assert stripe["anomaly_score"] == {"median_pct": 98.0, "median_pct_90": [96.0, 100.0], "flagged": 1.0,
-                                       "untouched_pct": 16.0}
+                                       "untouched_pct": 16.0, "detectable_median_pct": 96.0}
+    assert stripe["n"] == 2 and stripe["n_detectable"] == 1
+    assert result["headline"]["anomaly_score"]["detectable"] == {"median_pct": 96.0, "kinds": 1, "kinds_at_90": 1,
+                                                                 "share": 0.5, "flagged": 1.0}
+    assert [g["signal_sigma"] for g in result["galaxies"]] == [0.0, 0.0, 300.0, 2.0]
     assert stripe["score_recon"]["median_pct"] == 88.0 and stripe["score_recon"]["flagged"] == 0.5
     # score_recon's two galaxies lie at 76 and 100: its median could be either side of 90
     assert result["headline"]["score_recon"]["kinds_unsure"] == ["stripe"]
@@ -171,3 +176,26 @@ def test_a_perturbed_galaxy_keeps_its_own_noise(kind):
     if kind in ("dark_lane", "rotated_oiii", "smoothed_sii"):
         noise = lambda f, m: np.std((f - m)[touched])  # noqa: E731
         assert noise(direct.flux, changed.flux) < 0.95 * noise(out.flux, changed.flux)
+
+
+def test_a_perturbations_signal_is_its_chi_square_against_the_noise():
+    from dataclasses import replace
+
+    from core.inject import DETECTABLE_SIGMA, perturbation_signal
+    from core.perturb import DapMaps
+
+    n = 2 * 30 * 30
+    maps = DapMaps(("Ha-6564", "Hb-4862"), np.ones((2, 30, 30)), np.full((2, 30, 30), 4.0),
+                   np.zeros((2, 30, 30), np.int32))  # sigma 0.5
+    flux = maps.flux.copy()
+    flux[0, 10, 10] += 1.5  # one value moved by 3 sigma: plain to a test that knew where, lost among 1,800
+    one = perturbation_signal(replace(maps, flux=flux), maps)
+    assert one["signal_sigma"] == pytest.approx(3.0) and not one["detectable"]
+    flux[:, :10] += 0.5  # 600 values moved by 1 sigma each: chi-square 609, against 5 sqrt(2 x 1,800) = 300
+    many = perturbation_signal(replace(maps, flux=flux), maps)
+    assert many["signal_sigma"] == pytest.approx(np.sqrt(609.0)) and many["detectable"]
+    assert 609.0 >= DETECTABLE_SIGMA * np.sqrt(2 * n) > 9.0
+    unmeasured = replace(maps, ivar=np.where(np.arange(30)[None, :, None] < 10, 0.0, 4.0))  # the 600 not measured
+    assert perturbation_signal(replace(maps, flux=flux), unmeasured)["signal_sigma"] == pytest.approx(3.0)
+    ivar_only = perturbation_signal(maps, maps, changes="ivar")
+    assert np.isnan(ivar_only["signal_sigma"]) and ivar_only["detectable"]
