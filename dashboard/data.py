@@ -259,7 +259,8 @@ def evaluation_figures(evaluation: Evaluation | None) -> dict[str, str]:
 def injection_figures(data: AppData) -> tuple[str, list[str]] | None:
     """The injection benchmark at a glance: ``(headline, one line per kind)``, None without a current one.
 
-    Headline: "median percentile 60 at strength 0.5, 15 % flagged over 17 kinds (untouched 54)",
+    Headline: "median percentile 60 at strength 0.5, 15 % flagged over 17 kinds (untouched 54)", and over the
+    perturbations plain in the noise where some were not ("; over the 81 % of changes plain in the noise 98, ..."),
     then the same for every other detector the benchmark measured ("; score_consistency 65, ...");
     the per-kind lines give each kind's median percentile and % flagged at that strength, per detector.
     Read once per server (``AppData.derived``).
@@ -274,6 +275,10 @@ def injection_figures(data: AppData) -> tuple[str, list[str]] | None:
         middle = [r for r in result["rows"] if r["strength"] == head["strength"] and r["family"] != "control"]
         text = (f"median percentile {head['median_pct']:.0f} at strength {head['strength']:g}, "
                 f"{100 * head['flagged']:.0f} % flagged over {len(middle)} kinds (untouched {head['control_pct']:.0f})")
+        plain = head.get("detectable") or {}
+        if plain.get("median_pct") is not None and plain["share"] < 1:  # some changes were lost in the noise
+            text += (f"; over the {100 * plain['share']:.0f} % of changes plain in the noise {plain['median_pct']:.0f}, "
+                     f"{100 * plain['flagged']:.0f} % flagged")
         # The other detectors (score_<name> columns), each after the anomaly score: "; score_consistency 65 ...".
         others = [c for c in result.get("scores", []) if c != "anomaly_score"
                   and (result["headline"].get(c) or {}).get("median_pct") is not None]
@@ -285,7 +290,11 @@ def injection_figures(data: AppData) -> tuple[str, list[str]] | None:
         def cell(row, col):
             return f"{row[col]['median_pct']:.0f}, {100 * row[col]['flagged']:.0f} % flagged"
 
-        detail = [f"{r['kind']} ({r['family']}): {cell(r, 'anomaly_score')}"
+        def plain_in_noise(row):
+            n, seen = row.get("n"), row.get("n_detectable")
+            return f" ({seen} of {n} plain in the noise)" if n is not None and seen is not None and seen < n else ""
+
+        detail = [f"{r['kind']} ({r['family']}): {cell(r, 'anomaly_score')}{plain_in_noise(r)}"
                   + "".join(f"; {c} {cell(r, c)}" for c in others if (r.get(c) or {}).get("median_pct") is not None)
                   for r in middle if r["anomaly_score"]["median_pct"] is not None]
         return text, detail

@@ -241,3 +241,16 @@ def test_header_shows_the_injection_summary_when_there_is_one(run_path):
     text, detail = injection_figures(open_app_data(run_path))
     assert text.endswith("(untouched 54); score_consistency 65, 15 % flagged (untouched 46)")
     assert detail[1] == "nii_patch (ratio): 55, 25 % flagged; score_consistency 93, 62 % flagged"
+
+    # some of the changes below the noise: the figures over the others follow, and each kind says how many
+    result["headline"]["anomaly_score"]["detectable"] = {"median_pct": 80.0, "kinds": 2, "kinds_at_90": 0,
+                                                         "share": 0.75, "flagged": 0.25}
+    result["rows"][2].update(n=8, n_detectable=2)
+    result["rows"][1].update(n=8, n_detectable=8)
+    write_json(run_path / INJECTION_FILE, result)
+    mark_stage(run_path, "inject", True, files={**RunManifest.read(run_path).files,
+                                                 INJECTION_FILE: file_stamp(run_path / INJECTION_FILE)})
+    text, detail = injection_figures(open_app_data(run_path))
+    assert "(untouched 54); over the 75 % of changes plain in the noise 80, 25 % flagged; score_consistency" in text
+    assert detail == ["stripe (artefact): 69, 12 % flagged; score_consistency 89, 38 % flagged",
+                      "nii_patch (ratio): 55, 25 % flagged (2 of 8 plain in the noise); score_consistency 93, 62 % flagged"]
