@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from core import census, consistency, mixing, scoring, sharpness
+from core import census, consistency, latent, mixing, scoring, sharpness
 from core.embed import embed_run
 from core.evaluate import evaluate_run
 from core.ingest import IngestOptions, ingest
@@ -344,6 +344,21 @@ def test_umap_is_seeded(trained):
     b, _ = umap_embedding(latents, seed=3)
     assert a.shape == (len(latents), 2) and np.array_equal(a, b)
     assert params["n_neighbors"] == min(15, len(latents) - 1) and params["n_jobs"] == 1
+
+
+@pytest.mark.parametrize("exact_below", [latent.EXACT_BELOW, 0])
+def test_umap_keeps_separate_groups_apart_with_either_distance_path(exact_below, monkeypatch):
+    """Below EXACT_BELOW galaxies the distances are computed by scikit-learn and handed to umap-learn; above, umap-learn
+    finds the neighbours itself. Either way three groups far apart in latent space stay apart on the map."""
+    monkeypatch.setattr(latent, "EXACT_BELOW", exact_below)
+    rng = np.random.default_rng(0)
+    centres = rng.normal(0, 10, (3, 16))
+    latents = np.concatenate([c + rng.normal(0, 1, (60, 16)) for c in centres]).astype(np.float32)
+    group = np.repeat(np.arange(3), 60)
+    coords, params = umap_embedding(latents, seed=0)
+    assert params["metric"] == "euclidean" and coords.shape == (180, 2) and np.isfinite(coords).all()
+    nearest = nearest_neighbours(coords, k=5)
+    assert (group[nearest] == group[:, None]).mean() > 0.98
 
 
 def test_score_new_files_agrees_with_embed(trained, tmp_path, capsys):
