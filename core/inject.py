@@ -132,7 +132,7 @@ def perturbation_signal(out: DapMaps, maps: DapMaps, changes: str = "flux") -> d
     knew both the noiseless maps and the perturbation's form would see it; ``detectable``: whether a test that
     knew only the noiseless maps would (:data:`DETECTABLE_SIGMA`). A kind that changes the inverse variance
     (``changes="ivar"``) moves no flux: NaN and detectable, since its files misstate their noise everywhere.
-    A faint line's change can be below every test: [OIII] rotated where [OIII] is faint changes little.
+    A faint line's change can be below this test: [OIII] rotated where [OIII] is faint changes little.
     """
     if changes != "flux":
         return {"signal_sigma": float("nan"), "detectable": True}
@@ -357,17 +357,17 @@ def _cell(entry: dict | None) -> str:
 def report(result: dict) -> str:
     """The table: one line per kind and strength, median percentile and % flagged per score column."""
     cols = result["scores"]
-    head = (f"{'kind':<20}{'family':<12}{'strength':>9}{'n':>4}{'seen':>5}{'untouched':>10}"
+    head = (f"{'kind':<20}{'family':<12}{'strength':>9}{'n':>4}{'plain':>6}{'untouched':>10}"
             + "".join(f"{c[:13]:>14}" for c in cols))
     out = [f"median percentile against the run / % flagged (top {100 - result['flag_pct']:g} %), per score column; "
-           f"untouched: the same galaxies' median {cols[0]} percentile before the perturbation; seen: the "
-           f"perturbations that a test knowing the noiseless maps would see at {DETECTABLE_SIGMA:g} sigma",
+           f"untouched: the same galaxies' median {cols[0]} percentile before the perturbation; plain: the "
+           f"perturbations plain in the noise (a test knowing the noiseless maps sees them at {DETECTABLE_SIGMA:g} sigma)",
            head, "-" * len(head)]
     for row in result["rows"]:
         base = row[cols[0]].get("untouched_pct")
         seen = row.get("n_detectable")
         out.append(f"{row['kind']:<20}{row['family']:<12}{row['strength']:>9g}{row['n']:>4}"
-                   + (f"{seen:>5}" if seen is not None else f"{'':>5}")
+                   + (f"{seen:>6}" if seen is not None else f"{'':>6}")
                    + (f"{base:>10.1f}" if base is not None else f"{'':>10}")
                    + "".join(f" {_cell(row.get(c))}" for c in cols))
     for col in cols:
@@ -381,7 +381,7 @@ def report(result: dict) -> str:
                       if h.get("kinds_unsure") else ""))
         seen = h.get("detectable") or {}
         if seen.get("median_pct") is not None and seen["share"] < 1:
-            out.append(f"  the {100 * seen['share']:.0f} % of perturbations that could be seen: median kind "
+            out.append(f"  over the {100 * seen['share']:.0f} % of perturbations plain in the noise: median kind "
                        f"{seen['median_pct']:.1f} ({seen['kinds_at_90']} of {seen['kinds']} kinds >= 90), "
                        f"{100 * seen['flagged']:.0f} % flagged")
     out.append(f"{result['n_galaxies']} MAPS files scored in {result['seconds']:.0f} s"
