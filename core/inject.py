@@ -242,20 +242,20 @@ def summarise(rows, table, catalogue, flag_pct: float, config: InjectConfig) -> 
         same = (scored["kind"] == CONTROL).to_numpy() & scored["index"].isin(scored["index"][sel]).to_numpy()
         for col, (pct, flagged) in columns.items():
             ok, base = sel & np.isfinite(pct), same & np.isfinite(pct)
-            seen = ok & detectable
+            plain = ok & detectable
             row[col] = {"median_pct": float(np.median(pct[ok])) if ok.any() else None,
                         "median_pct_90": median_interval(pct[ok]),
                         "flagged": float(flagged[sel].mean()) if sel.any() else None,
                         # the same galaxies untouched: how far the perturbation moved them
                         "untouched_pct": float(np.median(pct[base])) if base.any() else None,
                         # only the perturbations a test knowing the noiseless maps would see (DETECTABLE_SIGMA)
-                        "detectable_median_pct": float(np.median(pct[seen])) if seen.any() else None}
+                        "detectable_median_pct": float(np.median(pct[plain])) if plain.any() else None}
         result_rows.append(row)
     headline = {}
     for col in columns:
         middle = [r for r in result_rows if r["kind"] != CONTROL and r["strength"] == config.middle]
         meds = [r[col]["median_pct"] for r in middle if r[col]["median_pct"] is not None]
-        seen = [r[col]["detectable_median_pct"] for r in middle if r[col]["detectable_median_pct"] is not None]
+        plain_meds = [r[col]["detectable_median_pct"] for r in middle if r[col]["detectable_median_pct"] is not None]
         sel = (scored["kind"] != CONTROL).to_numpy() & np.isclose(scored["strength"], config.middle)
         headline[col] = {
             "strength": config.middle,
@@ -266,8 +266,8 @@ def summarise(rows, table, catalogue, flag_pct: float, config: InjectConfig) -> 
             "kinds_unsure": [r["kind"] for r in middle if (r[col]["median_pct_90"] or [100, 100])[0] < 90
                              <= r[col]["median_pct_90"][1]],
             "flagged": float(columns[col][1][sel].mean()) if sel.any() else None,
-            "detectable": {"median_pct": float(np.median(seen)) if seen else None,
-                           "kinds": len(seen), "kinds_at_90": int(sum(m >= 90 for m in seen)),
+            "detectable": {"median_pct": float(np.median(plain_meds)) if plain_meds else None,
+                           "kinds": len(plain_meds), "kinds_at_90": int(sum(m >= 90 for m in plain_meds)),
                            "share": float(detectable[sel].mean()) if sel.any() else None,
                            "flagged": float(columns[col][1][sel & detectable].mean()) if (sel & detectable).any()
                            else None},
@@ -365,9 +365,9 @@ def report(result: dict) -> str:
            head, "-" * len(head)]
     for row in result["rows"]:
         base = row[cols[0]].get("untouched_pct")
-        seen = row.get("n_detectable")
+        plain = row.get("n_detectable")
         out.append(f"{row['kind']:<20}{row['family']:<12}{row['strength']:>9g}{row['n']:>4}"
-                   + (f"{seen:>6}" if seen is not None else f"{'':>6}")
+                   + (f"{plain:>6}" if plain is not None else f"{'':>6}")
                    + (f"{base:>10.1f}" if base is not None else f"{'':>10}")
                    + "".join(f" {_cell(row.get(c))}" for c in cols))
     for col in cols:
@@ -379,11 +379,11 @@ def report(result: dict) -> str:
                    f"{100 * h['flagged']:.0f} % flagged; untouched galaxies {h['control_pct']:.1f}"
                    + (f"; 90 is inside the 90 % interval of {', '.join(h['kinds_unsure'])}"
                       if h.get("kinds_unsure") else ""))
-        seen = h.get("detectable") or {}
-        if seen.get("median_pct") is not None and seen["share"] < 1:
-            out.append(f"  over the {100 * seen['share']:.0f} % of perturbations plain in the noise: median kind "
-                       f"{seen['median_pct']:.1f} ({seen['kinds_at_90']} of {seen['kinds']} kinds >= 90), "
-                       f"{100 * seen['flagged']:.0f} % flagged")
+        plain = h.get("detectable") or {}
+        if plain.get("median_pct") is not None and plain["share"] < 1:
+            out.append(f"  over the {100 * plain['share']:.0f} % of perturbations plain in the noise: median kind "
+                       f"{plain['median_pct']:.1f} ({plain['kinds_at_90']} of {plain['kinds']} kinds >= 90), "
+                       f"{100 * plain['flagged']:.0f} % flagged")
     out.append(f"{result['n_galaxies']} MAPS files scored in {result['seconds']:.0f} s"
                + (f"; {len(result['skipped'])} skipped" if result["skipped"] else ""))
     return "\n".join(out)

@@ -172,8 +172,8 @@ def test_a_perturbed_galaxy_keeps_its_own_noise(kind):
     np.testing.assert_allclose(out.flux - changed.flux, g.flux - g.model, atol=1e-3)  # the noise, cell by cell
     assert np.array_equal(out.ivar, changed.ivar) and np.array_equal(out.mask, g.mask)
     # what a kind does to the observed maps instead shrinks or stretches the noise where it acts
-    direct = perturb(kind, maps, np.random.default_rng(0), 0.5)
     if kind in ("dark_lane", "rotated_oiii", "smoothed_sii"):
+        direct = perturb(kind, maps, np.random.default_rng(0), 0.5)
         noise = lambda f, m: np.std((f - m)[touched])  # noqa: E731
         assert noise(direct.flux, changed.flux) < 0.95 * noise(out.flux, changed.flux)
 

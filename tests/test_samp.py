@@ -198,6 +198,9 @@ def test_a_highlight_reaches_the_session_on_its_document_thread(data, hub):
     topcat = Topcat()
     try:
         assert "Sent 8 galaxies to 1 SAMP application" in link.send_selection(state, doc)
+        # The hub delivers on its own threads: closing TOPCAT before both arrive makes the hub warn on one of them.
+        topcat.wait(samp.LOAD_VOTABLE)
+        topcat.wait(samp.POINT_AT)
         table_id = next(iter(link._tables))
         before = state.selection.copy()
         assert link.apply(samp.SELECT_ROWS, {"table-id": table_id, "row-list": ["0"]})
