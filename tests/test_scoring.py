@@ -361,6 +361,23 @@ def test_umap_keeps_separate_groups_apart_with_either_distance_path(exact_below,
     assert (group[nearest] == group[:, None]).mean() > 0.98
 
 
+def test_umap_given_the_neighbours_draws_umap_learns_own_map():
+    """Handing umap-learn the exact neighbours (to spare it compiling its own search) changes nothing: the map is
+    bit for bit the one it draws from the distance matrix alone."""
+    import warnings
+
+    import umap
+    from sklearn.metrics import pairwise_distances
+
+    latents = np.random.default_rng(4).normal(size=(150, 8)).astype(np.float32)
+    coords, _ = umap_embedding(latents, seed=2)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="using precomputed metric", category=UserWarning)
+        own = umap.UMAP(random_state=2, n_jobs=1, **{**latent.UMAP_PARAMS, "metric": "precomputed"}).fit_transform(
+            pairwise_distances(latents.astype(np.float64)))
+    np.testing.assert_array_equal(coords, own.astype(np.float32))
+
+
 def test_score_new_files_agrees_with_embed(trained, tmp_path, capsys):
     run = open_run(trained)
     sources = list(run.catalogue.source[:3])
