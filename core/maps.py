@@ -296,17 +296,22 @@ def _read_fits(path: Path):
             warnings.filterwarnings("error", message="File may have been truncated")
             # lazy_load_hdus=False reads every header now, so a truncation anywhere is seen.
             with fits.open(raw, lazy_load_hdus=False) as hdul:
+                # Each of astropy's hdul[name] parses every HDU's EXTNAME again: looked up once here. The file is
+                # in memory, so its headers and arrays stay valid once it is closed (no copies).
                 names = [hdu.name for hdu in hdul]
-                missing = [ext for ext in EXTENSIONS if ext not in names]
+                by_name = {}
+                for name, hdu in zip(names, hdul):
+                    by_name.setdefault(name, hdu)  # the first of a name, as hdul[name] gives
+                missing = [ext for ext in EXTENSIONS if ext not in by_name]
                 if missing:
                     raise MapsError(
                         path, f"extension(s) {', '.join(missing)} missing; the file has: {', '.join(names)}"
                     )
-                primary = hdul[0].header.copy()
-                headers = [hdul[ext].header.copy() for ext in EXTENSIONS]
-                arrays = tuple(np.array(hdul[ext].data) for ext in EXTENSIONS)
-                optional = {ext: (hdul[ext].header.copy(), np.array(hdul[ext].data))
-                            for ext in EW_EXTENSIONS if ext in names and hdul[ext].data is not None}
+                primary = hdul[0].header
+                headers = [by_name[ext].header for ext in EXTENSIONS]
+                arrays = tuple(np.asarray(by_name[ext].data) for ext in EXTENSIONS)
+                optional = {ext: (by_name[ext].header, np.asarray(by_name[ext].data))
+                            for ext in EW_EXTENSIONS if ext in by_name and by_name[ext].data is not None}
     except (OSError, EOFError, ValueError, TypeError, VerifyWarning, AstropyUserWarning) as exc:
         raise MapsError(path, f"not a readable FITS file ({type(exc).__name__}: {exc})") from None
     return primary, headers, arrays, optional
@@ -387,7 +392,8 @@ def _astrometry(header, ra: float, dec: float, shape) -> tuple[float, tuple[floa
         wcs = WCS(header, naxis=2)
     if not wcs.has_celestial:
         return MANGA_PIXSCALE, fallback
-    celestial = wcs.celestial  # each access builds a new WCS
+    # .celestial builds a new WCS on each access (a fifth of a file's read): a map's two axes, RA then Dec, already are it
+    celestial = wcs if (wcs.naxis, wcs.wcs.lng, wcs.wcs.lat) == (2, 0, 1) else wcs.celestial
     pixscale = float(np.mean(proj_plane_pixel_scales(celestial)) * 3600.0)
     if not (np.isfinite(ra) and np.isfinite(dec)):
         return pixscale, fallback
