@@ -392,7 +392,7 @@ def _astrometry(header, ra: float, dec: float, shape) -> tuple[float, tuple[floa
         wcs = WCS(header, naxis=2)
     if not wcs.has_celestial:
         return MANGA_PIXSCALE, fallback
-    # .celestial builds a new WCS on each access (a fifth of a file's read): a map's two axes, RA then Dec, already are it
+    # .celestial builds a new WCS on each access (a fifth of a file's read); a map's two axes, RA then Dec, are it
     celestial = wcs if (wcs.naxis, wcs.wcs.lng, wcs.wcs.lat) == (2, 0, 1) else wcs.celestial
     pixscale = float(np.mean(proj_plane_pixel_scales(celestial)) * 3600.0)
     if not (np.isfinite(ra) and np.isfinite(dec)):

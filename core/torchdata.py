@@ -67,7 +67,7 @@ class MapsDataset(torch.utils.data.Dataset):
         elif self.weights == "score":
             ivar = np.asarray(self.data.ivar[row])[None]  # (1, T, S, S)
             if row not in self._peaks:  # the median filter is a tenth of an item's time: once per galaxy, not per epoch
-                self._peaks[row] = floor_peaks(flux[None], mask[None] | ~(ivar[0] > 0), self.data.lines)[0]
+                self._peaks[row] = floor_peaks(flux[None], mask[None] | ~(ivar > 0), self.data.lines)[0]
             w = cell_weights(flux[None], mask[None], ivar, self.data.lines, peaks=[self._peaks[row]])
             items.append(w[0].astype(np.float32))
         items = [torch.from_numpy(a) for a in items]
