@@ -164,18 +164,23 @@ def floor_peaks(flux, mask, lines: Sequence[str]) -> np.ndarray:
     return np.maximum(smooth.reshape(len(img), -1).max(axis=1), 0.0)
 
 
+def data_floor_peaks(flux, mask, ivar, lines: Sequence[str]) -> np.ndarray:
+    """:func:`floor_peaks` over the cells the score counts: unmasked, with a positive ivar."""
+    return floor_peaks(flux, np.asarray(mask, dtype=bool) | ~(np.asarray(ivar, dtype=np.float64) > 0), lines)
+
+
 def cell_weights(flux, mask, ivar, lines: Sequence[str], floor_fraction: float = ERROR_FLOOR,
                  peaks=None) -> np.ndarray:
     """The data's part ``1 / (1/ivar + (f P)**2)`` of every cell's weight in the score, a batch ``(N, L, S, S)``.
 
     0 where the cell is masked or has no positive ivar (see :data:`RECON_DEFINITION`).
     ``floor_fraction`` is ``f`` (0: the noise alone, as ``core.evaluate.ordinary_fit`` measures).
-    ``peaks`` ``(N,)``: the galaxies' ``P`` when already known (:func:`floor_peaks` of the same arrays).
+    ``peaks`` ``(N,)``: the galaxies' ``P`` when already known (:func:`data_floor_peaks` of the same arrays).
     The model's part joins in :func:`with_model_error`, which needs the reconstruction.
     """
     ivar = np.asarray(ivar, dtype=np.float64)
     good = ~np.asarray(mask, dtype=bool) & (ivar > 0)
-    peaks = floor_peaks(flux, ~good, lines) if peaks is None else np.asarray(peaks, dtype=np.float64)
+    peaks = data_floor_peaks(flux, mask, ivar, lines) if peaks is None else np.asarray(peaks, dtype=np.float64)
     floor = (floor_fraction * peaks)[:, None, None, None] ** 2  # (N, 1, 1, 1)
     with np.errstate(divide="ignore", invalid="ignore"):
         variance = 1.0 / ivar + floor

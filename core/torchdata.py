@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from core.dataset import SurveyDataset, open_dataset
-from core.scoring import cell_weights, floor_peaks
+from core.scoring import cell_weights, data_floor_peaks
 
 #: Loss weights a :class:`MapsDataset` can add to each item.
 WEIGHTS = (None, "ivar", "score")
@@ -48,7 +48,7 @@ class MapsDataset(torch.utils.data.Dataset):
         self.weights = weights
         self.seed = seed
         self.epoch = 0
-        self._peaks: dict[int, float] = {}  # row -> the score's P (core.scoring.floor_peaks)
+        self._peaks: dict[int, float] = {}  # row -> the score's P (core.scoring.data_floor_peaks)
 
     def set_epoch(self, epoch: int) -> None:
         """Change the orientations drawn, reproducibly per epoch (also under DDP)."""
@@ -67,7 +67,7 @@ class MapsDataset(torch.utils.data.Dataset):
         elif self.weights == "score":
             ivar = np.asarray(self.data.ivar[row])[None]  # (1, T, S, S)
             if row not in self._peaks:  # the median filter is a tenth of an item's time: once per galaxy, not per epoch
-                self._peaks[row] = floor_peaks(flux[None], mask[None] | ~(ivar > 0), self.data.lines)[0]
+                self._peaks[row] = data_floor_peaks(flux[None], mask[None], ivar, self.data.lines)[0]
             w = cell_weights(flux[None], mask[None], ivar, self.data.lines, peaks=[self._peaks[row]])
             items.append(w[0].astype(np.float32))
         items = [torch.from_numpy(a) for a in items]
